@@ -1,0 +1,1 @@
+"""Camera and serial drivers for edgegw; each driver's config lives beside its code."""

@@ -1,0 +1,1 @@
+"""Model provisioning (manifest, fetch, verified graph fixes) and the ONNX Runtime runner."""
