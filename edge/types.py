@@ -219,6 +219,8 @@ class Event:
     ts: float
     subject: Subject | None = None
     attrs: Mapping[str, Scalar] = field(default_factory=dict)
+    links: tuple[str, ...] = ()
+    """event_ids of member events (a fused `passage` links its face, plate, card and device events)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", _frozen_attrs(self.attrs))

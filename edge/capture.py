@@ -1,0 +1,281 @@
+"""The capture daemon: cameras and sensors → pipelines → privacy boundary → outbox.
+
+It owns the threads: one per camera (the supervisor's) feeding a bounded latest-wins queue, one
+worker per camera running the motion gate and the face or plate path, and one per serial port.
+Frames may be dropped under load; events never: a worker commits its events to the outbox before
+it takes the next frame, and if the outbox cannot take them it retries with backoff while its
+camera's queue drops frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from drivers.camera.config import FileCameraConfig
+from drivers.camera.supervisor import CameraState, CameraSupervisor
+from edge.backoff import Backoff
+from edge.config import Config
+from edge.errors import OutboxError
+from edge.framequeue import FrameQueue
+from edge.models.runner import RuntimeOptions
+from edge.motion import MotionGate
+from edge.outbox import Outbox, OutboxLimits
+from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.sdnotify import Notifier
+from edge.secrets import data_key, district_key
+from edge.tracker import GateLine
+from edge.types import EventKind, Frame, Observation, Origin
+
+log = logging.getLogger(__name__)
+
+
+class FramePath(Protocol):
+    """A per-camera pipeline: frames in, observations out."""
+
+    def process(self, frame: Frame) -> list[Observation]:
+        """Run detection on a frame."""
+        ...
+
+    def idle(self, ts: float) -> list[Observation]:
+        """A frame skipped by the motion gate."""
+        ...
+
+    def finish(self) -> list[Observation]:
+        """End of input."""
+        ...
+
+
+def runtime_options(cfg: Config) -> RuntimeOptions:
+    """ONNX Runtime options from config."""
+    return RuntimeOptions(providers=cfg.models.providers, intra_op_threads=cfg.models.intra_op_threads)
+
+
+def make_outbox(cfg: Config) -> Outbox:
+    """The outbox configured for this gateway."""
+    return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix, limits=OutboxLimits(
+        max_events=cfg.outbox.max_events, max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
+        retention_s=cfg.outbox.retention_days * 86400.0))
+
+
+def origin_of(cfg: Config) -> Origin:
+    """The gateway's district/community/gateway ids."""
+    return Origin(cfg.gateway.district, cfg.gateway.community, cfg.gateway.gateway)
+
+
+class Committer:
+    """Turns observations into events at the privacy boundary and commits them (thread-safe)."""
+
+    def __init__(self, outbox: Outbox, boundary: PrivacyBoundary, cfg: Config,
+                 sink: Callable[[Sequence[Observation]], None] | None = None) -> None:
+        self._outbox = outbox
+        self._boundary = boundary
+        self._lock = threading.Lock()
+        self._backoff_cfg = cfg.uplink.backoff
+        self._sink = sink
+        self.committed = 0
+        self.failures = 0
+
+    def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None) -> None:
+        """Commit, retrying with backoff until it succeeds or `stop` is set. Never drops."""
+        if not observations:
+            return
+        if self._sink is not None:
+            self._sink(observations)  # the local passage store sees raw observations (encrypted there)
+        events = [self._boundary.to_event(o) for o in observations]
+        backoff = Backoff(self._backoff_cfg)
+        while True:
+            try:
+                with self._lock:
+                    result = self._outbox.append(events)
+                    self.committed += len(result.records)
+                    if result.dropped:
+                        n = sum(result.dropped.values())
+                        alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
+                            "code": "outbox_quota", "message": "outbox quota reached: oldest low-priority events dropped",
+                            "count": n, "severity": "warning"})
+                        self._outbox.append([self._boundary.to_event(alarm)])
+                return
+            except OutboxError as exc:
+                self.failures += 1
+                delay = backoff.next_delay()
+                log.error("cannot commit %d event(s), retrying in %.1f s: %s", len(events), delay, exc)
+                if stop is not None and stop.wait(delay):
+                    log.error("stopping with %d uncommitted event(s)", len(events))
+                    return
+                if stop is None:
+                    time.sleep(delay)
+
+
+class CameraWorker(threading.Thread):
+    """Pulls frames of one camera through the motion gate and its path, committing what it sees."""
+
+    def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, gate: MotionGate | None,
+                 committer: Committer, stop: threading.Event) -> None:
+        super().__init__(name=f"pipeline-{source_id}", daemon=True)
+        self.source_id = source_id
+        self._queue = queue
+        self._path = path
+        self._gate = gate
+        self._committer = committer
+        self._stop_event = stop
+        self.frames = 0
+        self.detected_frames = 0
+        self.busy_s = 0.0
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            frame = self._queue.get(timeout=0.2)
+            if frame is None:
+                if self._queue.closed:
+                    break
+                continue
+            t0 = time.perf_counter()
+            self.frames += 1
+            try:
+                if self._gate is None or self._gate.check(frame):
+                    self.detected_frames += 1
+                    obs = self._path.process(frame)
+                else:
+                    obs = self._path.idle(frame.ts)
+            except Exception:  # a bad frame must not kill the camera's pipeline
+                log.exception("pipeline %s failed on frame %d; skipping it", self.source_id, frame.index)
+                continue
+            self._committer.commit(obs, self._stop_event)
+            self.busy_s += time.perf_counter() - t0
+        self._committer.commit(self._path.finish(), self._stop_event)
+
+
+class CaptureDaemon:
+    """The composition root of the capture side."""
+
+    def __init__(self, cfg: Config, config_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self._config_dir = config_dir or Path.cwd()
+        self._stop = threading.Event()
+        self.outbox = make_outbox(cfg)
+        self.boundary = PrivacyBoundary(Pseudonymiser(district_key(cfg), cfg.privacy.epoch), origin_of(cfg))
+        self.committer = Committer(self.outbox, self.boundary, cfg)
+        self.supervisor = CameraSupervisor()
+        self.workers: list[CameraWorker] = []
+        self.sensors: list[Any] = []
+        self._notifier = Notifier()
+        self._build_cameras()
+        self._build_sensors()
+
+    def _camera_config(self, cam: Any) -> Any:
+        # File paths in the config are relative to the config file, like every other input path.
+        if isinstance(cam, FileCameraConfig) and not Path(cam.path).is_absolute():
+            return cam.model_copy(update={"path": str(self._config_dir / cam.path)})
+        return cam
+
+    def _build_cameras(self) -> None:
+        face_ids = set(self.cfg.face_cameras())
+        plate_ids = set(self.cfg.plate_cameras())
+        analyzer = None
+        gallery = None
+        plate_reader = None
+        for cam in self.cfg.cameras:
+            if cam.id not in face_ids and cam.id not in plate_ids:
+                log.warning("camera %s is in no pipeline (face.cameras / plates.cameras); not started", cam.id)
+                continue
+            queue = self.supervisor.add_camera(self._camera_config(cam))
+            line_cfg = self.cfg.gate_lines.get(cam.id)
+            line = GateLine.from_config(line_cfg) if line_cfg else None
+            path: FramePath
+            if cam.id in plate_ids:
+                from edge.plate_path import PlatePath, build_plate_reader
+
+                plate_reader = plate_reader or build_plate_reader(self.cfg, runtime_options(self.cfg))
+                path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line)
+            else:
+                from edge.face_path import FacePath
+                from edge.residents import ResidentGallery
+                from edge.vision.faces import FaceAnalyzer
+
+                if analyzer is None:
+                    analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
+                                            score_threshold=self.cfg.face.score_threshold,
+                                            detect_max_side=self.cfg.face.detect_max_side)
+                    gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))
+                path = FacePath(cam.id, analyzer, gallery, self.cfg.face, line)
+            gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
+            self.workers.append(CameraWorker(cam.id, queue, path, gate, self.committer, self._stop))
+
+    def _build_sensors(self) -> None:
+        if not self.cfg.serial:
+            return
+        from edge.sensors import build_sensors
+
+        self.sensors = build_sensors(self.cfg.serial, self.committer, self._stop)
+
+    def status(self) -> dict[str, object]:
+        """Camera, pipeline and sensor states for the gateway's status message."""
+        cams = {}
+        for st in self.supervisor.statuses():
+            cams[st.source_id] = {"state": st.state.value, "frames_read": st.frames_read,
+                                  "frames_dropped": st.frames_dropped, "reconnects": st.reconnects,
+                                  "fps": round(st.fps, 1), "last_error": st.last_error}
+        body: dict[str, object] = {
+            "cameras": cams,
+            "pipelines": {w.source_id: {"frames": w.frames, "detected_frames": w.detected_frames}
+                          for w in self.workers},
+            "committed": self.committer.committed,
+            "commit_failures": self.committer.failures,
+        }
+        if self.sensors:
+            body["ports"] = {s.sensor_id: s.status() for s in self.sensors}
+        return body
+
+    def _publish_status(self) -> None:
+        try:
+            self.outbox.put_status("capture", self.status())
+        except Exception as exc:  # status is best effort; events are not
+            log.warning("cannot record capture status: %s", exc)
+
+    def run(self, *, exit_when_done: bool = False, status_interval_s: float = 5.0) -> int:
+        """Run until stop() (or, with `exit_when_done`, until every finite source is exhausted)."""
+        for w in self.workers:
+            w.start()
+        self.supervisor.start()
+        for s in self.sensors:
+            s.start()
+        self._notifier.ready(f"{len(self.workers)} camera(s), {len(self.sensors)} sensor(s)")
+        log.info("capture running: %d camera pipeline(s), %d sensor(s)", len(self.workers), len(self.sensors))
+        next_status = 0.0
+        tick = min(status_interval_s, self._notifier.watchdog_interval_s or status_interval_s)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish_status()
+                next_status = now + status_interval_s
+            self._notifier.watchdog()
+            if exit_when_done and self.workers and not self.sensors and all(
+                    st.state in (CameraState.FINISHED, CameraState.STOPPED) for st in self.supervisor.statuses()):
+                break
+            self._stop.wait(min(tick, 0.2))
+        self._shutdown(drain=exit_when_done)
+        return 0
+
+    def _shutdown(self, drain: bool) -> None:
+        self._notifier.stopping()
+        self.supervisor.stop()
+        if drain:
+            # Let the workers empty their queues (closed by the supervisor) and flush their tracks.
+            for w in self.workers:
+                w.join(60)
+        self._stop.set()
+        for w in self.workers:
+            w.join(10)
+        for s in self.sensors:
+            s.join(5)
+        self._publish_status()
+        self.outbox.close()
+
+    def stop(self) -> None:
+        """Ask `run()` to return (thread-safe; used by the signal handler)."""
+        self._stop.set()
