@@ -16,12 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.backoff import Backoff
 from edge.config import Config
 from edge.errors import OutboxError
-from edge.framequeue import FrameQueue
+from edge.framequeue import FrameQueue, QueueClosedError
 from edge.models.runner import RuntimeOptions
 from edge.motion import MotionGate
 from edge.outbox import Outbox, OutboxLimits
@@ -129,10 +131,11 @@ class CameraWorker(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            frame = self._queue.get(timeout=0.2)
+            try:
+                frame = self._queue.get(timeout=0.2)
+            except QueueClosedError:
+                break  # the source is exhausted and every frame it gave was processed
             if frame is None:
-                if self._queue.closed:
-                    break
                 continue
             t0 = time.perf_counter()
             self.frames += 1
@@ -200,8 +203,12 @@ class CaptureDaemon:
                 if analyzer is None:
                     analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
                                             score_threshold=self.cfg.face.score_threshold,
-                                            detect_max_side=self.cfg.face.detect_max_side)
+                                            max_side=self.cfg.face.detect_max_side)
                     gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))
+                    # The first inference of a session is slow (allocation, kernel selection); pay it
+                    # now, not while the first passer-by's frames queue up and get dropped.
+                    analyzer.detect(np.zeros((480, 640, 3), np.uint8))
+                    analyzer.embed(np.zeros((1, 112, 112, 3), np.uint8))
                 path = FacePath(cam.id, analyzer, gallery, self.cfg.face, line)
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
             self.workers.append(CameraWorker(cam.id, queue, path, gate, self.committer, self._stop))

@@ -22,6 +22,8 @@ def _load(args: argparse.Namespace) -> Config:
         updates["host"] = args.mqtt_host
     if getattr(args, "mqtt_port", None):
         updates["port"] = args.mqtt_port
+    if getattr(args, "mqtt_protocol", None):
+        updates["protocol"] = args.mqtt_protocol
     if updates:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=updates)})
     return cfg
@@ -51,10 +53,11 @@ def cmd_uplink(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     outbox = make_outbox(cfg)
-    uplink = Uplink(outbox, origin_of(cfg), cfg.mqtt, cfg.uplink, password=mqtt_password(cfg))
+    notifier = Notifier()
+    uplink = Uplink(outbox, origin_of(cfg), cfg.mqtt, cfg.uplink, password=mqtt_password(cfg),
+                    heartbeat=notifier.watchdog)
     _on_signals(uplink.stop, signal.SIGTERM, signal.SIGINT)
     _on_signals(uplink.drain_and_stop, signal.SIGUSR1)
-    notifier = Notifier()
     notifier.ready("uplink started")
     uplink.run(until_empty=args.until_empty, idle_exit_s=1.0)
     notifier.stopping()
@@ -68,6 +71,8 @@ def _child(sub: str, args: argparse.Namespace, extra: list[str]) -> subprocess.P
         cmd += ["--mqtt-host", args.mqtt_host]
     if args.mqtt_port:
         cmd += ["--mqtt-port", str(args.mqtt_port)]
+    if args.mqtt_protocol:
+        cmd += ["--mqtt-protocol", args.mqtt_protocol]
     return subprocess.Popen(cmd)
 
 
@@ -111,6 +116,7 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="gateway config (TOML)")
     p.add_argument("--mqtt-host", help="override mqtt.host")
     p.add_argument("--mqtt-port", type=int, help="override mqtt.port")
+    p.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], help="override mqtt.protocol")
 
 
 def register(sub: Any) -> None:

@@ -215,6 +215,24 @@ def _locate(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int])
     return None
 
 
+def _without_union_tags(loc: tuple[str | int, ...], raw: object) -> tuple[str | int, ...]:
+    # Pydantic puts the discriminator value (e.g. 'file') into error locations of tagged unions;
+    # users never wrote that key, so leave it out.
+    out: list[str | int] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Parse and validate config text; ConfigError names the source, line and key on failure."""
     try:
@@ -227,7 +245,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         lines = _key_lines(text)
         problems = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
+            loc = _without_union_tags(tuple(err["loc"]), raw)
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _locate(loc, lines)
             where = f"{source}:{line}" if line else source

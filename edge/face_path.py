@@ -18,7 +18,7 @@ from edge.ids import random_ref
 from edge.residents import ResidentGallery
 from edge.tracker import GateLine, IouTracker, TrackerConfig, track_direction
 from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Track
-from edge.vision.face_quality import face_quality
+from edge.vision.face_quality import assess
 from edge.vision.faces import FaceAnalyzer
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class FacePath:
 
         def sample(det: Detection) -> FaceSample:
             aligned = self._analyzer.align(frame.image, det)
-            return FaceSample(aligned, face_quality(aligned, det), frame.ts)
+            return FaceSample(aligned, assess(det, aligned).score, frame.ts)
 
         return self._observe(self._tracker.update(frame.ts, dets, sample))
 

@@ -65,6 +65,7 @@ class Uplink:
         *,
         password: str | None = None,
         status_extra: Callable[[], dict[str, Any]] | None = None,
+        heartbeat: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
@@ -73,6 +74,7 @@ class Uplink:
         self.cfg = uplink_cfg
         self._password = password
         self._status_extra = status_extra
+        self._heartbeat = heartbeat or (lambda: None)
         self._clock = clock
         self._stop = threading.Event()
         self._backoff = Backoff(uplink_cfg.backoff)
@@ -271,6 +273,7 @@ class Uplink:
         self._nacked.clear()
 
     def _housekeeping(self) -> None:
+        self._heartbeat()  # systemd watchdog: the loop is alive even while disconnected
         now = self._clock()
         if now >= self._next_purge:
             self.outbox.purge_expired(now)
@@ -324,6 +327,7 @@ class Uplink:
                         log.warning("uplink: %s; retrying with backoff", self.stats.last_error)
                         last_error = self.stats.last_error
                     self._record_state()
+                    self._heartbeat()
                     self._stop.wait(self._backoff.next_delay())
                     continue
                 last_error = None
@@ -354,6 +358,7 @@ class Uplink:
         client = self._client
         if client is None:
             return
+        self.stats.connected = False  # our own DISCONNECT is not a connection loss to report
         try:
             self.publish_status(online=False)
             deadline = time.monotonic() + 2.0
