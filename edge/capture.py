@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from edge.privacy import PrivacyBoundary, Pseudonymiser
 from edge.sdnotify import Notifier
 from edge.secrets import data_key, district_key
 from edge.tracker import GateLine
-from edge.types import EventKind, Frame, Observation, Origin
+from edge.types import Event, EventKind, Frame, Observation, Origin
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +69,45 @@ def origin_of(cfg: Config) -> Origin:
     return Origin(cfg.gateway.district, cfg.gateway.community, cfg.gateway.gateway)
 
 
+class CommitObserver(Protocol):
+    """Sees every committed (observation, event) pair; may derive new observations to commit.
+
+    The passage store records raw observations (encrypted there) keyed by event_id; passage fusion
+    answers with fused `passage` observations and the event_ids they link.
+    """
+
+    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
+        """Called after each commit, under the committer's lock."""
+        ...
+
+    def tick(self, now: float) -> list[Derived]:
+        """Called about every 200 ms: close time windows."""
+        ...
+
+
+Derived = tuple[Observation, tuple[str, ...]]
+"""An observation derived by an observer, with the event_ids it links."""
+
+
 class Committer:
     """Turns observations into events at the privacy boundary and commits them (thread-safe)."""
 
     def __init__(self, outbox: Outbox, boundary: PrivacyBoundary, cfg: Config,
-                 sink: Callable[[Sequence[Observation]], None] | None = None) -> None:
+                 observers: Sequence[CommitObserver] = ()) -> None:
         self._outbox = outbox
         self._boundary = boundary
         self._lock = threading.Lock()
         self._backoff_cfg = cfg.uplink.backoff
-        self._sink = sink
+        self.observers = list(observers)
         self.committed = 0
         self.failures = 0
 
-    def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None) -> None:
+    def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None,
+               links: Sequence[tuple[str, ...]] | None = None) -> None:
         """Commit, retrying with backoff until it succeeds or `stop` is set. Never drops."""
         if not observations:
             return
-        if self._sink is not None:
-            self._sink(observations)  # the local passage store sees raw observations (encrypted there)
-        events = [self._boundary.to_event(o) for o in observations]
+        events = [self._boundary.to_event(o, links=links[i] if links else ()) for i, o in enumerate(observations)]
         backoff = Backoff(self._backoff_cfg)
         while True:
             try:
@@ -96,12 +115,11 @@ class Committer:
                     result = self._outbox.append(events)
                     self.committed += len(result.records)
                     if result.dropped:
-                        n = sum(result.dropped.values())
-                        alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
-                            "code": "outbox_quota", "message": "outbox quota reached: oldest low-priority events dropped",
-                            "count": n, "severity": "warning"})
-                        self._outbox.append([self._boundary.to_event(alarm)])
-                return
+                        self._alarm_dropped(sum(result.dropped.values()))
+                    derived: list[Derived] = []
+                    for observer in self.observers:
+                        derived += observer.committed(list(zip(observations, events, strict=True)))
+                break
             except OutboxError as exc:
                 self.failures += 1
                 delay = backoff.next_delay()
@@ -111,6 +129,23 @@ class Committer:
                     return
                 if stop is None:
                     time.sleep(delay)
+        if derived:
+            self.commit([d[0] for d in derived], stop, [d[1] for d in derived])
+
+    def _alarm_dropped(self, n: int) -> None:
+        alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
+            "code": "outbox_quota", "message": "outbox quota reached: oldest low-priority events dropped",
+            "count": n, "severity": "warning"})
+        self._outbox.append([self._boundary.to_event(alarm)])
+
+    def tick(self, now: float, stop: threading.Event | None = None) -> None:
+        """Let observers close their time windows; commit what they derive."""
+        derived: list[Derived] = []
+        with self._lock:
+            for observer in self.observers:
+                derived += observer.tick(now)
+        if derived:
+            self.commit([d[0] for d in derived], stop, [d[1] for d in derived])
 
 
 class CameraWorker(threading.Thread):
@@ -261,6 +296,7 @@ class CaptureDaemon:
                 self._publish_status()
                 next_status = now + status_interval_s
             self._notifier.watchdog()
+            self.committer.tick(time.time(), self._stop)
             if exit_when_done and self.workers and not self.sensors and all(
                     st.state in (CameraState.FINISHED, CameraState.STOPPED) for st in self.supervisor.statuses()):
                 break
@@ -280,6 +316,7 @@ class CaptureDaemon:
             w.join(10)
         for s in self.sensors:
             s.join(5)
+        self.committer.tick(float("inf"))  # close every open window: nothing observed is left behind
         self._publish_status()
         self.outbox.close()
 

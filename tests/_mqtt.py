@@ -26,6 +26,12 @@ class Received:
         return json.loads(self.payload)
 
 
+ALL_PAYLOADS: list[bytes] = []
+"""Every payload any Collector received in this test session; conftest scans it at the end."""
+RAW_IDENTIFIERS: set[str] = set()
+"""Raw identifiers tests fed into the gateway; none may appear in any payload."""
+
+
 class Collector:
     """Subscribes to `topic` and collects messages (thread-safe)."""
 
@@ -48,6 +54,7 @@ class Collector:
             props["MessageExpiryInterval"] = msg.properties.MessageExpiryInterval
         with self._lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), props))
+            ALL_PAYLOADS.append(bytes(msg.payload))
 
     def events(self) -> list[Received]:
         """Messages on .../events/... topics."""

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,3 +110,21 @@ def _fail_on_logged_exception(request: pytest.FixtureRequest) -> Iterator[None]:
     if catcher.records and request.node.get_closest_marker("allow_logged_errors") is None:
         msgs = "; ".join(r.getMessage() for r in catcher.records)
         pytest.fail(f"unexpected exception logged: {msgs}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Scan every payload the session's subscribers received for any raw identifier a test used."""
+    from tests._events import RAW
+    from tests._mqtt import ALL_PAYLOADS, RAW_IDENTIFIERS
+
+    forms: set[str] = set()
+    for value in set(RAW.values()) | RAW_IDENTIFIERS:
+        forms |= {value, value.lower(), value.upper(), value.replace("·", ""), value.replace(":", ""),
+                  value.replace(":", "").lower()}
+    leaks = {f for f in forms if len(f) >= 4 for p in ALL_PAYLOADS if f in p.decode("utf-8", "replace")}
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nPRIVACY: {len(leaks)} raw identifier form(s) appeared in published payloads", file=sys.stderr)
+    elif ALL_PAYLOADS:
+        print(f"\nprivacy scan: {len(ALL_PAYLOADS)} published payload(s) checked, no raw identifier found",
+              file=sys.stderr)
