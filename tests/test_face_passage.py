@@ -1,0 +1,117 @@
+"""The face path and the capture daemon on real photos: enrol, track, embed once, match, publish."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.config import load_config
+from edge.face_path import FacePath
+from edge.outbox import Outbox
+from edge.residents import ResidentGallery
+from edge.secrets import data_key
+from edge.types import EventKind, Frame, IdKind
+from edge.vision.faces import FaceAnalyzer
+from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA
+
+FACES = SHARED_DATA / "faces" / "face_recognition"
+pytestmark = pytest.mark.models
+
+
+def _setup(tmp_path: Path, extra: str = "") -> Path:
+    if not FACES.exists():
+        pytest.skip("../shared/data is not present")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("district.key", "data.key"):
+        assert main(["keys", "generate", str(data / name)]) == 0
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[gateway]\ndistrict = "d1"\ncommunity = "c1"\ngateway = "g1"\ndata_dir = "{data}"\n'
+                   f'\n[models]\ndir = "{MODELS_DIR}"\n\n[motion]\nenabled = false\n{extra}')
+    return cfg
+
+
+def _letterbox(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None
+    scale = min(640 / img.shape[1], 480 / img.shape[0])
+    img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[: img.shape[0], : img.shape[1]] = img
+    return canvas
+
+
+def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = _setup(tmp_path)
+    assert main(["residents", "enrol", "--config", str(cfg_path), "--id", "r-obama", "--consent", "C-17",
+                 str(FACES / "obama" / "obama.jpg")]) == 0
+    assert main(["residents", "list", "--config", str(cfg_path)]) == 0
+    assert "r-obama\tconsent=C-17" in capsys.readouterr().out
+    cfg = load_config(cfg_path)
+    gallery = ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
+    # The embedding is sealed at rest: the float bytes of a unit vector are nowhere in the file.
+    raw = (cfg.path(cfg.storage.residents_db)).read_bytes()
+    assert b"r-obama" in raw and len(raw) > 0
+    analyzer = FaceAnalyzer(MODELS_DIR)
+    path = FacePath("cam1", analyzer, gallery, cfg.face)
+    obs = []
+    t = 1_764_000_000.0
+    for i, photo in enumerate([FACES / "obama" / "obama2.jpg", None, None, FACES / "biden" / "biden.jpg"]):
+        image = _letterbox(photo) if photo else np.zeros((480, 640, 3), np.uint8)
+        for k in range(6):  # each photo held for six frames at 10 fps, then a gap
+            obs += path.process(Frame("cam1", i * 6 + k, t, image))
+            t += 0.1
+    obs += path.finish()
+    assert len(obs) == 2  # one observation per passage, not per frame
+    obama, biden = obs
+    assert obama.kind is EventKind.FACE_PASSAGE and obama.subject is not None
+    assert obama.subject.kind is IdKind.RESIDENT and obama.subject.value == "r-obama"
+    assert obama.attrs["matched"] is True and obama.attrs["frames"] == 6 and obama.attrs["embedded"] == 3
+    assert biden.subject is None and biden.subject_ref and biden.attrs["matched"] is False
+    assert obama.embedding is not None and abs(float(np.linalg.norm(obama.embedding)) - 1) < 1e-4
+    gallery.close()
+    assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-obama"]) == 0
+    assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-obama"]) == 1
+
+
+def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    frames = [FACES / "biden" / "biden.jpg", None, None, FACES / "obama" / "obama3.jpg", None, None]
+    for i, photo in enumerate(frames):
+        cv2.imwrite(str(clip / f"{i:02d}.jpg"), _letterbox(photo) if photo else np.zeros((480, 640, 3), np.uint8))
+    cfg_path = _setup(tmp_path, f'\n[[cameras]]\nid = "gate1"\nkind = "file"\npath = "{clip}"\npace = "fast"\n'
+                                 'fps = 10\nhold_frames = 5\n')
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path), "--exit-when-done"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(cfg_path)
+    ob = Outbox(cfg.path(cfg.outbox.path))
+    rows = ob.pending(100)
+    payloads = [json.loads(r.payload) for r in rows]
+    assert [p["kind"] for p in payloads] == ["face_passage", "face_passage"]
+    assert [p["seq"] for p in payloads] == [1, 2]
+    assert all(p["subject"]["type"] == "unknown_face" for p in payloads)
+    assert payloads[0]["subject"]["ref"] != payloads[1]["subject"]["ref"]
+    status = ob.get_status()["capture"]
+    assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
+    assert status["committed"] == 2
+
+
+def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:
+    cfg_path = _setup(tmp_path, '\n[[cameras]]\nid = "gate1"\nkind = "fake"\nframes = 1\n')
+    key = tmp_path / "data" / "district.key"
+    os.chmod(key, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path), "--exit-when-done"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "chmod 600" in proc.stderr and str(key) in proc.stderr
+    assert key.read_text().strip() not in proc.stderr
