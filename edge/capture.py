@@ -151,7 +151,7 @@ class Committer:
 class CameraWorker(threading.Thread):
     """Pulls frames of one camera through the motion gate and its path, committing what it sees."""
 
-    def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, gate: MotionGate | None,
+    def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, *, gate: MotionGate | None,
                  committer: Committer, stop: threading.Event) -> None:
         super().__init__(name=f"pipeline-{source_id}", daemon=True)
         self.source_id = source_id
@@ -246,7 +246,7 @@ class CaptureDaemon:
                     analyzer.embed(np.zeros((1, 112, 112, 3), np.uint8))
                 path = FacePath(cam.id, analyzer, gallery, self.cfg.face, line)
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
-            self.workers.append(CameraWorker(cam.id, queue, path, gate, self.committer, self._stop))
+            self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))
 
     def _build_sensors(self) -> None:
         if not self.cfg.serial:

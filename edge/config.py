@@ -141,7 +141,7 @@ class Config(StrictModel):
     motion: MotionConfig = MotionConfig()
     cameras: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialSensorConfig, ...] = ()
-    gate_lines: dict[str, GateLineConfig] = {}
+    gate_lines: dict[str, GateLineConfig] = Field(default_factory=dict)
     """Per camera id: a line on the image; crossing it gives a track its in/out direction."""
     outbox: OutboxConfig = OutboxConfig()
     mqtt: MqttConfig = MqttConfig()
@@ -258,7 +258,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             models = models.model_copy(update={"dir": (base_dir / models.dir).resolve()})
         cfg = cfg.model_copy(update={"gateway": gw, "models": models})
     elif base_dir is not None and not cfg.models.dir.is_absolute():
-        cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"dir": (base_dir / cfg.models.dir).resolve()})})
+        models = cfg.models.model_copy(update={"dir": (base_dir / cfg.models.dir).resolve()})
+        cfg = cfg.model_copy(update={"models": models})
     return cfg
 
 

@@ -60,7 +60,8 @@ class FacePath:
 
     def process(self, frame: Frame) -> list[Observation]:
         """Detect faces in `frame`, update tracks, and report the tracks that ended."""
-        dets = [d for d in self._analyzer.detect(frame.image) if min(d.box.width, d.box.height) >= self._cfg.min_face_px]
+        min_px = self._cfg.min_face_px
+        dets = [d for d in self._analyzer.detect(frame.image) if min(d.box.width, d.box.height) >= min_px]
         self.faces_detected += len(dets)
 
         def sample(det: Detection) -> FaceSample:

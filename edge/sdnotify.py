@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -21,11 +22,9 @@ class Notifier:
     def _send(self, text: str) -> None:
         if self._addr is None:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            try:
-                s.sendto(text.encode(), self._addr)
-            except OSError:
-                pass  # systemd gone (shutdown): nothing useful to do
+        # OSError: systemd is gone (shutdown); there is nothing useful to do about it.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            s.sendto(text.encode(), self._addr)
 
     def ready(self, status: str = "") -> None:
         """Tell systemd start-up is complete."""

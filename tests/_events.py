@@ -32,7 +32,8 @@ def observations(ts: float = 1_764_000_000.0, source: str = "cam1") -> list[Obse
         Observation(EventKind.DEVICE_SEEN, "sniffer1", ts, subject=RawIdentifier(IdKind.MAC, RAW[IdKind.MAC]),
                     attrs={"first_seen": ts - 30, "last_seen": ts, "sightings": 4, "rssi_min": -80, "rssi_max": -60,
                            "rssi_mean": -70.5, "channel": 6}),
-        Observation(EventKind.DEVICE_AGGREGATE, "sniffer1", ts, attrs={"window_s": 60, "randomised": 12, "distinct": 3}),
+        Observation(EventKind.DEVICE_AGGREGATE, "sniffer1", ts,
+                    attrs={"window_s": 60, "randomised": 12, "distinct": 3}),
         Observation(EventKind.ALARM, "outbox", ts, attrs={"code": "outbox_quota", "message": "dropped events",
                                                           "count": 3, "severity": "warning"}),
     ]

@@ -1,0 +1,87 @@
+"""How useful a face sample is for recognition: size, sharpness and frontalness, each in [0, 1].
+
+Used to pick the best few frames of a track to embed. The scores are monotone heuristics, not
+calibrated probabilities; only their order matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.types import Detection
+
+# Faces narrower than MIN_PX are nearly useless to SFace; from GOOD_PX on, size stops mattering.
+MIN_PX = 20.0
+GOOD_PX = 80.0
+# Variance of the Laplacian on the 112x112 grey crop at which sharpness scores 0.5.
+SHARPNESS_HALF = 60.0
+# Share of the combined score per component (weights of a weighted geometric mean).
+WEIGHTS = (0.3, 0.3, 0.4)
+
+
+@dataclass(frozen=True, slots=True)
+class FaceQuality:
+    """Component scores and their combination, all in [0, 1]; higher is better."""
+
+    score: float
+    size: float
+    sharpness: float
+    frontalness: float
+
+
+def size_score(det: Detection) -> float:
+    """0 below MIN_PX of face width/height (the smaller), 1 from GOOD_PX, linear between."""
+    side = min(det.box.width, det.box.height)
+    return float(np.clip((side - MIN_PX) / (GOOD_PX - MIN_PX), 0.0, 1.0))
+
+
+def laplacian_variance(aligned: NDArray[np.uint8]) -> float:
+    """Variance of the Laplacian of the grey aligned crop (higher is sharper)."""
+    grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY) if aligned.ndim == 3 else aligned
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def sharpness_score(aligned: NDArray[np.uint8]) -> float:
+    """Laplacian variance v mapped to v / (v + SHARPNESS_HALF)."""
+    v = laplacian_variance(aligned)
+    return v / (v + SHARPNESS_HALF)
+
+
+def frontalness_score(keypoints: NDArray[Any]) -> float:
+    """1 for a frontal face, falling with yaw (nose and mouth off the eyes' midline) and pitch.
+
+    Measured in the eyes' own frame, so in-plane rotation (roll) does not count: alignment undoes it.
+    """
+    k = np.asarray(keypoints, np.float64).reshape(5, 2)
+    left_eye, right_eye, nose, mouth_l, mouth_r = k
+    axis = right_eye - left_eye
+    eye_dist = float(np.hypot(*axis))
+    if eye_dist < 1e-6:
+        return 0.0
+    u = axis / eye_dist
+    v = np.array([-u[1], u[0]])
+    mid_eyes = (left_eye + right_eye) / 2
+    mid_mouth = (mouth_l + mouth_r) / 2
+    # Yaw: the nose tip's sideways offset from the eyes' midpoint, in half eye distances.
+    yaw = abs(float(np.dot(nose - mid_eyes, u))) / (eye_dist / 2)
+    # Pitch: where the nose sits between the eye line and the mouth line (template: ~0.49).
+    mouth_depth = float(np.dot(mid_mouth - mid_eyes, v))
+    if mouth_depth <= 1e-6:
+        return 0.0
+    pitch = abs(float(np.dot(nose - mid_eyes, v)) / mouth_depth - 0.49) / 0.3
+    return float(np.clip(1.0 - yaw, 0.0, 1.0) * np.clip(1.0 - pitch, 0.0, 1.0))
+
+
+def assess(det: Detection, aligned: NDArray[np.uint8]) -> FaceQuality:
+    """Score one detected face given its aligned crop."""
+    size = size_score(det)
+    sharp = sharpness_score(aligned)
+    frontal = frontalness_score(det.keypoints)
+    parts = np.array([size, sharp, frontal])
+    combined = float(np.prod(np.power(np.clip(parts, 0.0, 1.0), WEIGHTS)))
+    return FaceQuality(score=combined, size=size, sharpness=sharp, frontalness=frontal)

@@ -1,0 +1,126 @@
+"""FaceAnalyzer: detection, alignment, embedding and quality for whole images, on ONNX Runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.errors import EdgeError
+from edge.models.manifest import Manifest, default_models_dir, model_path
+from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.types import Detection
+from edge.vision import Runner, as_bgr
+from edge.vision.align import align_face
+from edge.vision.face_quality import FaceQuality, assess
+from edge.vision.sface import SFace
+from edge.vision.yunet import YuNet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIDE = 1280
+
+
+class ImageError(EdgeError):
+    """An image file cannot be read or decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSample:
+    """One detected face with its aligned crop, embedding and quality."""
+
+    detection: Detection
+    aligned: NDArray[np.uint8] = field(repr=False)
+    embedding: NDArray[np.float32] = field(repr=False)
+    quality: FaceQuality
+
+
+def read_image(path: Path) -> NDArray[np.uint8]:
+    """Decode an image file (JPEG, PNG incl. RGBA and 16-bit, WebP, ...) to BGR uint8; ImageError if not."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc}") from exc
+    if data.size == 0:
+        raise ImageError(f"{path} is empty")
+    # IMREAD_COLOR drops alpha, expands grey, converts 16-bit to 8-bit and applies EXIF orientation.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"cannot decode {path} (unsupported or corrupt image)")
+    return np.asarray(image, np.uint8)
+
+
+def _largest(dets: Sequence[Detection]) -> Detection | None:
+    return max(dets, key=lambda d: (d.box.area, d.score)) if dets else None
+
+
+class FaceAnalyzer:
+    """Detect (YuNet), align (ArcFace 5-point), embed (SFace) and score faces in BGR images.
+
+    Detection runs on a copy downscaled to `max_side`; alignment uses the full-resolution image.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path | None = None,
+        options: RuntimeOptions | None = None,
+        *,
+        manifest: Manifest | None = None,
+        detector: Runner | None = None,
+        embedder: Runner | None = None,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+        max_batch: int = 16,
+    ) -> None:
+        """Build ORT runners for YuNet and SFace from `models_dir`, unless runners are given."""
+        folder = models_dir if models_dir is not None else default_models_dir()
+        self._detector: Runner = detector or OrtRunner(model_path(folder, "yunet", manifest), options)
+        self._embedder: Runner = embedder or OrtRunner(model_path(folder, "sface", manifest), options)
+        self._yunet = YuNet(score_threshold=score_threshold, nms_threshold=nms_threshold, max_side=max_side)
+        self._sface = SFace(max_batch=max_batch)
+
+    def detect(self, image: NDArray[Any]) -> list[Detection]:
+        """Faces in a grey, BGR or BGRA uint8 image, best first; [] for an empty image."""
+        bgr = as_bgr(image)
+        if bgr.shape[0] == 0 or bgr.shape[1] == 0:
+            return []
+        dets = self._yunet.detect(self._detector, bgr)
+        return sorted(dets, key=lambda d: -d.score)
+
+    def align(self, image: NDArray[Any], det: Detection) -> NDArray[np.uint8]:
+        """The 112x112x3 BGR ArcFace-aligned crop of one detected face."""
+        return align_face(as_bgr(image), det.keypoints)
+
+    def embed(self, aligned_batch: Sequence[NDArray[np.uint8]] | NDArray[np.uint8]) -> NDArray[np.float32]:
+        """L2-normalised [N,128] float32 embeddings of aligned crops."""
+        return self._sface.embed(self._embedder, aligned_batch)
+
+    def quality(self, det: Detection, aligned: NDArray[np.uint8]) -> FaceQuality:
+        """Size, sharpness and frontalness of one face."""
+        return assess(det, aligned)
+
+    def analyze(self, image: NDArray[Any], max_faces: int | None = None) -> list[FaceSample]:
+        """Detect, align, embed (one batch) and score the faces of an image, largest first."""
+        bgr = as_bgr(image)
+        dets = sorted(self.detect(bgr), key=lambda d: -d.box.area)[:max_faces]
+        if not dets:
+            return []
+        crops = [self.align(bgr, d) for d in dets]
+        emb = self.embed(np.stack(crops))
+        return [FaceSample(d, c, e, self.quality(d, c)) for d, c, e in zip(dets, crops, emb, strict=True)]
+
+    def largest_face_embedding(self, image: NDArray[Any]) -> FaceSample | None:
+        """The largest face of the image, embedded; None when no face is found."""
+        bgr = as_bgr(image)
+        det = _largest(self.detect(bgr))
+        if det is None:
+            return None
+        crop = self.align(bgr, det)
+        return FaceSample(det, crop, self.embed(crop[None])[0], self.quality(det, crop))
