@@ -22,14 +22,16 @@ from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.backoff import Backoff
 from edge.config import Config
-from edge.errors import OutboxError
+from edge.errors import OutboxError, PrivacyError
 from edge.framequeue import FrameQueue, QueueClosedError
 from edge.models.runner import RuntimeOptions
+from edge.events import to_wire, validate
 from edge.motion import MotionGate
 from edge.outbox import Outbox, OutboxLimits
 from edge.privacy import PrivacyBoundary, Pseudonymiser
 from edge.sdnotify import Notifier
 from edge.secrets import data_key, district_key
+from edge.sensors import SensorHub
 from edge.tracker import GateLine
 from edge.types import Event, EventKind, Frame, Observation, Origin
 
@@ -101,13 +103,18 @@ class Committer:
         self.observers = list(observers)
         self.committed = 0
         self.failures = 0
+        self.refused = 0
 
     def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None,
                links: Sequence[tuple[str, ...]] | None = None) -> None:
         """Commit, retrying with backoff until it succeeds or `stop` is set. Never drops."""
         if not observations:
             return
-        events = [self._boundary.to_event(o, links=links[i] if links else ()) for i, o in enumerate(observations)]
+        pairs = self._to_events(observations, links)
+        if not pairs:
+            return
+        observations = [p[0] for p in pairs]
+        events = [p[1] for p in pairs]
         backoff = Backoff(self._backoff_cfg)
         while True:
             try:
@@ -131,6 +138,23 @@ class Committer:
                     time.sleep(delay)
         if derived:
             self.commit([d[0] for d in derived], stop, [d[1] for d in derived])
+
+    def _to_events(self, observations: Sequence[Observation],
+                   links: Sequence[tuple[str, ...]] | None) -> list[tuple[Observation, Event]]:
+        # An observation the boundary or the schema refuses is a bug upstream; it must neither kill
+        # the pipeline nor take the other observations of its batch down with it.
+        out: list[tuple[Observation, Event]] = []
+        for i, obs in enumerate(observations):
+            try:
+                event = self._boundary.to_event(obs, links=links[i] if links else ())
+                validate(to_wire(event, 1, 0))
+            except (PrivacyError, ValueError, TypeError) as exc:
+                self.refused += 1
+                log.error("refused a %s observation from %s at the privacy boundary: %s", obs.kind.value,
+                          obs.source_id, exc)
+                continue
+            out.append((obs, event))
+        return out
 
     def _alarm_dropped(self, n: int) -> None:
         alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
@@ -200,7 +224,7 @@ class CaptureDaemon:
         self.committer = Committer(self.outbox, self.boundary, cfg)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
-        self.sensors: list[Any] = []
+        self.sensor_hub: SensorHub | None = None
         self._notifier = Notifier()
         self._build_cameras()
         self._build_sensors()
@@ -249,11 +273,8 @@ class CaptureDaemon:
             self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))
 
     def _build_sensors(self) -> None:
-        if not self.cfg.serial:
-            return
-        from edge.sensors import build_sensors
-
-        self.sensors = build_sensors(self.cfg.serial, self.committer, self._stop)
+        if self.cfg.serial:
+            self.sensor_hub = SensorHub(self.cfg.serial, self.committer, self._stop, self.cfg.devices)
 
     def status(self) -> dict[str, object]:
         """Camera, pipeline and sensor states for the gateway's status message."""
@@ -268,9 +289,10 @@ class CaptureDaemon:
                           for w in self.workers},
             "committed": self.committer.committed,
             "commit_failures": self.committer.failures,
+            "refused_at_boundary": self.committer.refused,
         }
-        if self.sensors:
-            body["ports"] = {s.sensor_id: s.status() for s in self.sensors}
+        if self.sensor_hub is not None:
+            body["ports"] = self.sensor_hub.status()
         return body
 
     def _publish_status(self) -> None:
@@ -284,10 +306,11 @@ class CaptureDaemon:
         for w in self.workers:
             w.start()
         self.supervisor.start()
-        for s in self.sensors:
-            s.start()
-        self._notifier.ready(f"{len(self.workers)} camera(s), {len(self.sensors)} sensor(s)")
-        log.info("capture running: %d camera pipeline(s), %d sensor(s)", len(self.workers), len(self.sensors))
+        n_sensors = len(self.sensor_hub.sensors) if self.sensor_hub else 0
+        if self.sensor_hub is not None:
+            self.sensor_hub.start()
+        self._notifier.ready(f"{len(self.workers)} camera(s), {n_sensors} sensor(s)")
+        log.info("capture running: %d camera pipeline(s), %d sensor(s)", len(self.workers), n_sensors)
         next_status = 0.0
         tick = min(status_interval_s, self._notifier.watchdog_interval_s or status_interval_s)
         while not self._stop.is_set():
@@ -297,7 +320,7 @@ class CaptureDaemon:
                 next_status = now + status_interval_s
             self._notifier.watchdog()
             self.committer.tick(time.time(), self._stop)
-            if exit_when_done and self.workers and not self.sensors and all(
+            if exit_when_done and self.workers and self.sensor_hub is None and all(
                     st.state in (CameraState.FINISHED, CameraState.STOPPED) for st in self.supervisor.statuses()):
                 break
             self._stop.wait(min(tick, 0.2))
@@ -314,8 +337,8 @@ class CaptureDaemon:
         self._stop.set()
         for w in self.workers:
             w.join(10)
-        for s in self.sensors:
-            s.join(5)
+        if self.sensor_hub is not None:
+            self.sensor_hub.join(10)
         self.committer.tick(float("inf"))  # close every open window: nothing observed is left behind
         self._publish_status()
         self.outbox.close()

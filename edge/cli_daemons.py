@@ -41,7 +41,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     cfg = _load(args)
     daemon = CaptureDaemon(cfg, Path(args.config).resolve().parent)
     _on_signals(daemon.stop, signal.SIGTERM, signal.SIGINT)
-    return daemon.run(exit_when_done=args.exit_when_done)
+    # Capture's status rides on the uplink's status message: no point refreshing it more slowly.
+    return daemon.run(exit_when_done=args.exit_when_done, status_interval_s=min(5.0, cfg.uplink.status_interval_s))
 
 
 def cmd_uplink(args: argparse.Namespace) -> int:

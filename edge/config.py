@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from drivers.camera.config import CameraConfig
 from drivers.serial.config import SerialSensorConfig
 from edge.configbase import BackoffConfig, StrictModel
+from edge.devices import DeviceConfig
 from edge.errors import ConfigError
 from edge.motion import MotionConfig
 from edge.privacy.pseudonym import EpochPolicy
@@ -141,6 +142,8 @@ class Config(StrictModel):
     motion: MotionConfig = MotionConfig()
     cameras: tuple[CameraConfig, ...] = ()
     serial: tuple[SerialSensorConfig, ...] = ()
+    devices: DeviceConfig = DeviceConfig()
+    """Dedupe windows for phones seen by sniffers, card debounce, bounds."""
     gate_lines: dict[str, GateLineConfig] = Field(default_factory=dict)
     """Per camera id: a line on the image; crossing it gives a track its in/out direction."""
     outbox: OutboxConfig = OutboxConfig()
