@@ -28,6 +28,7 @@ from edge.models.runner import RuntimeOptions
 from edge.events import to_wire, validate
 from edge.motion import MotionGate
 from edge.outbox import Outbox, OutboxLimits
+from edge.passages.factory import audit_status, build_passage_observers, open_audit
 from edge.privacy import PrivacyBoundary, Pseudonymiser
 from edge.sdnotify import Notifier
 from edge.secrets import data_key, district_key
@@ -221,7 +222,10 @@ class CaptureDaemon:
         self._stop = threading.Event()
         self.outbox = make_outbox(cfg)
         self.boundary = PrivacyBoundary(Pseudonymiser(district_key(cfg), cfg.privacy.epoch), origin_of(cfg))
-        self.committer = Committer(self.outbox, self.boundary, cfg)
+        # The passage store first: a passage's members are on disk before the passage that links them.
+        self.audit = open_audit(cfg)
+        self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
+        self.committer = Committer(self.outbox, self.boundary, cfg, self.passage_observers)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
         self.sensor_hub: SensorHub | None = None
@@ -293,6 +297,7 @@ class CaptureDaemon:
         }
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
+        body.update(audit_status(self.audit))
         return body
 
     def _publish_status(self) -> None:
@@ -341,6 +346,9 @@ class CaptureDaemon:
             self.sensor_hub.join(10)
         self.committer.tick(float("inf"))  # close every open window: nothing observed is left behind
         self._publish_status()
+        for observer in self.passage_observers:
+            observer.close()
+        self.audit.close()
         self.outbox.close()
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ from edge.configbase import BackoffConfig, StrictModel
 from edge.devices import DeviceConfig
 from edge.errors import ConfigError
 from edge.motion import MotionConfig
+from edge.passages.config import AuditConfig, PassageConfig, QueryConfig
 from edge.privacy.pseudonym import EpochPolicy
 from edge.tracker import GateLineConfig
 
@@ -149,6 +150,9 @@ class Config(StrictModel):
     outbox: OutboxConfig = OutboxConfig()
     mqtt: MqttConfig = MqttConfig()
     uplink: UplinkConfig = UplinkConfig()
+    passages: PassageConfig = PassageConfig()
+    query: QueryConfig = QueryConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("cameras")
     @classmethod

@@ -1,0 +1,191 @@
+"""Passage fusion: the face, plate, card and phone observations of one gate in one window → one passage.
+
+A face track, a plate read or a card swipe ("anchors") opens a passage at its gate; further anchors
+of other kinds join while all the passage's anchors fit within `window_s` of one another (by observation time, so
+a face track that is committed later than the card swipe still joins it). Phones (`device_seen`)
+never open a passage: they join every passage whose time span their sighting interval overlaps,
+give or take `window_s`. A passage is emitted `window_s + late_s` after its first member arrived
+(by the clock, so observations replayed from old files close promptly), as a `passage`
+observation linking its members' event_ids; the direction is the majority of the members'
+`direction` (or card reader `side`) attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edge.passages.config import PassageConfig
+from edge.types import Event, EventKind, Observation, Scalar
+
+log = logging.getLogger(__name__)
+
+Derived = tuple[Observation, tuple[str, ...]]
+"""An observation derived by an observer, with the event_ids it links (as in edge.capture)."""
+
+ANCHORS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE, EventKind.CARD_SWIPE})
+_MAX_LINKS = 64  # the event schema's maxItems for links
+_MAX_DEVICES_BUFFERED = 4096  # per gate; a sniffer at a busy street must not grow memory without bound
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    event_id: str
+    kind: EventKind
+    lo: float
+    hi: float
+    direction: str | None
+
+
+@dataclass
+class _Group:
+    gate: str
+    lo: float
+    hi: float
+    deadline: float
+    anchors: list[_Member] = field(default_factory=list)
+
+    def fits(self, ts: float, window_s: float) -> bool:
+        return max(self.hi, ts) - min(self.lo, ts) <= window_s
+
+
+def _direction_of(obs: Observation) -> str | None:
+    for key in ("direction", "side"):
+        value = obs.attrs.get(key)
+        if value in ("in", "out"):
+            return str(value)
+    return None
+
+
+def _device_interval(obs: Observation) -> tuple[float, float]:
+    first = obs.attrs.get("first_seen", obs.ts)
+    last = obs.attrs.get("last_seen", obs.ts)
+    lo = float(first) if isinstance(first, int | float) and not isinstance(first, bool) else obs.ts
+    hi = float(last) if isinstance(last, int | float) and not isinstance(last, bool) else obs.ts
+    return min(lo, hi), max(lo, hi)
+
+
+def vote_direction(directions: Sequence[str | None]) -> str:
+    """The majority of "in"/"out" votes; "none" when there are none or they tie."""
+    ins = sum(1 for d in directions if d == "in")
+    outs = sum(1 for d in directions if d == "out")
+    if ins > outs:
+        return "in"
+    if outs > ins:
+        return "out"
+    return "none"
+
+
+class PassageFusion:
+    """A CommitObserver that answers committed member events with fused `passage` observations."""
+
+    def __init__(self, config: PassageConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._cfg = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open: dict[str, list[_Group]] = {}
+        self._devices: dict[str, deque[tuple[float, _Member]]] = {}
+        self.emitted = 0
+        self.ignored = 0
+
+    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
+        """Fold committed member events in; return the passages that are due."""
+        now = self._clock()
+        with self._lock:
+            for obs, event in pairs:
+                if obs.kind not in ANCHORS and obs.kind is not EventKind.DEVICE_SEEN:
+                    continue
+                gate = self._cfg.gate_of(obs.source_id)
+                if gate is None:
+                    self.ignored += 1
+                    continue
+                if obs.kind is EventKind.DEVICE_SEEN:
+                    lo, hi = _device_interval(obs)
+                    buf = self._devices.setdefault(gate, deque(maxlen=_MAX_DEVICES_BUFFERED))
+                    buf.append((now, _Member(event.event_id, obs.kind, lo, hi, None)))
+                else:
+                    self._add_anchor(gate, _Member(event.event_id, obs.kind, obs.ts, obs.ts, _direction_of(obs)), now)
+            return self._due(now)
+
+    def tick(self, now: float) -> list[Derived]:
+        """Emit the passages whose window (plus `late_s`) has passed by `now`."""
+        with self._lock:
+            return self._due(now)
+
+    def close(self) -> None:
+        """Nothing to release (the committer's final `tick(inf)` has emitted every open passage)."""
+
+    @property
+    def pending(self) -> int:
+        """Passages still open."""
+        with self._lock:
+            return sum(len(groups) for groups in self._open.values())
+
+    def _add_anchor(self, gate: str, member: _Member, now: float) -> None:
+        groups = self._open.setdefault(gate, [])
+        for group in groups:
+            # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at
+            # the same gate is the next passer-by, however close behind.
+            if group.fits(member.lo, self._cfg.window_s) and all(a.kind is not member.kind for a in group.anchors):
+                group.anchors.append(member)
+                group.lo = min(group.lo, member.lo)
+                group.hi = max(group.hi, member.hi)
+                return
+        deadline = now + self._cfg.window_s + self._cfg.late_s
+        groups.append(_Group(gate, member.lo, member.hi, deadline, [member]))
+
+    def _due(self, now: float) -> list[Derived]:
+        out: list[Derived] = []
+        horizon = self._cfg.window_s + self._cfg.late_s
+        for gate, groups in self._open.items():
+            keep: list[_Group] = []
+            for group in groups:
+                if now >= group.deadline:
+                    derived = self._passage(group)
+                    if derived is not None:
+                        out.append(derived)
+                else:
+                    keep.append(group)
+            groups[:] = keep
+            self._prune_devices(gate, now, horizon, keep)
+        self.emitted += len(out)
+        return out
+
+    def _prune_devices(self, gate: str, now: float, horizon: float, still_open: list[_Group]) -> None:
+        buf = self._devices.get(gate)
+        if not buf:
+            return
+        # A sighting can only still join a passage that is open now or opens within the horizon.
+        oldest_open = min((g.lo for g in still_open), default=float("inf"))
+        while buf and buf[0][0] < now - 2 * horizon and buf[0][1].hi < oldest_open - self._cfg.window_s:
+            buf.popleft()
+
+    def _passage(self, group: _Group) -> Derived | None:
+        w = self._cfg.window_s
+        devices = [m for _, m in self._devices.get(group.gate, ()) if m.hi >= group.lo - w and m.lo <= group.hi + w]
+        anchors = sorted(group.anchors, key=lambda m: m.lo)
+        seen: set[str] = set()
+        members: list[_Member] = []
+        for m in [*anchors, *sorted(devices, key=lambda m: m.lo)]:
+            if m.event_id not in seen:
+                seen.add(m.event_id)
+                members.append(m)
+        members = members[:_MAX_LINKS]
+        if len(members) < self._cfg.min_members:
+            return None
+        kinds = {m.kind for m in members}
+        attrs: dict[str, Scalar] = {
+            "members": len(members),
+            "face": EventKind.FACE_PASSAGE in kinds,
+            "plate": EventKind.PLATE_PASSAGE in kinds,
+            "card": EventKind.CARD_SWIPE in kinds,
+            "devices": sum(1 for m in members if m.kind is EventKind.DEVICE_SEEN),
+            "window_s": w,
+            "direction": vote_direction([m.direction for m in anchors]),
+        }
+        obs = Observation(EventKind.PASSAGE, group.gate, group.lo, attrs=attrs)
+        return obs, tuple(m.event_id for m in members)

@@ -1,0 +1,128 @@
+"""Who may query: a TOML file of principals (token → name, role, officer), readable by its owner only.
+
+    [[principal]]
+    name = "officer-0042"        # shown in the audit log; MQTT requests name it
+    role = "police"              # installer | police | platform
+    officer = "0042"             # optional: a personal token is bound to one officer id
+    token = "…64 hex digits…"    # bearer token (HTTP, CLI); the shared key of MQTT requests
+
+Generate a token with `python -c "import secrets; print(secrets.token_hex(32))"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+
+from edge.configbase import StrictModel
+from edge.errors import ConfigError, KeyFileError
+from edge.keys import resolve_secret_path
+from edge.query.model import Principal, Role
+
+_MAX_FILE_BYTES = 1 << 20
+
+
+class PrincipalEntry(StrictModel):
+    """One `[[principal]]` of the tokens file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+    role: Role
+    officer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+    token: SecretStr = Field(min_length=32, max_length=512)
+
+
+class PrincipalsFile(StrictModel):
+    """The whole tokens file."""
+
+    principal: tuple[PrincipalEntry, ...] = ()
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(b"edgegw/query-token/v1\0" + token.encode("utf-8")).digest()
+
+
+class Principals:
+    """Looks callers up by bearer token (HTTP, CLI) or by name (MQTT, whose requests prove the token)."""
+
+    def __init__(self, entries: Sequence[PrincipalEntry]) -> None:
+        self._by_digest: dict[bytes, Principal] = {}
+        self._by_name: dict[str, tuple[Principal, str]] = {}
+        for e in entries:
+            token = e.token.get_secret_value()
+            principal = Principal(e.name, e.role, e.officer)
+            digest = _digest(token)
+            if e.name in self._by_name:
+                raise ConfigError(f"principal name {e.name!r} appears twice in the tokens file")
+            if digest in self._by_digest:
+                raise ConfigError(f"principal {e.name!r} reuses another principal's token")
+            self._by_digest[digest] = principal
+            self._by_name[e.name] = (principal, token)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def by_token(self, token: str) -> Principal | None:
+        """The principal holding `token`, or None."""
+        # A keyed-hash lookup: the dictionary compares digests, never the secret itself.
+        digest = _digest(token)
+        found = self._by_digest.get(digest)
+        if found is None:
+            return None
+        _, secret = self._by_name[found.name]
+        return found if hmac.compare_digest(_digest(secret), digest) else None
+
+    def by_name(self, name: str) -> tuple[Principal, str] | None:
+        """(principal, token) for MQTT request verification, or None."""
+        return self._by_name.get(name)
+
+
+def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
+    """Read and validate a tokens file; refuse one that others can read (KeyFileError says how to fix it)."""
+    path = resolve_secret_path(name_or_path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"query tokens file {path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise KeyFileError(f"query tokens file {path} has mode {stat.S_IMODE(st.st_mode):04o}; it holds "
+                               f"secrets and must be readable by its owner only. Fix: chmod 600 {path}")
+        if st.st_size > _MAX_FILE_BYTES:
+            raise KeyFileError(f"query tokens file {path} is larger than {_MAX_FILE_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"query tokens file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"query tokens file {path} cannot be read: {exc}") from exc
+    try:
+        parsed = PrincipalsFile.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except ValidationError as exc:
+        # Pydantic's message would echo the offending value, which may be a token: name the key only.
+        keys = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}") from None
+    return Principals(parsed.principal)
+
+
+def read_token_file(path: Path) -> str:
+    """An officer's own token from a file readable by its owner only (for the CLI)."""
+    try:
+        st = path.stat()
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise KeyFileError(f"token file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                               f"it must be readable by its owner only. Fix: chmod 600 {path}")
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"token file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"token file {path} cannot be read: {exc}") from exc
+    if not token:
+        raise KeyFileError(f"token file {path} is empty")
+    return token

@@ -1,0 +1,64 @@
+"""A per-officer sliding-window rate limit kept in SQLite, so the CLI, HTTP and MQTT share one budget."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from edge.errors import EdgeError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grants (officer TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS grants_officer ON grants (officer, ts);
+"""
+
+
+class RateLimitError(EdgeError):
+    """The rate-limit database cannot be used."""
+
+
+class RateLimiter:
+    """At most `max_queries` grants per officer in any `per_s` seconds (thread- and process-safe)."""
+
+    def __init__(self, path: Path, max_queries: int, per_s: float) -> None:
+        self._path = Path(path)
+        self._max = max_queries
+        self._per_s = per_s
+        self._lock = threading.Lock()
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RateLimitError(f"cannot open rate-limit database {self._path}: {exc}") from exc
+
+    def acquire(self, officer: str, now: float) -> float | None:
+        """Take one grant for `officer` at `now`; None if granted, else seconds until one is free."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    cutoff = now - self._per_s
+                    self._db.execute("DELETE FROM grants WHERE ts <= ?", (cutoff,))
+                    rows = self._db.execute("SELECT ts FROM grants WHERE officer = ? ORDER BY ts",
+                                            (officer,)).fetchall()
+                    if len(rows) >= self._max:
+                        wait = float(rows[len(rows) - self._max][0]) + self._per_s - now
+                        self._db.execute("COMMIT")
+                        return max(wait, 0.001)
+                    self._db.execute("INSERT INTO grants (officer, ts) VALUES (?, ?)", (officer, now))
+                    self._db.execute("COMMIT")
+                    return None
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise RateLimitError(f"rate-limit database {self._path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
