@@ -16,10 +16,11 @@ UNITS = sorted((ROOT / "systemd").glob("*.service"))
 
 def test_units_exist_and_declare_notify_watchdog_and_credentials() -> None:
     names = {u.name for u in UNITS}
-    assert names == {"edgegw-capture.service", "edgegw-uplink.service"}
+    assert names == {"edgegw-capture.service", "edgegw-uplink.service", "edgegw-query.service"}
     for unit in UNITS:
         text = unit.read_text()
-        assert "Type=notify" in text and "WatchdogSec=" in text
+        if unit.name != "edgegw-query.service":
+            assert "Type=notify" in text and "WatchdogSec=" in text
         assert "User=edgegw" in text and "NoNewPrivileges=yes" in text
         assert "LoadCredential=" in text
     capture = (ROOT / "systemd" / "edgegw-capture.service").read_text()
