@@ -1,0 +1,353 @@
+"""PlateReader: detect (clp_det), rectify, recognise (PP-OCRv4 rec) and validate Chinese plates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.models.manifest import Manifest, default_models_dir, model_path
+from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.plates import detector as det
+from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
+from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
+from edge.plates.grammar import PlateFormat
+from edge.plates.recognisers import (
+    CLP_SPEC,
+    PPOCR_SPEC,
+    LineSpec,
+    clp_charset,
+    frames_for,
+    line_width,
+    ppocr_charset,
+    preprocess_lines,
+)
+from edge.plates.rectify import INNER, Band, may_be_double_row, stitch_double_row, warp_band
+from edge.plates.values import PlateRead
+from edge.types import Box, Detection
+from edge.vision import Runner, as_bgr
+
+log = logging.getLogger(__name__)
+
+_NEW_ENERGY = (PlateFormat.NEW_ENERGY_SMALL, PlateFormat.NEW_ENERGY_LARGE)
+_SEVEN = (PlateFormat.STANDARD, PlateFormat.SPECIAL, PlateFormat.EMBASSY)
+_MIN_SIDE = 8  # below this a frame cannot hold a readable plate
+_COLOUR_TRUST = 0.6  # hue support above which a colour estimate rules out a plate layout
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderParams:
+    """Tunables of the plate path; defaults are the measured ones (see bench/bench_plates.py)."""
+
+    detector: det.DetectorParams = field(default_factory=det.DetectorParams)
+    band: Band = INNER
+    # PP-OCR input width for a single-row plate band (height 48). 160 keeps ~20 CTC frames for
+    # 7-8 characters; wider inputs cost more and did not read better on CCPD.
+    line_width: int = 160
+    # Log-prior (nats) for plate forms that agree with the background colour: green plates are
+    # new-energy (8 characters), blue/yellow/white/black plates have 7. Soft, so a colour error
+    # cannot override a clear read.
+    colour_prior: float = 2.0
+    min_colour_support: float = 0.6
+    # A read is valid (publishable) only when every character is at least this confident: about
+    # 3x a uniform guess among the 31 provinces (0.03), so a guessed character is never published.
+    min_char_confidence: float = 0.1
+    # Re-detect each plate on a crop scaled so the plate is this wide, for corners that do not
+    # depend on the frame's resolution (None: use the frame detection's corners).
+    refine_width: int | None = 160
+    # Context around the proposal's box for the re-detection, as fractions of its width and height.
+    refine_margin: tuple[float, float] = (0.35, 0.8)
+    # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
+    proposal_threshold: float = 0.05
+    max_proposals: int = 4
+    # clp_v2_c_rec as a second opinion when PP-OCR's weakest character is below this (0: never).
+    second_opinion_below: float = 0.0
+
+
+def _to_uint8(image: NDArray[Any]) -> NDArray[np.uint8]:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    return np.clip(np.nan_to_num(image.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def normalise_frame(image: NDArray[Any] | None) -> NDArray[np.uint8] | None:
+    """BGR uint8 HxWx3 for grey, BGR, BGRA and non-uint8 input; None when it cannot be an image."""
+    if image is None or not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        return None
+    try:
+        return as_bgr(_to_uint8(image))
+    except (ValueError, cv2.error):
+        return None
+
+
+def _single_row_colour(colour: ColourEstimate) -> bool:
+    """Blue and green car plates are always single-row; double rows are yellow, white or black
+    (trucks, buses, trailers, police and military). Light motorcycles' blue double-row plates are
+    not gate-camera traffic."""
+    return colour.colour in (PlateColour.BLUE, PlateColour.GREEN) and colour.support >= _COLOUR_TRUST
+
+
+def _crop_corners(h: int, w: int) -> NDArray[np.float32]:
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+
+
+def _line_width(line: NDArray[np.uint8], spec: LineSpec = PPOCR_SPEC) -> int:
+    """Recogniser input width for a line image: aspect kept, clamped, rounded up to the stride."""
+    return line_width(line.shape[0], line.shape[1], spec)
+
+
+class _LineRecogniser:
+    """A CTC line recogniser with its restricted vocabulary and grammar-constrained decoder."""
+
+    def __init__(self, runner: Runner, charset: Sequence[str], spec: LineSpec) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.vocab = Vocabulary(charset)
+        self.decoder = ConstrainedDecoder(self.vocab)
+        if self.vocab.missing:
+            log.warning("recogniser lacks %d plate characters", len(self.vocab.missing))
+
+    def read(
+        self, lines: Sequence[NDArray[np.uint8]], widths: Sequence[int], biases: Sequence[dict[PlateFormat, float]]
+    ) -> list[Decoded | None]:
+        """Decode lines recognised in one batch (all `widths` are real widths of the padded batch)."""
+        if not lines:
+            return []
+        batch = preprocess_lines(lines, self.spec, widths)
+        probs = np.asarray(self.runner.run(batch)[0], dtype=np.float32)
+        out: list[Decoded | None] = []
+        for i, n in enumerate(frames_for(widths, self.spec)):
+            out.append(self.decoder.decode(self.vocab.restrict(probs[i, :n]), biases[i]))
+        return out
+
+
+class PlateReader:
+    """Reads Chinese licence plates in frames (`read`) or in tight plate crops (`read_crop`)."""
+
+    def __init__(
+        self,
+        models_dir: Path | None = None,
+        options: RuntimeOptions | None = None,
+        *,
+        params: ReaderParams | None = None,
+        manifest: Manifest | None = None,
+        detector: Runner | None = None,
+        recogniser: Runner | None = None,
+        recogniser_charset: Sequence[str] | None = None,
+    ) -> None:
+        """Build ORT runners for clp_det and PP-OCRv4 rec (and clp_rec if used) from `models_dir`."""
+        folder = models_dir if models_dir is not None else default_models_dir()
+        self.params = params or ReaderParams()
+        self._detector: Runner = detector or OrtRunner(model_path(folder, "clp_det", manifest), options)
+        if recogniser is None:
+            ort_rec = OrtRunner(model_path(folder, "ppocr_rec", manifest), options)
+            charset = list(recogniser_charset or ppocr_charset(ort_rec.metadata))
+            recogniser = ort_rec
+        else:
+            if recogniser_charset is None:
+                raise ValueError("recogniser_charset is required with a custom recogniser")
+            charset = list(recogniser_charset)
+        self._ppocr = _LineRecogniser(recogniser, charset, PPOCR_SPEC)
+        self._clp: _LineRecogniser | None = None
+        if self.params.second_opinion_below > 0:
+            dictionary = model_path(folder, "clp_dict", manifest).read_text(encoding="utf-8")
+            runner = OrtRunner(model_path(folder, "clp_rec", manifest), options)
+            self._clp = _LineRecogniser(runner, clp_charset(dictionary), CLP_SPEC)
+
+    def detect(self, image: NDArray[Any]) -> list[Detection]:
+        """Plate detections (corners TL, TR, BR, BL) in a frame, best first; [] for a bad frame."""
+        bgr = normalise_frame(image)
+        if bgr is None or min(bgr.shape[:2]) < _MIN_SIDE:
+            return []
+        tensor, meta = det.preprocess(bgr, self.params.detector)
+        outputs = self._detector.run(tensor)
+        return det.postprocess(outputs, meta, self.params.detector)
+
+    def read(self, image_bgr: NDArray[Any]) -> list[PlateRead]:
+        """Every plate found in a frame, read and validated; best detection first."""
+        bgr = normalise_frame(image_bgr)
+        if bgr is None or min(bgr.shape[:2]) < _MIN_SIDE:
+            return []
+        return self._read_quads(bgr, [(d.keypoints, d.box, d.score) for d in self.locate(bgr)])
+
+    def locate(self, image: NDArray[Any]) -> list[Detection]:
+        """Plates in a frame, best first: proposals on the downscaled frame, each verified and given
+        precise corners by a second detection on a crop where the plate is `refine_width` wide."""
+        bgr = normalise_frame(image)
+        if bgr is None or min(bgr.shape[:2]) < _MIN_SIDE:
+            return []
+        p = self.params
+        if p.refine_width is None:
+            return self.detect(bgr)
+        proposal = replace(p.detector, score_threshold=p.proposal_threshold, max_plates=p.max_proposals)
+        tensor, meta = det.preprocess(bgr, proposal)
+        proposals = det.postprocess(self._detector.run(tensor), meta, proposal)
+        found: list[Detection] = []
+        for d in proposals:
+            refined = self._refine(bgr, d, p.refine_width)
+            if refined is not None and refined.score >= p.detector.score_threshold:
+                found.append(refined)
+            elif d.score >= p.detector.score_threshold:
+                found.append(d)
+        return det.suppress(found, p.detector.nms_iou)
+
+    def _refine(self, image: NDArray[np.uint8], d: Detection, target: int) -> Detection | None:
+        """The plate re-detected on a crop around `d`, scaled so the plate is `target` px wide."""
+        h, w = image.shape[:2]
+        cx, cy = d.box.centre
+        bw, bh = max(d.box.width, 2.0), max(d.box.height, 2.0)
+        mx, my = self.params.refine_margin
+        x1, x2 = int(max(0, cx - bw * (0.5 + mx))), int(min(w, cx + bw * (0.5 + mx)))
+        y1, y2 = int(max(0, cy - bh * (0.5 + my))), int(min(h, cy + bh * (0.5 + my)))
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return None
+        scale = target / bw
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        crop = np.asarray(
+            cv2.resize(image[y1:y2, x1:x2], None, fx=scale, fy=scale, interpolation=interpolation), np.uint8
+        )
+        params = det.DetectorParams(score_threshold=0.05, long_side=None, max_plates=1)
+        tensor, meta = det.preprocess(crop, params)
+        hits = det.postprocess(self._detector.run(tensor), meta, params)
+        if not hits:
+            return None
+        hit = hits[0]
+        corners = (hit.keypoints / scale + np.array([x1, y1], np.float32)).astype(np.float32)
+        b = hit.box
+        box = Box(
+            min(float(w), b.x1 / scale + x1),
+            min(float(h), b.y1 / scale + y1),
+            min(float(w), b.x2 / scale + x1),
+            min(float(h), b.y2 / scale + y1),
+        )
+        return Detection(box=box, score=hit.score, keypoints=corners)
+
+    def read_crop(self, crop_bgr: NDArray[Any]) -> PlateRead | None:
+        """Read an image that is already a tight plate crop (no detection); None for a bad crop."""
+        bgr = normalise_frame(crop_bgr)
+        if bgr is None or min(bgr.shape[:2]) < 4:
+            return None
+        h, w = bgr.shape[:2]
+        reads = self._read_quads(bgr, [(_crop_corners(h, w), Box(0.0, 0.0, float(w), float(h)), 1.0)], crop=True)
+        return reads[0] if reads else None
+
+    def _read_quads(
+        self,
+        image: NDArray[np.uint8],
+        quads: Sequence[tuple[NDArray[np.float32], Box, float]],
+        crop: bool = False,
+    ) -> list[PlateRead]:
+        """Rectify, recognise and validate the plates with these corners (one PP-OCR batch per width)."""
+        p = self.params
+        lines: list[NDArray[np.uint8]] = []
+        widths: list[int] = []
+        biases: list[dict[PlateFormat, float]] = []
+        meta: list[tuple[NDArray[np.float32], Box, float, ColourEstimate]] = []
+        height = PPOCR_SPEC.height
+        owner: list[int] = []  # which quad each line belongs to (ambiguous quads get two lines)
+        for q, (corners, box, score) in enumerate(quads):
+            # Tight crops already are the plate: keep their full height (the band trim is for
+            # detector corners, which include the plate frame).
+            band = Band() if crop else p.band
+            single = warp_band(image, corners, p.line_width, height, band)
+            colour = classify_colour(single)
+            candidates = [single]
+            if may_be_double_row(corners) and not _single_row_colour(colour):
+                # Yaw and pitch squeeze single-row plates to double-row aspect ratios (CCPD has
+                # single-row plates at 1.9), so an ambiguous plate is read both ways.
+                plate = warp_band(image, corners, 220, 110)
+                candidates.append(stitch_double_row(plate))
+            for line in candidates:
+                lines.append(line)
+                widths.append(_line_width(line))
+                biases.append(self._bias(colour))
+                owner.append(q)
+            meta.append((corners, box, score, colour))
+        decoded_lines = self._read_lines(lines, widths, biases)
+        if self._clp is not None:
+            decoded_lines = self._second_opinion(self._clp, lines, biases, decoded_lines)
+        # Per quad, the best of its candidate lines (single-row reading first).
+        decoded: list[Decoded | None] = [None] * len(quads)
+        rows: list[PlateLayout] = [PlateLayout.SINGLE] * len(quads)
+        first_line = {q: owner.index(q) for q in set(owner)}
+        for i, (q, d) in enumerate(zip(owner, decoded_lines, strict=True)):
+            cur = decoded[q]
+            if d is not None and (cur is None or d.confidence > cur.confidence):
+                decoded[q] = d
+                rows[q] = PlateLayout.SINGLE if i == first_line[q] else PlateLayout.DOUBLE
+        reads: list[PlateRead] = []
+        for d, layout, (corners, box, score, colour) in zip(decoded, rows, meta, strict=True):
+            if d is None:
+                continue
+            form = self._ppocr.decoder.form_of(d.text)
+            valid = form is not None and d.min_confidence >= p.min_char_confidence
+            pts = np.array(corners, dtype=np.float32).reshape(4, 2)
+            pts.setflags(write=False)
+            reads.append(
+                PlateRead(
+                    text=d.text,
+                    confidence=d.confidence,
+                    char_confidences=d.char_confidences,
+                    corners=pts,
+                    box=box,
+                    colour=colour.colour,
+                    plate_type=layout,
+                    valid=valid,
+                    form=form,
+                    detector_score=score,
+                )
+            )
+        return reads
+
+    def _read_lines(
+        self,
+        lines: Sequence[NDArray[np.uint8]],
+        widths: Sequence[int],
+        biases: Sequence[dict[PlateFormat, float]],
+    ) -> list[Decoded | None]:
+        """Recognise lines in batches of equal width (padding a narrow line changes its read)."""
+        out: list[Decoded | None] = [None] * len(lines)
+        for width in sorted(set(widths)):
+            idx = [i for i, w in enumerate(widths) if w == width]
+            got = self._ppocr.read([lines[i] for i in idx], [width] * len(idx), [biases[i] for i in idx])
+            for i, d in zip(idx, got, strict=True):
+                out[i] = d
+        return out
+
+    def _bias(self, colour: ColourEstimate) -> dict[PlateFormat, float]:
+        """Log-priors of the plate forms the colour speaks for."""
+        p = self.params
+        if p.colour_prior <= 0 or colour.support < p.min_colour_support or colour.colour is PlateColour.UNKNOWN:
+            return {}
+        favoured = _NEW_ENERGY if colour.colour is PlateColour.GREEN else _SEVEN
+        return {f: p.colour_prior for f in favoured}
+
+    def _second_opinion(
+        self,
+        clp: _LineRecogniser,
+        lines: Sequence[NDArray[np.uint8]],
+        biases: Sequence[dict[PlateFormat, float]],
+        decoded: Sequence[Decoded | None],
+    ) -> list[Decoded | None]:
+        """Ask clp_v2_c_rec about weak reads; keep whichever read's weakest character is stronger."""
+        p = self.params
+        todo = [i for i, d in enumerate(decoded) if d is None or d.min_confidence < p.second_opinion_below]
+        out = list(decoded)
+        if not todo:
+            return out
+        sub = [lines[i] for i in todo]
+        widths = [_line_width(s, clp.spec) for s in sub]
+        alt = clp.read(sub, widths, [biases[i] for i in todo])
+        for i, a in zip(todo, alt, strict=True):
+            cur = out[i]
+            if a is not None and (cur is None or a.min_confidence > cur.min_confidence):
+                out[i] = a
+        return out

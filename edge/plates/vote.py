@@ -1,0 +1,83 @@
+"""Combining the reads of one plate across the frames of a track into one result."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from edge.plates.colour import PlateColour, PlateLayout
+from edge.plates.grammar import is_valid_plate, plate_format
+from edge.plates.values import PlateRead
+
+
+@dataclass(frozen=True, slots=True)
+class VotedPlate:
+    """The outcome of a vote: text (raw, kept out of repr), its share of the vote, and support."""
+
+    text: str = field(repr=False)
+    confidence: float
+    char_confidences: tuple[float, ...] = field(repr=False)
+    support: int  # reads that agree with the voted text exactly
+    reads: int  # valid reads that took part
+    colour: PlateColour
+    plate_type: PlateLayout
+
+
+class PlateVote:
+    """Accumulates the reads of one track and votes per character position.
+
+    Only grammar-valid reads vote. Reads of the most supported length vote position by position,
+    each character weighted by its confidence; if the per-position winner is not a valid plate
+    (positions voted from different forms), the best-supported whole text wins instead.
+    """
+
+    def __init__(self, min_confidence: float = 0.0) -> None:
+        self._min_confidence = min_confidence
+        self._reads: list[PlateRead] = []
+
+    def add(self, read: PlateRead) -> None:
+        """Add one read (invalid or too weak reads are ignored)."""
+        if read.valid and read.confidence >= self._min_confidence and is_valid_plate(read.text):
+            self._reads.append(read)
+
+    def __len__(self) -> int:
+        return len(self._reads)
+
+    def result(self) -> VotedPlate | None:
+        """The voted plate, or None when no valid read was added."""
+        reads = self._reads
+        if not reads:
+            return None
+        by_len: defaultdict[int, float] = defaultdict(float)
+        for r in reads:
+            by_len[len(r.text)] += r.confidence
+        length = max(by_len, key=lambda n: by_len[n])
+        same = [r for r in reads if len(r.text) == length]
+        chars: list[str] = []
+        confs: list[float] = []
+        for i in range(length):
+            weight: defaultdict[str, float] = defaultdict(float)
+            for r in same:
+                weight[r.text[i]] += r.char_confidences[i]
+            best = max(weight, key=lambda c: weight[c])
+            chars.append(best)
+            confs.append(weight[best] / len(same))
+        text = "".join(chars)
+        if plate_format(text) is None:
+            whole: defaultdict[str, float] = defaultdict(float)
+            for r in same:
+                whole[r.text] += r.confidence
+            text = max(whole, key=lambda t: whole[t])
+            confs = [sum(r.char_confidences[i] for r in same if r.text == text) / len(same) for i in range(length)]
+        support = sum(1 for r in reads if r.text == text)
+        colour = Counter(r.colour for r in reads).most_common(1)[0][0]
+        layout = Counter(r.plate_type for r in reads).most_common(1)[0][0]
+        return VotedPlate(
+            text=text,
+            confidence=sum(confs) / len(confs),
+            char_confidences=tuple(confs),
+            support=support,
+            reads=len(reads),
+            colour=colour,
+            plate_type=layout,
+        )
