@@ -14,10 +14,15 @@ from edge.errors import ConfigError, EdgeError
 # Each module exposes `register(subparsers)` that adds its commands and sets `func` on them;
 # `func(args) -> int` returns the exit status. Explicit list: nothing is discovered by scanning.
 _GROUPS: tuple[str, ...] = (
+    "edge.cli_serial",
     "edge.cli_models",
     "edge.cli_faces",
     "edge.cli_daemons",
+    "edge.cli_residents",
+    "edge.cli_demo",
     "edge.cli_audit",
+    "edge.cli_query",
+    "edge.cli_plates",
 )
 
 

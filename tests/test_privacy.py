@@ -28,7 +28,7 @@ def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> byte
 
 def test_known_answer_matches_independent_rfc5869_hmac() -> None:
     p = Pseudonymiser(KEY, EpochPolicy.MONTH)
-    key = _hkdf_sha256(KEY, b"edgegw/pseudonym/v1", "edgegw pseudonym|plate|2025-11".encode())
+    key = _hkdf_sha256(KEY, b"edgegw/pseudonym/v1", b"edgegw pseudonym|plate|2025-11")
     expected = hmac.new(key, "辽B12345".encode(), hashlib.sha256).digest()[:16].hex()
     got, key_id = p.pseudonym_at(IdKind.PLATE, "辽B·12345", TS)
     assert got == expected
