@@ -9,6 +9,7 @@ camera's queue drops frames.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,7 +26,6 @@ from edge.config import Config
 from edge.errors import OutboxError, PrivacyError
 from edge.framequeue import FrameQueue, QueueClosedError
 from edge.models.runner import RuntimeOptions
-from edge.events import to_wire, validate
 from edge.motion import MotionGate
 from edge.outbox import Outbox, OutboxLimits
 from edge.passages.factory import audit_status, build_passage_observers, open_audit
@@ -109,59 +109,76 @@ class Committer:
     def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None,
                links: Sequence[tuple[str, ...]] | None = None) -> None:
         """Commit, retrying with backoff until it succeeds or `stop` is set. Never drops."""
-        if not observations:
-            return
         pairs = self._to_events(observations, links)
-        if not pairs:
-            return
-        observations = [p[0] for p in pairs]
-        events = [p[1] for p in pairs]
-        backoff = Backoff(self._backoff_cfg)
-        while True:
-            try:
-                with self._lock:
-                    result = self._outbox.append(events)
-                    self.committed += len(result.records)
-                    if result.dropped:
-                        self._alarm_dropped(sum(result.dropped.values()))
-                    derived: list[Derived] = []
-                    for observer in self.observers:
-                        derived += observer.committed(list(zip(observations, events, strict=True)))
-                break
-            except OutboxError as exc:
-                self.failures += 1
-                delay = backoff.next_delay()
-                log.error("cannot commit %d event(s), retrying in %.1f s: %s", len(events), delay, exc)
-                if stop is not None and stop.wait(delay):
-                    log.error("stopping with %d uncommitted event(s)", len(events))
-                    return
-                if stop is None:
-                    time.sleep(delay)
+        derived = self._append(pairs, stop) if pairs else []
         if derived:
             self.commit([d[0] for d in derived], stop, [d[1] for d in derived])
 
     def _to_events(self, observations: Sequence[Observation],
                    links: Sequence[tuple[str, ...]] | None) -> list[tuple[Observation, Event]]:
-        # An observation the boundary or the schema refuses is a bug upstream; it must neither kill
-        # the pipeline nor take the other observations of its batch down with it.
         out: list[tuple[Observation, Event]] = []
         for i, obs in enumerate(observations):
             try:
-                event = self._boundary.to_event(obs, links=links[i] if links else ())
-                validate(to_wire(event, 1, 0))
+                out.append((obs, self._boundary.to_event(obs, links=links[i] if links else ())))
             except (PrivacyError, ValueError, TypeError) as exc:
-                self.refused += 1
-                log.error("refused a %s observation from %s at the privacy boundary: %s", obs.kind.value,
-                          obs.source_id, exc)
-                continue
-            out.append((obs, event))
+                self._refuse(obs, exc)
         return out
 
+    def _refuse(self, obs: Observation, exc: Exception) -> None:
+        # An observation the boundary or the schema refuses is a bug upstream; it must neither kill
+        # the pipeline nor take the other observations of its batch down with it.
+        self.refused += 1
+        log.error("refused a %s observation from %s at the privacy boundary: %s", obs.kind.value, obs.source_id, exc)
+
+    def _append(self, pairs: list[tuple[Observation, Event]], stop: threading.Event | None) -> list[Derived]:
+        backoff = Backoff(self._backoff_cfg)
+        while True:
+            try:
+                with self._lock:
+                    result = self._outbox.append([e for _, e in pairs])
+                    self.committed += len(result.records)
+                    derived: list[Derived] = []
+                    for observer in self.observers:
+                        derived += observer.committed(pairs)
+                break
+            except PrivacyError as exc:
+                # The outbox validates before it writes: nothing of this batch is committed. Find
+                # the offending event by committing the rest one at a time.
+                if len(pairs) == 1:
+                    self._refuse(pairs[0][0], exc)
+                    return []
+                return [d for pair in pairs for d in self._append([pair], stop)]
+            except OutboxError as exc:
+                self.failures += 1
+                delay = backoff.next_delay()
+                log.error("cannot commit %d event(s), retrying in %.1f s: %s", len(pairs), delay, exc)
+                if stop is not None and stop.wait(delay):
+                    log.error("stopping with %d uncommitted event(s)", len(pairs))
+                    return []
+                if stop is None:
+                    time.sleep(delay)
+        if result.dropped:
+            self._alarm_dropped(sum(result.dropped.values()))
+        return derived
+
     def _alarm_dropped(self, n: int) -> None:
+        # Outside the batch's retry loop: the batch is committed, and a failure here must not make
+        # the loop append it a second time.
         alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
             "code": "outbox_quota", "message": "outbox quota reached: oldest low-priority events dropped",
             "count": n, "severity": "warning"})
-        self._outbox.append([self._boundary.to_event(alarm)])
+        try:
+            with self._lock:
+                extra = self._outbox.append([self._boundary.to_event(alarm)]).dropped
+        except OutboxError as exc:
+            log.error("cannot record the quota alarm for %d dropped event(s): %s", n, exc)
+            return
+        if extra:  # the alarm's own commit made room too: say so, once
+            with self._lock, contextlib.suppress(OutboxError):
+                self._outbox.append([self._boundary.to_event(Observation(
+                    EventKind.ALARM, "outbox", time.time(), attrs={
+                        "code": "outbox_quota", "message": "outbox quota reached while recording an alarm",
+                        "count": sum(extra.values()), "severity": "warning"}))])
 
     def tick(self, now: float, stop: threading.Event | None = None) -> None:
         """Let observers close their time windows; commit what they derive."""
