@@ -81,7 +81,8 @@ def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
     generate_key_file(data / "district.key")
     generate_key_file(data / "data.key")
     tokens = write_tokens(data / "query-tokens.toml")
-    text = '[gateway]\ndistrict = "dl-district"\ncommunity = "c0001"\ngateway = "gw01"\ndata_dir = "data"\n\n[passages]\nmin_members = 1\n\n'
+    text = ('[gateway]\ndistrict = "dl-district"\ncommunity = "c0001"\ngateway = "gw01"\ndata_dir = "data"\n'
+            '\n[passages]\nmin_members = 1\n\n')
     if models_dir is not None:
         text += f'[models]\ndir = "{models_dir}"\n'
     config = tmp_path / "edgegw.toml"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from drivers.serial.rdm6300 import encode
 from edge.cli import main
-from edge.privacy import Pseudonymiser
 from edge.keys import load_key_file
+from edge.privacy import Pseudonymiser
 from edge.types import IdKind
 from tests._mqtt import RAW_IDENTIFIERS, Collector
 from tests.conftest import ROOT, Broker
