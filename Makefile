@@ -39,7 +39,7 @@ test: models broker
 test-slow: models broker
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-bench: models
+bench: models broker
 	$(BIN)/python bench/run.py
 
 lint: setup

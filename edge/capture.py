@@ -23,7 +23,7 @@ from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.backoff import Backoff
 from edge.config import Config
-from edge.errors import OutboxError, PrivacyError
+from edge.errors import ModelError, OutboxError, PrivacyError
 from edge.framequeue import FrameQueue, QueueClosedError
 from edge.models.runner import RuntimeOptions
 from edge.motion import MotionGate
@@ -281,7 +281,15 @@ class CaptureDaemon:
                 from edge.vision.faces import FaceAnalyzer
 
                 if analyzer is None:
-                    analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
+                    embedder = None
+                    if self.cfg.models.sface_int8:
+                        from edge.models.quantize import load_int8_runner
+
+                        embedder = load_int8_runner(self.cfg.models.dir, runtime_options(self.cfg))
+                        if embedder is None:
+                            raise ModelError("models.sface_int8 is set but the int8 SFace is missing: "
+                                             "run `edgegw models quantize`")
+                    analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg), embedder=embedder,
                                             score_threshold=self.cfg.face.score_threshold,
                                             max_side=self.cfg.face.detect_max_side)
                     gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))

@@ -43,7 +43,8 @@ def size_score(det: Detection) -> float:
 def laplacian_variance(aligned: NDArray[np.uint8]) -> float:
     """Variance of the Laplacian of the grey aligned crop (higher is sharper)."""
     grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY) if aligned.ndim == 3 else aligned
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    _, std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_64F))
+    return float(std[0, 0]) ** 2
 
 
 def sharpness_score(aligned: NDArray[np.uint8]) -> float:
@@ -82,6 +83,8 @@ def assess(det: Detection, aligned: NDArray[np.uint8]) -> FaceQuality:
     size = size_score(det)
     sharp = sharpness_score(aligned)
     frontal = frontalness_score(det.keypoints)
-    parts = np.array([size, sharp, frontal])
-    combined = float(np.prod(np.power(np.clip(parts, 0.0, 1.0), WEIGHTS)))
+    # Plain floats: this runs for every detection of every frame; numpy on 3 numbers costs more.
+    combined = 1.0
+    for part, weight in zip((size, sharp, frontal), WEIGHTS, strict=True):
+        combined *= min(max(part, 0.0), 1.0) ** weight
     return FaceQuality(score=combined, size=size, sharpness=sharp, frontalness=frontal)

@@ -25,6 +25,11 @@ from edge.vision.yunet import YuNet
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 1280
+# SFace crops per ONNX Runtime call. Measured on the 2-core CPU VM (1 intra-op thread, bench/):
+# batching saves nothing per face (16.9 ms at 1, 16.8 at 2, 18.4 at 4 on a quiet machine; under
+# load 18 ms at 1 but about 30 at 2-4), while the arena grows about 12 MB per extra crop (a batch
+# of 16 added 190 MB). On CPU one crop per call is as fast and far leaner. Raise it for GPUs.
+DEFAULT_EMBED_BATCH = 1
 
 
 class ImageError(EdgeError):
@@ -77,7 +82,7 @@ class FaceAnalyzer:
         score_threshold: float = 0.6,
         nms_threshold: float = 0.3,
         max_side: int | None = DEFAULT_MAX_SIDE,
-        max_batch: int = 16,
+        max_batch: int = DEFAULT_EMBED_BATCH,
     ) -> None:
         """Build ORT runners for YuNet and SFace from `models_dir`, unless runners are given."""
         folder = models_dir if models_dir is not None else default_models_dir()

@@ -101,7 +101,9 @@ class YuNet:
         ph = -(-dh // PAD_MULTIPLE) * PAD_MULTIPLE
         pw = -(-dw // PAD_MULTIPLE) * PAD_MULTIPLE
         tensor = np.zeros((1, 3, ph, pw), np.float32)
-        tensor[0, :, :dh, :dw] = det.transpose(2, 0, 1)
+        # One contiguous plane at a time: about twice as fast as assigning the HWC->CHW transposed view.
+        for c, plane in enumerate(cv2.split(det)):
+            tensor[0, c, :dh, :dw] = plane
         return YuNetInput(tensor, (h, w), (dw / w, dh / h))
 
     def postprocess(self, outputs: Mapping[str, NDArray[Any]], inp: YuNetInput) -> list[Detection]:

@@ -1,0 +1,97 @@
+"""The benchmark harness on tiny inputs, so it cannot rot between `make bench` runs. No timing asserts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import run as bench_run
+from bench._common import percentiles
+from edge.errors import ModelError
+from edge.models.quantize import _Crops, int8_path, quantize_sface
+from tests._models import models_dir, require_faces
+
+pytestmark = pytest.mark.models
+
+
+def test_percentiles_are_milliseconds_of_seconds() -> None:
+    st = percentiles([0.001 * i for i in range(1, 11)])
+    assert st["n"] == 10
+    assert st["p50_ms"] == pytest.approx(5.5) and st["p90_ms"] == pytest.approx(9.1)
+    assert percentiles([]) == {"p50_ms": None, "p90_ms": None, "n": 0}
+
+
+def test_missing_peers_give_null_figures_with_reasons_never_numbers() -> None:
+    res: dict[str, Any] = {
+        "faces": {"speedup_vs_face_recognition": None, "peer": None, "peer_reason": "face_recognition is absent",
+                  "ours": {"verification": {"tar_at_far_0_1pct": 1.0}}, "stages": {}},
+        "plates": {"skipped": "bench/bench_plates.py is not in this checkout"},
+        "pipeline": {"error": "RuntimeError: boom"},
+    }
+    head = bench_run.headline(res)
+    assert head["face_speedup_vs_face_recognition"] is None
+    assert head["reasons"]["face_speedup_vs_face_recognition"] == "face_recognition is absent"
+    assert head["face_tar_at_far_0_1pct"] == 1.0 and "face_tar_at_far_0_1pct" not in head["reasons"]
+    assert head["plate_speedup_vs_agentclpr"] is None and "not in this checkout" in head["reasons"][
+        "plate_speedup_vs_agentclpr"]
+    assert head["peak_rss_mb"] is None and "boom" in head["reasons"]["peak_rss_mb"]
+    assert set(head["stage_latency_ms"]) == set(bench_run.STAGES)
+    text = bench_run.table({**res, **head, "env": {"cpus": 2}, "quick": True, "load_avg_start": 0.0,
+                            "load_avg_end": 0.0})
+    assert "n/a plate_speedup_vs_agentclpr" in text and "face_recognition is absent" in text
+
+
+def test_harness_runs_faces_and_pipeline_on_tiny_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_faces()
+    models_dir()  # skips when the models are not provisioned
+    out = tmp_path / "results.json"
+    assert bench_run.main(["--quick", "--no-peers", "--only", "faces,pipeline", "--json", str(out)]) == 0
+    res = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("face_speedup_vs_face_recognition", "plate_speedup_vs_agentclpr", "overhead_pct",
+                "static_cpu_pct_per_camera", "peak_rss_mb", "face_tar_at_far_0_1pct", "plate_scene_exact_pct"):
+        assert key in res, key
+        assert res[key] is not None or key in res["reasons"], key
+    faces, pipe = res["faces"], res["pipeline"]
+    assert "error" not in faces and "error" not in pipe, (faces.get("error"), pipe.get("error"))
+    assert faces["ours"]["faces_found"] >= 1 and faces["peer"] is None
+    assert res["reasons"]["face_speedup_vs_face_recognition"].startswith("peers disabled")
+    assert res["stage_latency_ms"]["detect"]["n"] == faces["frames"]
+    assert pipe["clip"]["frames"] == pipe["clip"]["photos"] * pipe["clip"]["hold_frames"]
+    assert pipe["events_committed"] >= 1  # the pipeline really reached the outbox
+    assert pipe["static"]["detector_runs"] < pipe["static"]["frames"]  # the gate skipped the static frames
+    assert res["peak_rss_mb"] > 50 and "CaptureDaemon" in pipe["rss"]["note"]
+    printed = capsys.readouterr().out
+    assert "orchestration overhead" in printed and str(out) in printed
+
+
+def test_quantize_needs_enough_calibration_faces(tmp_path: Path) -> None:
+    assert int8_path(tmp_path) == tmp_path / "sface.int8.onnx"
+    with pytest.raises(ModelError, match="at least 8"):
+        quantize_sface(tmp_path, [np.zeros((112, 112, 3), np.uint8)] * 3)
+
+
+def test_calibration_reader_feeds_each_batch_once() -> None:
+    batches = [np.zeros((1, 3, 112, 112), np.float32), np.ones((1, 3, 112, 112), np.float32)]
+    reader = _Crops("data", batches)
+    first, second = reader.get_next(), reader.get_next()
+    assert first is not None and second is not None
+    assert float(second["data"].mean()) == 1.0 and reader.get_next() is None
+
+
+def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
+    from edge.models.runner import OrtRunner, RuntimeOptions
+    from edge.vision.faces import FaceAnalyzer
+    from tests._models import analyzer, image, labels, runner
+
+    require_faces()
+    samples = [analyzer().largest_face_embedding(image(row["path"])) for row in labels()[:16]]
+    kept = [s for s in samples if s is not None]
+    path = quantize_sface(models_dir(), [s.aligned for s in kept], out=tmp_path / "sface.int8.onnx")
+    int8 = FaceAnalyzer(models_dir(), detector=runner("yunet"), embedder=OrtRunner(path, RuntimeOptions()))
+    emb = int8.embed(np.stack([s.aligned for s in kept]))
+    cosines = [float(np.dot(e, s.embedding)) for e, s in zip(emb, kept, strict=True)]
+    assert min(cosines) > 0.95, cosines
