@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,8 @@ class LocalBroker:
         except ImportError as exc:
             raise EdgeError("no mosquitto and no embedded broker: apt-get install mosquitto, "
                             "or pip install 'edgegw[demo]'") from exc
+        # A throwaway demo broker: its chatter (e.g. about our readiness probe) is not the user's concern.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                   "sys_interval": 0, "auth": {"allow-anonymous": True}, "topic-check": {"enabled": False}}
         loop = asyncio.new_event_loop()

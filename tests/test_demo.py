@@ -13,7 +13,8 @@ from tests.conftest import MODELS_DIR, ROOT
 
 
 @pytest.mark.models
-def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["auto", "embedded"])
+def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path, broker: str) -> None:
     if not (MODELS_DIR / "yunet.edge.onnx").exists():
         pytest.fail("models are not fetched: run `make models`")
     text = (ROOT / "config" / "demo.toml").read_text()
@@ -22,7 +23,8 @@ def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path) -> None
     text = text.replace('path = "../var/demo/clip"', f'path = "{tmp_path / "data" / "clip"}"')
     cfg = tmp_path / "demo.toml"
     cfg.write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg), "--broker", broker],
+                          capture_output=True,
                           text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -38,3 +40,4 @@ def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path) -> None
     for raw in ("resident-0001", "resident-0002"):
         assert raw not in proc.stdout and raw not in proc.stderr
     assert "4 received by the subscriber" in proc.stderr
+    assert ("MQTT 3.1.1" if broker == "embedded" else "on 127.0.0.1") in proc.stderr
