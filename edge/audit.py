@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import TypeAlias
 
 from edge.errors import EdgeError, PrivacyError
+from edge.sqlite import connect
 from edge.types import RawIdentifier
 
 log = logging.getLogger(__name__)
@@ -199,12 +200,10 @@ class AuditLog:
         if not create and not self._path.is_file():
             raise AuditError(f"no audit log at {self._path}")
         try:
-            self._db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db = connect(self._path)
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open audit log {self._path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             if create:
                 self._db.executescript(_SCHEMA)
             elif self._db.execute(

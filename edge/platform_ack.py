@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -31,6 +30,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,7 @@ class PlatformConsumer:
 
     def __init__(self, db_path: Path, host: str, port: int, *, topic_prefix: str = "edgegw",
                  client_id: str = "edgegw-platform-consumer", commit_interval_s: float = 0.05) -> None:
-        self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = connect(db_path)
         self.db.executescript(_SCHEMA)
         if self.db.execute("SELECT COUNT(*) FROM received").fetchone()[0] == 0:
             self.db.execute("INSERT INTO received(n) VALUES(0)")

@@ -7,7 +7,6 @@ only into memory for matching.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 
 from edge.errors import EdgeError
 from edge.sealed import Sealer
+from edge.sqlite import connect
 
 EMBEDDING_DIM = 128
 
@@ -71,9 +71,7 @@ class ResidentGallery:
         self.path = path
         self._sealer = Sealer(_gallery_key(data_key))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path)
         self._db.executescript(_SCHEMA)
         self._loaded_version = -1
         self._ids: list[str] = []

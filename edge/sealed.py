@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import EdgeError
 from edge.keys import key_id
+from edge.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,11 @@ class EpochKeyStore:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, bytes], Sealer] = {}
         try:
-            self._db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            # secure_delete: destroyed keys are overwritten, not left in free pages.
+            self._db = connect(self._path, secure_delete=True)
         except sqlite3.Error as exc:
             raise SealError(f"cannot open epoch key store {self._path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA secure_delete=ON")  # deleted keys are overwritten, not left in free pages
             self._db.executescript(_SCHEMA)
             self._check_master()
         except sqlite3.Error as exc:

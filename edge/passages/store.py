@@ -36,6 +36,7 @@ from edge.audit import AuditAction, AuditLog
 from edge.errors import EdgeError
 from edge.passages.config import PassageConfig, RetentionConfig
 from edge.sealed import DestroyedKey, EpochKeyStore, KeyDestroyedError, Sealer
+from edge.sqlite import connect
 from edge.types import Event, EventKind, IdKind, Observation
 
 log = logging.getLogger(__name__)
@@ -204,14 +205,11 @@ class PassageStore:
         self.failures = 0
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            # secure_delete: purged blobs are overwritten, not left in free pages.
+            self._db = connect(self._path, synchronous="NORMAL", secure_delete=True, foreign_keys=True)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open passage store {self._path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA secure_delete=ON")  # purged blobs are overwritten, not left in free pages
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             self._db.close()

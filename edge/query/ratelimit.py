@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from edge.errors import EdgeError
+from edge.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grants (officer TEXT NOT NULL, ts REAL NOT NULL);
@@ -28,8 +29,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect(self._path, synchronous="NORMAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise RateLimitError(f"cannot open rate-limit database {self._path}: {exc}") from exc
