@@ -282,6 +282,16 @@ class AuditLog:
             except sqlite3.Error as exc:
                 raise AuditError(f"cannot read audit log {self._path}: {exc}") from exc
 
+    def last(self, action: AuditAction | str) -> AuditRecord | None:
+        """The newest record of `action`, if any."""
+        sql = f"SELECT {_COLUMNS} FROM audit WHERE action = ? ORDER BY seq DESC LIMIT 1"  # noqa: S608
+        with self._lock:
+            try:
+                row = self._db.execute(sql, (str(action),)).fetchone()
+            except sqlite3.Error as exc:
+                raise AuditError(f"cannot read audit log {self._path}: {exc}") from exc
+        return None if row is None else AuditRecord(*row)
+
     def records(self, *, limit: int | None = None) -> list[AuditRecord]:
         """All records in order, or the last `limit` of them."""
         sql = f"SELECT {_COLUMNS} FROM audit ORDER BY seq DESC"  # noqa: S608

@@ -10,6 +10,8 @@ camera's queue drops frames.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -21,6 +23,7 @@ import numpy as np
 
 from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
+from edge.audit import AuditAction
 from edge.backoff import Backoff
 from edge.config import Config
 from edge.errors import ModelError, OutboxError, PrivacyError
@@ -241,6 +244,7 @@ class CaptureDaemon:
         self.boundary = PrivacyBoundary(Pseudonymiser(district_key(cfg), cfg.privacy.epoch), origin_of(cfg))
         # The passage store first: a passage's members are on disk before the passage that links them.
         self.audit = open_audit(cfg)
+        self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         self.committer = Committer(self.outbox, self.boundary, cfg, self.passage_observers)
         self.supervisor = CameraSupervisor()
@@ -249,6 +253,15 @@ class CaptureDaemon:
         self._notifier = Notifier()
         self._build_cameras()
         self._build_sensors()
+
+    def _audit_config_change(self) -> None:
+        # The running configuration is part of the record: a police query's meaning depends on which
+        # cameras, retention and thresholds were in force. One record each time it changes.
+        digest = hashlib.sha256(self.cfg.model_dump_json().encode()).hexdigest()
+        last = self.audit.last(AuditAction.CONFIG_CHANGE)
+        if last is None or json.loads(last.details).get("sha256") != digest:
+            self.audit.append("capture", AuditAction.CONFIG_CHANGE, {
+                "sha256": digest, "cameras": len(self.cfg.cameras), "serial": len(self.cfg.serial)})
 
     def _camera_config(self, cam: Any) -> Any:
         # File paths in the config are relative to the config file, like every other input path.

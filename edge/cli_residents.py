@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,29 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.audit import AuditAction
 from edge.config import Config, load_config
 from edge.errors import EdgeError
+from edge.passages.factory import open_audit
+from edge.privacy import Pseudonymiser
 from edge.residents import ResidentGallery
-from edge.secrets import data_key
+from edge.secrets import data_key, district_key
+from edge.types import IdKind
 
 
 def _gallery(cfg: Config) -> ResidentGallery:
     return ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
+
+
+def _audit(cfg: Config, action: AuditAction, resident_id: str, **details: str | int) -> None:
+    # The audit trail names the resident by pseudonym only: it is published (its head) and exported.
+    pseudonym, key_id = Pseudonymiser(district_key(cfg), cfg.privacy.epoch).pseudonym_at(
+        IdKind.RESIDENT, resident_id, time.time())
+    audit = open_audit(cfg)
+    try:
+        audit.append(f"cli:{getpass.getuser()}", action, {"resident": pseudonym, "key_id": key_id, **details})
+    finally:
+        audit.close()
 
 
 def enrol_photos(cfg: Config, resident_id: str, consent: str, photos: list[Path]) -> tuple[int, list[str]]:
@@ -49,6 +66,7 @@ def enrol_photos(cfg: Config, resident_id: str, consent: str, photos: list[Path]
         stored = gallery.enrol(resident_id, consent, analyzer.embed(np.stack(crops)))
     finally:
         gallery.close()
+    _audit(cfg, AuditAction.ENROL, resident_id, consent=consent, embeddings=stored)
     return stored, problems
 
 
@@ -76,11 +94,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Remove a resident (consent withdrawn)."""
-    gallery = _gallery(load_config(Path(args.config)))
+    cfg = load_config(Path(args.config))
+    gallery = _gallery(cfg)
     n = gallery.remove(args.id)
     gallery.close()
     if not n:
         raise EdgeError(f"no resident {args.id} is enrolled")
+    _audit(cfg, AuditAction.REMOVE, args.id, embeddings=n)
     print(f"removed {args.id} ({n} embedding(s))")
     return 0
 

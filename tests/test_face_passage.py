@@ -115,3 +115,24 @@ def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "chmod 600" in proc.stderr and str(key) in proc.stderr
     assert key.read_text().strip() not in proc.stderr
+
+
+def test_enrolment_removal_and_config_changes_are_audited_without_raw_ids(tmp_path: Path) -> None:
+    from edge.audit import AuditLog
+
+    cfg_path = _setup(tmp_path, '\n[[cameras]]\nid = "gate1"\nkind = "fake"\nframes = 2\n')
+    assert main(["residents", "enrol", "--config", str(cfg_path), "--id", "r-biden", "--consent", "C-9",
+                 str(FACES / "biden" / "biden.jpg")]) == 0
+    assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-biden"]) == 0
+    for _ in range(2):  # the same config twice: one config_change record, not two
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path),
+                               "--exit-when-done"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+    cfg = load_config(cfg_path)
+    with AuditLog(cfg.path(cfg.audit.path), create=False) as audit:
+        assert audit.verify().ok
+        records = audit.records()
+    # Each daemon start also runs (and audits) a retention purge; the rest is ours.
+    assert [r.action for r in records if r.action != "purge"] == ["enrol", "remove", "config_change"]
+    assert all("r-biden" not in r.details for r in records)
+    assert json.loads(records[0].details)["consent"] == "C-9"
