@@ -316,7 +316,13 @@ class CaptureDaemon:
 
     def _build_sensors(self) -> None:
         if self.cfg.serial:
-            self.sensor_hub = SensorHub(self.cfg.serial, self.committer, self._stop, self.cfg.devices)
+            # Like camera files, a relative port path (e.g. a /dev/serial/by-id symlink kept beside the
+            # config) is relative to the config file; device names and pyserial URLs stay as they are.
+            sensors = tuple(
+                s if "://" in s.port or Path(s.port).is_absolute()
+                else s.model_copy(update={"port": str(self._config_dir / s.port)})
+                for s in self.cfg.serial)
+            self.sensor_hub = SensorHub(sensors, self.committer, self._stop, self.cfg.devices)
 
     def status(self) -> dict[str, object]:
         """Camera, pipeline and sensor states for the gateway's status message."""
@@ -363,7 +369,9 @@ class CaptureDaemon:
                 next_status = now + status_interval_s
             self._notifier.watchdog()
             self.committer.tick(time.time(), self._stop)
-            if exit_when_done and self.workers and self.sensor_hub is None and all(
+            # Finite input means recorded camera files: once they are done, so is the run (sensors
+            # are live and never "done"; they are stopped and flushed with everything else).
+            if exit_when_done and self.workers and all(
                     st.state in (CameraState.FINISHED, CameraState.STOPPED) for st in self.supervisor.statuses()):
                 break
             self._stop.wait(min(tick, 0.2))

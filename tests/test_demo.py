@@ -21,6 +21,7 @@ def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path, broker:
     text = text.replace('data_dir = "../var/demo"', f'data_dir = "{tmp_path / "data"}"')
     text = text.replace('dir = "../models"', f'dir = "{MODELS_DIR}"')
     text = text.replace('path = "../var/demo/clip"', f'path = "{tmp_path / "data" / "clip"}"')
+    text = text.replace('port = "../var/demo/card-reader"', f'port = "{tmp_path / "data" / "card-reader"}"')
     cfg = tmp_path / "demo.toml"
     cfg.write_text(text)
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg), "--broker", broker],
@@ -29,15 +30,25 @@ def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path, broker:
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
-    assert len(events) == 4, proc.stdout
-    assert [e["kind"] for e in events] == ["face_passage"] * 4
-    assert [e["attrs"]["matched"] for e in events] == [True, False, True, False]
-    residents = [e["subject"]["pseudonym"] for e in events if e["attrs"]["matched"]]
+    faces = [e for e in events if e["kind"] == "face_passage"]
+    cards = [e for e in events if e["kind"] == "card_swipe"]
+    passages = [e for e in events if e["kind"] == "passage"]
+    assert len(faces) == 4, proc.stdout
+    assert [e["attrs"]["matched"] for e in faces] == [True, False, True, False]
+    residents = [e["subject"]["pseudonym"] for e in faces if e["attrs"]["matched"]]
     assert len(set(residents)) == 2  # two different residents, each under a pseudonym
     assert all(e["subject"]["type"] == "unknown_face" and "pseudonym" not in e["subject"]
-               for e in events if not e["attrs"]["matched"])
-    assert [e["seq"] for e in events] == [1, 2, 3, 4]
-    for raw in ("resident-0001", "resident-0002"):
+               for e in faces if not e["attrs"]["matched"])
+    assert [e["seq"] for e in faces] == [1, 2, 3, 4]
+    # Each resident swipes as their face passes; face and card fuse into one passage linking both.
+    assert 1 <= len(cards) <= 2 and len(passages) == len(cards), proc.stdout
+    assert len({c["subject"]["pseudonym"] for c in cards}) == len(cards)
+    by_id = {e["event_id"]: e for e in events}
+    for passage in passages:
+        members = sorted(by_id[i]["kind"] for i in passage["links"])
+        assert members == ["card_swipe", "face_passage"]
+        assert passage["attrs"]["direction"] == "in"
+    for raw in ("resident-0001", "resident-0002", "0A1B2C3D01", "0a1b2c3d01"):
         assert raw not in proc.stdout and raw not in proc.stderr
-    assert "4 received by the subscriber" in proc.stderr
+    assert f"{len(events)} received by the subscriber" in proc.stderr
     assert ("MQTT 3.1.1" if broker == "embedded" else "on 127.0.0.1") in proc.stderr
