@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.types import Box, Detection
+from edge.vision.nms import nms
 
 _MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 _STEPS = (8, 16, 32)
@@ -85,30 +86,13 @@ def preprocess(image: NDArray[np.uint8], params: DetectorParams) -> tuple[NDArra
     return tensor, DetectorMeta(h, w, ih, iw, iw / w if w else 1.0)
 
 
-def _nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> list[int]:
-    x1, y1, x2, y2 = boxes.T
-    areas = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
-    order = scores.argsort()[::-1]
-    keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        ix = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        iy = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = ix * iy
-        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
-        order = rest[overlap <= iou]
-    return keep
-
-
 def suppress(dets: Sequence[Detection], iou: float) -> list[Detection]:
     """Non-maximum suppression over detections, best score first."""
     if not dets:
         return []
     boxes = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets], dtype=np.float32)
     scores = np.array([d.score for d in dets], dtype=np.float32)
-    return [dets[i] for i in _nms(boxes, scores, iou)]
+    return [dets[i] for i in nms(boxes, scores, iou)]
 
 
 def postprocess(outputs: Sequence[NDArray[Any]], meta: DetectorMeta, params: DetectorParams) -> list[Detection]:
@@ -130,7 +114,7 @@ def postprocess(outputs: Sequence[NDArray[Any]], meta: DetectorMeta, params: Det
     size = a[:, 2:] * np.exp(d[:, 2:] * v1)
     boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
     corners = a[:, None, :2] + lm.reshape(-1, 4, 2) * v0 * a[:, None, 2:]
-    keep = _nms(boxes, sc, params.nms_iou)[: params.max_plates]
+    keep = nms(boxes, sc, params.nms_iou)[: params.max_plates]
     inv = 1.0 / meta.scale
     out: list[Detection] = []
     for i in keep:

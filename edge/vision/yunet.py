@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from edge.errors import ModelError
 from edge.types import Box, Detection
 from edge.vision import Runner
+from edge.vision.nms import nms
 
 STRIDES: tuple[int, ...] = (8, 16, 32)
 PAD_MULTIPLE = 32
@@ -45,25 +46,6 @@ def _grid(rows: int, cols: int) -> NDArray[np.float32]:
     grid = np.stack([c.ravel(), r.ravel()], axis=1)
     grid.flags.writeable = False
     return grid
-
-
-def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression over [N,4] x1,y1,x2,y2 boxes; returns kept indices by score."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        order = rest[iou <= iou_threshold]
-    return keep
 
 
 class YuNet:
