@@ -216,7 +216,7 @@ def _num(x: float | None) -> float | None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score every pair of the CSV; exit 0 even when some images have no face."""
+    """Score every pair of the CSV; exit 0 even when some images have no face, 1 when none could be read."""
     if not args.root.is_dir():
         raise ConfigError(f"--root {args.root} is not a directory")
     manifest = load_manifest(args.manifest)
@@ -227,7 +227,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         max_side=args.max_side,
     )
-    score_pairs(analyzer, args.pairs, args.root, args.far, sys.stdout)
+    summary = score_pairs(analyzer, args.pairs, args.root, args.far, sys.stdout)
+    if summary.n_images and summary.unreadable == summary.n_images:
+        # Every path missed: almost always a wrong --root; say so rather than report TAR 0.
+        print(f"edgegw: none of the {summary.n_images} images could be read under --root {args.root}; "
+              "paths in the CSV are relative to --root", file=sys.stderr)
+        return 1
     return 0
 
 
