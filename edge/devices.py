@@ -199,7 +199,7 @@ class DeviceObserver:
     def _mac(self, reading: Reading) -> list[Observation]:
         mac = reading.identifier.value
         try:
-            randomised = is_randomised_mac(mac)
+            randomised = is_randomised_mac(mac) or reading.address_random
         except ValueError:
             self._ignored += 1
             return []

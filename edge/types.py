@@ -149,6 +149,9 @@ class Reading:
     identifier: RawIdentifier
     rssi: int | None = None
     channel: int | None = None
+    address_random: bool = False
+    """A BLE random (static or resolvable private) address, which the locally-administered bit of
+    a MAC does not reveal: the sniffer says so. Such addresses are only ever counted."""
 
 
 def _frozen_attrs(attrs: Mapping[str, Scalar]) -> Mapping[str, Scalar]:

@@ -172,3 +172,24 @@ def test_other_kinds_are_ignored() -> None:
 def test_config_rejects_non_positive_windows(window_s: float) -> None:
     with pytest.raises(ValueError, match="greater than 0"):
         DeviceConfig(window_s=window_s)
+
+
+def test_ble_random_addresses_flagged_by_the_sniffer_are_only_counted() -> None:
+    from drivers.serial.registry import make_decoder
+    from edge.devices import DeviceConfig, DeviceObserver
+    from edge.types import EventKind
+
+    decoder = make_decoder("sniffer-csv")
+    # A BLE random static address: its first octet (0xC4) does not set the locally-administered bit.
+    frames = decoder.feed(b"1,C4:11:22:33:44:55,-60,,ble-random\n2,3C:22:FB:12:34:56,-61,,ble\n")
+    assert [f.address_random for f in frames] == [True, False]
+    observer = DeviceObserver(DeviceConfig(window_s=1.0, aggregate_period_s=10.0))
+    out = []
+    for i, frame in enumerate(frames):
+        out += observer.observe(frame.to_reading("sniffer1", 100.0 + i))
+    out += observer.flush(200.0)
+    seen = [o for o in out if o.kind is EventKind.DEVICE_SEEN]
+    assert len(seen) == 1 and seen[0].subject is not None
+    assert seen[0].subject.value == "3c:22:fb:12:34:56"
+    agg = [o for o in out if o.kind is EventKind.DEVICE_AGGREGATE]
+    assert agg and agg[0].attrs["randomised"] == 1

@@ -32,6 +32,7 @@ class DecodedFrame:
     rssi: int | None = None
     channel: int | None = None
     device_ts: float | None = None
+    address_random: bool = False
     # Format-specific facts for installers (e.g. Wiegand facility code); may be raw, so they stay
     # in the local CLI and never reach a Reading.
     details: Mapping[str, Scalar] = field(default_factory=dict, repr=False)
@@ -48,6 +49,7 @@ class DecodedFrame:
             identifier=self.identifier,
             rssi=self.rssi,
             channel=self.channel,
+            address_random=self.address_random,
         )
 
 

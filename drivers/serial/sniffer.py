@@ -35,6 +35,10 @@ CHANNEL_RANGE = (0, 196)
 _TS = re.compile(r"\d{1,15}(?:\.\d{1,9})?")
 _INT = re.compile(r"[+-]?\d{1,4}")
 _TYPE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+# BLE random addresses (static or private) do not set the MAC's locally-administered bit; firmware
+# that knows the address type reports it with one of these TYPE tokens, and such addresses are
+# then only counted, like randomised Wi-Fi MACs.
+RANDOM_ADDRESS_TYPES = frozenset({"ble-random", "ble_random", "random"})
 
 
 def _rssi(value: int) -> int:
@@ -57,6 +61,7 @@ def _frame(fmt: str, mac: str, rssi: int, *, channel: int | None, ts: float | No
         channel=channel,
         device_ts=ts,
         details={"type": kind} if kind is not None else {},
+        address_random=kind is not None and kind.lower() in RANDOM_ADDRESS_TYPES,
     )
 
 
