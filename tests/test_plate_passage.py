@@ -89,7 +89,8 @@ host = "{broker.host}"
 port = {broker.port}
 """)
     col = Collector(broker.host, broker.port)
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), "--exit-when-done"],
+    # -vv: DEBUG logging, so the scan below also covers the most talkative log lines.
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "-vv", "run", "--config", str(cfg), "--exit-when-done"],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = col.wait_for(3, timeout=10)

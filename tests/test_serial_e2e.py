@@ -74,7 +74,7 @@ port = {broker.port}
 status_interval_s = 0.5
 """)
     col = Collector(broker.host, broker.port)
-    procs = [subprocess.Popen([sys.executable, "-m", "edge.cli", sub, "--config", str(cfg)], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "edge.cli", "-vv", sub, "--config", str(cfg)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for sub in ("capture", "uplink")]
     try:
