@@ -18,6 +18,7 @@ _GROUPS: tuple[str, ...] = (
     "edge.cli_models",
     "edge.cli_faces",
     "edge.cli_daemons",
+    "edge.cli_check",
     "edge.cli_residents",
     "edge.cli_demo",
     "edge.cli_audit",

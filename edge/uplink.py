@@ -145,6 +145,7 @@ class Uplink:
         self._closed_before_connack = 0
         self._probing_311 = False  # on 3.1.1 only because MQTT 5 connections were hung up on
         self._retry_now = False
+        self._probing = False
         # Read positions. Everything at or below a cursor was published on this connection (or is in
         # flight); `rewind()` sends the reader back when rows must go out again.
         self._cursor = 0
@@ -172,6 +173,8 @@ class Uplink:
 
     def _make_client(self) -> mqtt.Client:
         cid = self.mqtt_cfg.client_id or f"edgegw-{self.origin.gateway}-uplink"
+        if self._probing:
+            cid += "-check"  # never take the running daemon's session over
         if self._v5():
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
                                  reconnect_on_failure=False)
@@ -198,7 +201,8 @@ class Uplink:
             # Will Delay: a blip shorter than this does not flip the platform's view to offline.
             will_props = _props(PacketTypes.WILLMESSAGE)
             will_props.WillDelayInterval = self.mqtt_cfg.will_delay_s
-        client.will_set(self.status_topic, will, qos=1, retain=True, properties=will_props)
+        if not self._probing:  # a probe killed mid-check must not announce the gateway offline
+            client.will_set(self.status_topic, will, qos=1, retain=True, properties=will_props)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -666,6 +670,26 @@ class Uplink:
         self._client = None
         self.stats.connected = False
         self._record_state()
+
+    def probe(self) -> str | None:
+        """Connect once with this configuration (TLS, credentials, protocol) and disconnect.
+
+        Returns None when the broker accepted the connection, else the error an installer should
+        read. Uses its own client id and no will, so it is safe while the uplink daemon runs.
+        """
+        self._probing = True
+        try:
+            if not self._connect():
+                return self.stats.last_error or "the broker did not accept the connection"
+            client = self._client
+            self._client = None
+            self.stats.connected = False
+            if client is not None:
+                with contextlib.suppress(OSError):
+                    client.disconnect()
+            return None
+        finally:
+            self._probing = False
 
     def stop(self) -> None:
         """Ask `run()` to return (thread-safe)."""
