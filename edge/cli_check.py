@@ -30,6 +30,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the gateway's status as the platform would see it, read from the local outbox."""
+    from edge.capture import make_outbox, origin_of
+    from edge.uplink import Uplink
+
+    cfg = load_config(Path(args.config))
+    outbox = make_outbox(cfg)
+    try:
+        # The same body the uplink publishes; "online" is the uplink daemon's last recorded state.
+        uplink_state = outbox.get_status().get("uplink", {})
+        body = Uplink(outbox, origin_of(cfg), cfg.mqtt, cfg.uplink).status(online=bool(uplink_state.get("connected")))
+    finally:
+        outbox.close()
+    if args.json:
+        print(json.dumps(body, ensure_ascii=False, sort_keys=True, default=str))
+        return 0
+    print(f"gateway {cfg.gateway.gateway}: uplink {'online' if body['online'] else 'OFFLINE'}"
+          + (f" (last error: {uplink_state.get('last_error')})" if uplink_state.get("last_error") else ""))
+    age = body["oldest_pending_age_s"]
+    print(f"outbox: {body['outbox_depth']} pending" + (f", oldest {age:.0f} s" if age is not None else "")
+          + f"; delivered {body['delivered']}, dropped {body['dropped']}, expired {body['expired']}")
+    if body["alarms"]:
+        print(f"ALARMS: {', '.join(body['alarms'])}")
+    for cam, st in sorted(body["cameras"].items()):
+        err = f" — {st.get('last_error')}" if st.get("last_error") else ""
+        print(f"camera {cam}: {st.get('state')}, {st.get('fps')} fps, {st.get('frames_dropped')} dropped{err}")
+    for port, st in sorted(body["ports"].items()):
+        if port.startswith("_"):
+            continue
+        err = f" — {st.get('last_error')}" if st.get("last_error") else ""
+        state = "connected" if st.get("connected") else "DISCONNECTED"
+        print(f"serial {port}: {state}, {st.get('frames_ok')} frames ok, rejected {st.get('frames_rejected')}{err}")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add the `check` command."""
     p = sub.add_parser("check", help="commissioning checks: keys, models, cameras, serial ports, disk, outbox, broker")
@@ -38,3 +73,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-broker", action="store_true", help="skip the broker check (e.g. before the uplink exists)")
     p.add_argument("--json", action="store_true", help="one JSON object per check")
     p.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("status", help="the gateway's live status (cameras, ports, outbox, uplink) from the outbox")
+    s.add_argument("--config", required=True)
+    s.add_argument("--json", action="store_true", help="the status body exactly as the uplink publishes it")
+    s.set_defaults(func=cmd_status)

@@ -78,3 +78,27 @@ def test_failures_are_named_and_explained(tmp_path: Path, broker: Broker, capsys
     assert "broker: FAIL" in out and "connection refused" in out
     assert "camera gate1: ok" in out and "models: ok" in out
     assert "3 check(s) failed" in out
+
+
+def test_status_shows_what_the_daemons_recorded(tmp_path: Path, broker: Broker,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    cfg = _gateway(tmp_path, broker, str(tmp_path / "unplugged-reader"))
+    cfg.write_text(cfg.read_text().replace('kind = "fake"\n', 'kind = "fake"\nframes = 3\n'))
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg), "--exit-when-done"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    capsys.readouterr()
+    assert main(["status", "--config", str(cfg), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["cameras"]["gate1"]["state"] == "finished"
+    assert body["ports"]["reader1"]["connected"] is False and body["ports"]["reader1"]["last_error"]
+    assert body["online"] is False and body["outbox_depth"] == 0
+    assert main(["status", "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "camera gate1: finished" in text and "serial reader1: DISCONNECTED" in text
