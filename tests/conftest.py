@@ -80,6 +80,20 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+def new_gateway(tmp_path: Path, sections: str = "") -> Path:
+    """A gateway under `tmp_path`: data dir with fresh 0600 district and data keys, and gw.toml whose
+    [gateway] section points there, followed by `sections` (more TOML). Returns the config path."""
+    from edge.keys import generate_key_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("district.key", "data.key"):
+        generate_key_file(data / name)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[gateway]\ndistrict = "d1"\ncommunity = "c1"\ngateway = "g1"\ndata_dir = "{data}"\n\n{sections}')
+    return cfg
+
+
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     """A 0600 district key file with 32 random bytes (hex)."""

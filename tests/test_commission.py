@@ -8,24 +8,13 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from tests.conftest import MODELS_DIR, Broker
+from tests.conftest import MODELS_DIR, Broker, new_gateway
 
 pytestmark = pytest.mark.models
 
 
 def _gateway(tmp_path: Path, broker: Broker, port: str) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("district.key", "data.key"):
-        assert main(["keys", "generate", str(data / name)]) == 0
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f"""
-[gateway]
-district = "d1"
-community = "c1"
-gateway = "g1"
-data_dir = "{data}"
-
+    return new_gateway(tmp_path, f"""
 [models]
 dir = "{MODELS_DIR}"
 
@@ -47,7 +36,6 @@ max_mb = 16
 host = "{broker.host}"
 port = {broker.port}
 """)
-    return cfg
 
 
 def test_every_check_passes_on_a_healthy_gateway(tmp_path: Path, broker: Broker,

@@ -20,7 +20,7 @@ from edge.residents import ResidentGallery
 from edge.secrets import data_key
 from edge.types import EventKind, Frame, IdKind
 from edge.vision.faces import FaceAnalyzer
-from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA
+from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway
 
 FACES = SHARED_DATA / "faces" / "face_recognition"
 pytestmark = pytest.mark.models
@@ -29,14 +29,7 @@ pytestmark = pytest.mark.models
 def _setup(tmp_path: Path, extra: str = "") -> Path:
     if not FACES.exists():
         pytest.skip("../shared/data is not present")
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("district.key", "data.key"):
-        assert main(["keys", "generate", str(data / name)]) == 0
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f'[gateway]\ndistrict = "d1"\ncommunity = "c1"\ngateway = "g1"\ndata_dir = "{data}"\n'
-                   f'\n[models]\ndir = "{MODELS_DIR}"\n\n[motion]\nenabled = false\n{extra}')
-    return cfg
+    return new_gateway(tmp_path, f'[models]\ndir = "{MODELS_DIR}"\n\n[motion]\nenabled = false\n{extra}')
 
 
 def _letterbox(path: Path) -> np.ndarray:
@@ -57,10 +50,19 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "r-obama\tconsent=C-17" in capsys.readouterr().out
     cfg = load_config(cfg_path)
     gallery = ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
-    # The embedding is sealed at rest: the float bytes of a unit vector are nowhere in the file.
-    raw = (cfg.path(cfg.storage.residents_db)).read_bytes()
-    assert b"r-obama" in raw and len(raw) > 0
     analyzer = FaceAnalyzer(MODELS_DIR)
+    # The embedding is sealed at rest: the enrolled vector's float bytes (any 16 of them) are in
+    # neither the database nor its WAL, while the local resident id is (so the scan reads the data).
+    sample = analyzer.largest_face_embedding(cv2.imread(str(FACES / "obama" / "obama.jpg")))
+    assert sample is not None
+    clear = sample.embedding.astype("<f4").tobytes()
+    db = cfg.path(cfg.storage.residents_db)
+    wal = db.with_name(db.name + "-wal")
+    raw = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert b"r-obama" in raw
+    assert not any(clear[i:i + 16] in raw for i in range(0, len(clear) - 16, 4))
+    # ...and the vector looked for is really the one enrolled (the gallery decrypts it back).
+    assert gallery.match(sample.embedding, 0.99999).resident_id == "r-obama"
     path = FacePath("cam1", analyzer, gallery, cfg.face)
     obs = []
     t = 1_764_000_000.0

@@ -15,12 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.cli import main
 from edge.keys import load_key_file
 from edge.privacy import Pseudonymiser
 from edge.types import IdKind
 from tests._mqtt import RAW_IDENTIFIERS, Collector
-from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker
+from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker, new_gateway
 
 pytestmark = pytest.mark.models
 PLATES = SHARED_DATA / "plates"
@@ -51,18 +50,7 @@ def test_one_pseudonymous_plate_event_per_vehicle(tmp_path: Path, broker: Broker
         cv2.imwrite(str(clip / f"{n + 1:03d}.png"), np.zeros_like(image))
         cv2.imwrite(str(clip / f"{n + 2:03d}.png"), np.zeros_like(image))
         n += 3
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("district.key", "data.key"):
-        assert main(["keys", "generate", str(data / name)]) == 0
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f"""
-[gateway]
-district = "d1"
-community = "c1"
-gateway = "g1"
-data_dir = "{data}"
-
+    cfg = new_gateway(tmp_path, f"""
 [privacy]
 local_plate_prefixes = ["皖A"]
 
@@ -98,7 +86,7 @@ port = {broker.port}
     col.close()
     events = [m.json() for m in got]
     assert [e["kind"] for e in events] == ["plate_passage"] * 3
-    pseudo = Pseudonymiser(load_key_file(data / "district.key", purpose="test"))
+    pseudo = Pseudonymiser(load_key_file(tmp_path / "data" / "district.key", purpose="test"))
     for event, row in zip(events, scenes, strict=True):
         expected = pseudo.pseudonym_in(IdKind.PLATE, row["plate_text"], event["subject"]["key_id"].split(".")[1])
         assert event["subject"]["type"] == "plate"

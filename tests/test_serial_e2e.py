@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 from drivers.serial.rdm6300 import encode
-from edge.cli import main
 from edge.keys import load_key_file
 from edge.privacy import Pseudonymiser
 from edge.types import IdKind
 from tests._mqtt import RAW_IDENTIFIERS, Collector
-from tests.conftest import ROOT, Broker
+from tests.conftest import ROOT, Broker, new_gateway
 
 CARD = bytes.fromhex("0A1B2C3D4E")
 PHONE = "3C:22:FB:12:34:56"  # universally administered: may be reported as a pseudonym
@@ -39,18 +38,7 @@ def test_card_reader_and_sniffer_on_ptys_reach_the_broker_as_pseudonyms(tmp_path
     RAW_IDENTIFIERS.update({CARD.hex().upper(), PHONE, RANDOM_PHONE})
     card_master, card_slave = os.openpty()
     sniff_master, sniff_slave = os.openpty()
-    data = tmp_path / "data"
-    data.mkdir()
-    assert main(["keys", "generate", str(data / "district.key")]) == 0
-    assert main(["keys", "generate", str(data / "data.key")]) == 0
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(f"""
-[gateway]
-district = "d1"
-community = "c1"
-gateway = "g1"
-data_dir = "{data}"
-
+    cfg = new_gateway(tmp_path, f"""
 [devices]
 window_s = 0.5
 aggregate_period_s = 1.0
@@ -103,7 +91,7 @@ status_interval_s = 0.5
     assert kinds.count("card_swipe") == 1, kinds
     assert kinds.count("device_seen") == 1, kinds
     assert "device_aggregate" in kinds
-    pseudo = Pseudonymiser(load_key_file(data / "district.key", purpose="test"))
+    pseudo = Pseudonymiser(load_key_file(tmp_path / "data" / "district.key", purpose="test"))
     swipe = next(m.json() for m in got if m.json()["kind"] == "card_swipe")
     expected, key_id = pseudo.pseudonym_at(IdKind.CARD, CARD.hex(), time.time())
     assert swipe["subject"] == {"type": "card", "pseudonym": expected, "key_id": key_id}
