@@ -29,6 +29,7 @@ from pydantic import Field
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
+from edge.sqlite import transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -211,15 +212,8 @@ class Outbox:
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                # SQLite rolls some errors back by itself (SQLITE_FULL, for one): then nothing is left to undo.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with transaction(self._db) as db:
+                yield db
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
