@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.audit import AuditAction, Problem
-from edge.passages.config import QueryConfig, RateLimitConfig
+from edge.query.config import QueryConfig, RateLimitConfig
 from edge.query.model import (
     Channel,
     Principal,
@@ -295,8 +295,10 @@ def test_photo_query_finds_the_same_person_in_another_photo(tmp_path: Path) -> N
 
     fa = analyzer()
 
-    def embed(img: np.ndarray) -> np.ndarray | None:
-        sample = fa.largest_face_embedding(img)
+    def embed(photo: bytes) -> np.ndarray | None:
+        from edge.vision.faces import decode_image
+
+        sample = fa.largest_face_embedding(decode_image(photo))
         return None if sample is None else sample.embedding
 
     people = _face_sets()

@@ -36,8 +36,8 @@ from edge.audit import AuditAction, AuditLog
 from edge.errors import EdgeError
 from edge.passages.config import PassageConfig, RetentionConfig
 from edge.sealed import DestroyedKey, EpochKeyStore, KeyDestroyedError, Sealer
-from edge.sqlite import connect
-from edge.types import Event, EventKind, IdKind, Observation
+from edge.sqlite import connect, transaction
+from edge.types import Derived, Event, EventKind, IdKind, Observation
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class PassageStore:
 
     # -- CommitObserver ---------------------------------------------------------------------------
 
-    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[tuple[Observation, tuple[str, ...]]]:
+    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
         """Record committed events; never raises (the events are safe in the outbox already)."""
         try:
             self.record(pairs)
@@ -275,7 +275,7 @@ class PassageStore:
             log.error("passage store %s could not record %d event(s): %s", self._path, len(pairs), exc)
         return []
 
-    def tick(self, now: float) -> list[tuple[Observation, tuple[str, ...]]]:
+    def tick(self, now: float) -> list[Derived]:
         """Run the periodic purge when it is due (never on the shutdown tick, whose `now` is infinite)."""
         interval = self._cfg.purge_interval_s
         if interval <= 0 or not math.isfinite(now):
@@ -324,23 +324,14 @@ class PassageStore:
                     sealed.append(blob)
         if not rows:
             return 0
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)  # noqa: S608
-                    self._db.executemany("INSERT OR IGNORE INTO sealed (event_id, field, data_class, epoch, ts, blob) "
-                                         "VALUES (?,?,?,?,?,?)", sealed)
-                    self._db.executemany("INSERT OR IGNORE INTO links (passage_id, member_id, position) "
-                                         "VALUES (?,?,?)", links)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write passage store {self._path}: {exc}") from exc
+        failed = lambda exc: StoreError(f"cannot write passage store {self._path}: {exc}")  # noqa: E731
+        with self._lock, transaction(self._db, failed):
+            self._db.executemany(
+                f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)  # noqa: S608
+            self._db.executemany("INSERT OR IGNORE INTO sealed (event_id, field, data_class, epoch, ts, blob) "
+                                 "VALUES (?,?,?,?,?,?)", sealed)
+            self._db.executemany("INSERT OR IGNORE INTO links (passage_id, member_id, position) "
+                                 "VALUES (?,?,?)", links)
         self.stored += len(rows)
         return len(rows)
 
@@ -477,25 +468,22 @@ class PassageStore:
         ret = self._cfg.retention
         sealed_deleted: dict[str, int] = {}
         with self._lock:
+            def failed(exc: sqlite3.Error) -> StoreError:
+                return StoreError(f"cannot purge passage store {self._path}: {exc}")
+
+            with transaction(self._db, failed):
+                records = self._db.execute("DELETE FROM records WHERE ts < ?",
+                                           (now - ret.records_days * DAY_S,)).rowcount
+                for cls in DataClass:
+                    cut = now - retention_days(ret, cls) * DAY_S
+                    n = self._db.execute("DELETE FROM sealed WHERE data_class = ? AND ts < ?",
+                                         (cls.value, cut)).rowcount
+                    if n:
+                        sealed_deleted[cls.value] = int(n)
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    records = self._db.execute("DELETE FROM records WHERE ts < ?",
-                                               (now - ret.records_days * DAY_S,)).rowcount
-                    for cls in DataClass:
-                        cut = now - retention_days(ret, cls) * DAY_S
-                        n = self._db.execute("DELETE FROM sealed WHERE data_class = ? AND ts < ?",
-                                             (cls.value, cut)).rowcount
-                        if n:
-                            sealed_deleted[cls.value] = int(n)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot purge passage store {self._path}: {exc}") from exc
+                raise failed(exc) from exc
         destroyed: list[DestroyedKey] = []
         for info in self._keys.epochs():
             parsed = _epoch_end(info.label)

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -28,9 +27,10 @@ from edge.audit import AuditAction, AuditLog, JsonValue
 from edge.errors import PrivacyError
 from edge.events import iso_ms
 from edge.ids import uuid7
-from edge.passages.config import QueryConfig
 from edge.passages.store import PassageStore, StoredRecord
-from edge.privacy import Pseudonymiser, normalise
+from edge.privacy.normalise import normalise
+from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.config import QueryConfig
 from edge.query.model import (
     IDENTIFIER_KINDS,
     ROLE_KINDS,
@@ -51,7 +51,14 @@ from edge.types import EventKind, IdKind
 
 log = logging.getLogger(__name__)
 
-PhotoEmbedder = Callable[[NDArray[np.uint8]], NDArray[np.float32] | None]
+PhotoEmbedder = Callable[[bytes], NDArray[np.float32] | None]
+"""Photo bytes → the embedding of its largest face, or None when it shows no face; PhotoError when the
+bytes are not an image it accepts. The service never decodes images itself (the embedder owns the
+face models and the decoder, and loads them on first use)."""
+
+
+class PhotoError(ValueError):
+    """A query photo the embedder refuses (not an image, too large); the message says why."""
 """Embeds the largest face of a BGR image (L2-normalised, 128 values); None when there is no face."""
 
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./:#-]{0,63}$")
@@ -226,13 +233,13 @@ class QueryService:
 
     def _photo(self, req: QueryRequest, threshold: float, view: View, limit: int) -> tuple[list[Hit], bool]:
         assert req.photo is not None
-        image = cv2.imdecode(np.frombuffer(req.photo, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise _Refusal(RefusalReason.INVALID, "the photo cannot be decoded (JPEG, PNG, WebP, ... expected)")
         if self._embedder is None:
             raise _Refusal(RefusalReason.INVALID, "photo queries are not available on this gateway (no face models)")
-        with self._embed_lock:  # one inference at a time: the gateway's cores belong to capture first
-            probe = self._embedder(np.asarray(image, np.uint8))
+        try:
+            with self._embed_lock:  # one inference at a time: the gateway's cores belong to capture first
+                probe = self._embedder(req.photo)
+        except PhotoError as exc:
+            raise _Refusal(RefusalReason.INVALID, str(exc)) from None
         if probe is None:
             raise _Refusal(RefusalReason.INVALID, "no face found in the photo")
         probe = np.asarray(probe, np.float32).reshape(-1)
