@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_outbox import ORIGIN, _broker, _events, _prefill  # noqa: E402
-from drivers.inputs import FakeInputSource, InputPoller  # noqa: E402
 from drivers.inputs.config import ModbusInputsConfig  # noqa: E402
-from edge.config import MqttConfig, UplinkConfig  # noqa: E402
+from drivers.inputs.fake import FakeInputSource  # noqa: E402
+from drivers.inputs.poller import InputPoller  # noqa: E402
 from edge.configbase import BackoffConfig  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
-from edge.privacy import PrivacyBoundary, Pseudonymiser  # noqa: E402
-from edge.uplink import Uplink  # noqa: E402
+from edge.privacy.boundary import PrivacyBoundary  # noqa: E402
+from edge.privacy.pseudonym import Pseudonymiser  # noqa: E402
+from edge.uplink.config import MqttConfig, UplinkConfig  # noqa: E402
+from edge.uplink.uplink import Uplink  # noqa: E402
 
 
 class _AlarmSubscriber:

@@ -9,12 +9,16 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from drivers.inputs import FakeInputSource, InputInterpreter, InputModuleConfig, InputPoller, InputScan
-from drivers.inputs.config import GpioInputsConfig, ModbusInputsConfig
+from drivers.inputs.base import InputScan
+from drivers.inputs.config import GpioInputsConfig, InputModuleConfig, ModbusInputsConfig
+from drivers.inputs.fake import FakeInputSource
 from drivers.inputs.gpio import GpioSource
+from drivers.inputs.interpret import InputInterpreter
+from drivers.inputs.poller import InputPoller
 from edge.errors import DriverError
 from edge.events import to_wire, validate
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import EventKind, Observation, Origin
 
 

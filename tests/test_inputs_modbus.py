@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from drivers.inputs import InputPoller
 from drivers.inputs.config import ModbusInputsConfig
 from drivers.inputs.modbus import ModbusRtuSource
+from drivers.inputs.poller import InputPoller
 from edge.errors import DriverError
 from edge.types import Observation
 from tests._modbus_sim import ModuleSim

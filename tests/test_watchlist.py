@@ -18,7 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.audit import AuditLog
 from edge.errors import EdgeError
 from edge.events import to_wire, validate
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Event, EventKind, IdKind, Observation, Origin, RawIdentifier
 from edge.watchlist import (
     Refusal,

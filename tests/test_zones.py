@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from edge.events import to_wire, validate
 from edge.pipeline.zoneconfig import BackgroundConfig, ZoneConfig, ZonesConfig
 from edge.pipeline.zones import DwellMonitor, ObstructionRule, ZoneWatcher, point_in_zone, zone_mask
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Box, IdKind, Observation, Origin, RawIdentifier
 from tests._clips import CARS, CARS_ZONE, PEOPLE, PEOPLE_ZONE, Clip
 
