@@ -8,9 +8,10 @@ a SQLite outbox holding the backlog, the uplink daemon's `Uplink` draining it, a
 privacy boundary. Measured from the moment the contact closes to the PUBACK of the alarm and to the
 subscriber's receipt, for three cases:
 
-- `backlog_rate` set (two lanes), backlog from before the reconnect: the press is on the live lane;
-- no `backlog_rate` (strict order), the same backlog: the press waits for the drain;
-- two lanes, but the 10,000 events are themselves live (a burst committed after the connect).
+- the press after the reconnect, with two lanes (`backlog_rate`) or strict order;
+- the press during the outage, committed behind the backlog (timed from the reconnect);
+- a burst of 10,000 live events committed just before the press;
+each with `uplink.alarms_first` on (the default) and off.
 """
 
 from __future__ import annotations
@@ -63,11 +64,16 @@ class _AlarmSubscriber:
         self.client.disconnect()
 
 
-def _trial(tmp: Path, port: int, backlog: int, rate: float | None, live_backlog: bool, n: int) -> dict[str, Any]:
+def _trial(tmp: Path, port: int, backlog: int, rate: float | None, alarms_first: bool, mode: str,
+           n: int) -> dict[str, Any]:
+    """One press. `mode`: "after_connect" (backlog from before the connect, press once connected),
+    "during_outage" (press committed before the uplink connects, behind the backlog), or
+    "live_burst" (the backlog committed just after the connect, then the press)."""
     path = tmp / f"sos-{n}.db"
-    if not live_backlog:
+    if mode != "live_burst":
         _prefill(path, backlog)
-    ob = Outbox(path)
+    reader = Outbox(path)  # the uplink's connection; capture commits through its own, as the daemons do
+    writer = Outbox(path)
     acked: dict[str, float] = {}
 
     def on_acked(recs: Any, now: float) -> None:
@@ -75,24 +81,13 @@ def _trial(tmp: Path, port: int, backlog: int, rate: float | None, live_backlog:
             if r.kind.value == "alarm":
                 acked[r.event_id] = now
 
-    up = Uplink(ob, ORIGIN, MqttConfig(port=port, client_id=f"sos-up-{n}"),
-                UplinkConfig(window=256, backlog_rate=rate, backoff=BackoffConfig(initial_s=0.05, max_s=0.5)),
-                on_acked=on_acked)
-    th = threading.Thread(target=up.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 10
-    while not up.stats.connected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if live_backlog:  # a burst committed after the connect: every row of it is "live"
-        for i in range(0, backlog, 2000):
-            ob.append(_events(min(2000, backlog - i), start=i))
     boundary = PrivacyBoundary(Pseudonymiser(b"b" * 32), ORIGIN)
-    committed: list[str] = []
+    committed: list[tuple[str, float, int]] = []
 
     def sink(obs: Any) -> None:
         evs = [boundary.to_event(o) for o in obs]
-        ob.append(evs)
-        committed.extend(e.event_id for e in evs)
+        writer.append(evs)
+        committed.extend((e.event_id, time.time(), writer.depth()) for e in evs)
 
     cfg = ModbusInputsConfig(id="io1", port="/dev/null", poll_interval_s=0.05,
                              inputs=[{"id": "sos1", "channel": 0, "meaning": "alarm_column"}])  # type: ignore[list-item]
@@ -100,29 +95,66 @@ def _trial(tmp: Path, port: int, backlog: int, rate: float | None, live_backlog:
     stop = threading.Event()
     poller = InputPoller(cfg, sink, stop, source=fake)
     poller.start()
-    time.sleep(0.2)
-    depth_at_press = ob.depth()
-    t_press = time.time()
-    fake.set(0, True)
-    deadline = time.monotonic() + 60
+    up = Uplink(reader, ORIGIN, MqttConfig(port=port, client_id=f"sos-up-{n}"),
+                UplinkConfig(window=256, backlog_rate=rate, alarms_first=alarms_first,
+                             backoff=BackoffConfig(initial_s=0.05, max_s=0.5)), on_acked=on_acked)
+    th = threading.Thread(target=up.run, daemon=True)
+    t_press = 0.0
+
+    def press() -> None:
+        nonlocal t_press
+        t_press = time.time()
+        fake.set(0, True)
+
+    if mode == "during_outage":
+        press()
+        deadline = time.monotonic() + 10
+        while not committed and time.monotonic() < deadline:
+            time.sleep(0.005)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not up.stats.connected and time.monotonic() < deadline:
+        time.sleep(0.002)
+    t_connect = time.time()
+    if mode == "live_burst":
+        for i in range(0, backlog, 2000):
+            writer.append(_events(min(2000, backlog - i), start=i))
+    if mode != "during_outage":
+        press()
+    deadline = time.monotonic() + 90
     sub_t: float | None = None
     while time.monotonic() < deadline:
-        if committed and committed[0] in acked and committed[0] in SUB.received:
-            sub_t = SUB.received[committed[0]]
+        if committed and committed[0][0] in acked and committed[0][0] in SUB.received:
+            sub_t = SUB.received[committed[0][0]]
             break
         time.sleep(0.002)
     stop.set()
     poller.join(5)
     up.stop()
     th.join(10)
-    ob.close()
+    reader.close()
+    writer.close()
     if not committed or sub_t is None:
-        return {"error": "alarm not delivered within 60 s"}
-    return {"depth_at_press": depth_at_press, "press_to_puback_ms": round((acked[committed[0]] - t_press) * 1000, 1),
-            "press_to_subscriber_ms": round((sub_t - t_press) * 1000, 1)}
+        return {"error": "alarm not delivered within 90 s"}
+    event_id, t_commit, depth = committed[0]
+    start = t_connect if mode == "during_outage" else t_press
+    return {"depth_at_commit": depth, "from": "connect" if mode == "during_outage" else "press",
+            "to_puback_ms": round((acked[event_id] - start) * 1000, 1),
+            "to_subscriber_ms": round((sub_t - start) * 1000, 1),
+            "press_to_commit_ms": round((t_commit - t_press) * 1000, 1)}
 
 
 SUB: _AlarmSubscriber
+
+CASES: tuple[tuple[str, float | None, bool, str], ...] = (
+    ("two lanes, press after the reconnect", 500.0, True, "after_connect"),
+    ("strict order, press at the reconnect", None, True, "after_connect"),
+    ("strict order, press at the reconnect, alarms_first=false", None, False, "after_connect"),
+    ("two lanes, press during the outage", 500.0, True, "during_outage"),
+    ("two lanes, press during the outage, alarms_first=false", 500.0, False, "during_outage"),
+    ("two lanes, live burst then press", 500.0, True, "live_burst"),
+    ("two lanes, live burst then press, alarms_first=false", 500.0, False, "live_burst"),
+)
 
 
 def run(backlog: int = 10_000, trials: int = 3) -> dict[str, Any]:
@@ -132,13 +164,11 @@ def run(backlog: int = 10_000, trials: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d, _broker(Path(d)) as port:
         SUB = _AlarmSubscriber(port)
         n = 0
-        for name, rate, live in (("two lanes, backlog from before the connect", 500.0, False),
-                                 ("strict order (no backlog_rate)", None, False),
-                                 ("two lanes, backlog itself live (burst)", 500.0, True)):
+        for name, rate, first, mode in CASES:
             rows = []
             for _ in range(trials):
                 n += 1
-                rows.append(_trial(Path(d), port, backlog, rate, live, n))
+                rows.append(_trial(Path(d), port, backlog, rate, first, mode, n))
             out["cases"][name] = rows
         SUB.close()
     return out
@@ -151,10 +181,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     args = ap.parse_args()
     res = run(args.backlog, args.trials)
+    print(f"backlog {res['backlog']} events; press = contact closes (50 ms poll, 50 ms debounce)")
     for name, rows in res["cases"].items():
-        print(f"{name:45s} " + "  ".join(
-            f"depth {r.get('depth_at_press')}: puback {r.get('press_to_puback_ms')} ms, sub {r.get('press_to_subscriber_ms')} ms"
-            if "error" not in r else r["error"] for r in rows))
+        cells = [r["error"] if "error" in r else
+                 f"{r['from']}->PUBACK {r['to_puback_ms']:.0f} ms (depth {r['depth_at_commit']})" for r in rows]
+        print(f"{name:58s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.events import PRIORITY
 from edge.outbox import Outbox
-from edge.types import OutboxRecord
+from edge.types import EventKind, OutboxRecord
 from edge.uplink.config import UplinkConfig
 from edge.uplink.session import reason_text
 from edge.uplink.stats import UplinkStats
+
+ALARM_PRIORITY = PRIORITY[EventKind.ALARM]
 
 AckListener = Callable[[Sequence[OutboxRecord], float], None]
 """Called with the records the broker just acknowledged and the time of the acknowledgement."""
@@ -71,6 +74,7 @@ class InflightWindow:
         self._tokens = 0.0
         self._token_ts = clock()
         self._v5 = True  # set per connection: 3.1.1 has no message expiry
+        self._urgent: set[int] = set()
 
     # -- connection life ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -125,6 +129,18 @@ class InflightWindow:
     def _candidates(self, room: int) -> list[OutboxRecord]:
         # In flight, or acknowledged but not stored yet (a settle that hit a locked outbox).
         exclude = {r.row_id for r in self.inflight.values()} | {r.row_id for r in self.acked}
+        urgent: list[OutboxRecord] = []
+        if self.cfg.alarms_first:
+            # One indexed look-up (priority, row_id): usually empty. Alarms sent out of order here
+            # move no cursor; the lanes skip them while in flight and find them gone once acknowledged.
+            urgent = self.outbox.pending_priority(ALARM_PRIORITY, room, exclude=exclude,
+                                                  unsent_only=self.cfg.ack_mode == "end_to_end")
+            self._urgent = {r.row_id for r in urgent}
+            exclude |= self._urgent
+            room -= len(urgent)
+        return urgent + self._lanes(room, exclude)
+
+    def _lanes(self, room: int, exclude: set[int]) -> list[OutboxRecord]:
         # Rows committed later have higher ids (AUTOINCREMENT), so everything up to `newest` that a
         # short answer did not return is published or in flight: the cursor may jump to `newest`.
         newest = self.outbox.newest_row_id()
@@ -164,6 +180,8 @@ class InflightWindow:
                 break
             self.inflight[info.mid] = rec
             self.stats.published += 1
+            if rec.row_id in self._urgent:
+                continue  # sent ahead of its lane: the lane's cursor has not reached it
             if rec.row_id > self._live_from and self.cfg.backlog_rate is not None:
                 self._live_cursor = max(self._live_cursor, rec.row_id)
             else:
