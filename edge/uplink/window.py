@@ -75,6 +75,8 @@ class InflightWindow:
         self._token_ts = clock()
         self._v5 = True  # set per connection: 3.1.1 has no message expiry
         self._urgent: set[int] = set()
+        self._urgent_upto = 0
+        """Every alarm row up to here was sent ahead on this connection (or is gone)."""
 
     # -- connection life ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -93,6 +95,7 @@ class InflightWindow:
         """Read the outbox from its start again (after a rejected publish or an end-to-end resend)."""
         self._cursor = 0
         self._live_cursor = self._live_from
+        self._urgent_upto = 0
         self.more = True
 
     def full(self) -> bool:
@@ -129,21 +132,24 @@ class InflightWindow:
     def _candidates(self, room: int) -> list[OutboxRecord]:
         # In flight, or acknowledged but not stored yet (a settle that hit a locked outbox).
         exclude = {r.row_id for r in self.inflight.values()} | {r.row_id for r in self.acked}
-        urgent: list[OutboxRecord] = []
-        if self.cfg.alarms_first:
-            # One indexed look-up (priority, row_id): usually empty. Alarms sent out of order here
-            # move no cursor; the lanes skip them while in flight and find them gone once acknowledged.
-            urgent = self.outbox.pending_priority(ALARM_PRIORITY, room, exclude=exclude,
-                                                  unsent_only=self.cfg.ack_mode == "end_to_end")
-            self._urgent = {r.row_id for r in urgent}
-            exclude |= self._urgent
-            room -= len(urgent)
-        return urgent + self._lanes(room, exclude)
-
-    def _lanes(self, room: int, exclude: set[int]) -> list[OutboxRecord]:
         # Rows committed later have higher ids (AUTOINCREMENT), so everything up to `newest` that a
         # short answer did not return is published or in flight: the cursor may jump to `newest`.
         newest = self.outbox.newest_row_id()
+        urgent: list[OutboxRecord] = []
+        self._urgent = set()
+        if self.cfg.alarms_first and self._urgent_upto < newest:
+            # Alarms go out ahead of both lanes and move no lane cursor; the lanes skip them while in
+            # flight and find them gone once acknowledged. Looked up only when rows were committed
+            # since the last look (or after a rewind), so draining a backlog costs nothing more.
+            urgent = self.outbox.pending_priority(ALARM_PRIORITY, self._urgent_upto, newest, room, exclude=exclude,
+                                                  unsent_only=self.cfg.ack_mode == "end_to_end")
+            self._urgent_upto = urgent[-1].row_id if len(urgent) >= room else newest
+            self._urgent = {r.row_id for r in urgent}
+            exclude |= self._urgent
+            room -= len(urgent)
+        return urgent + self._lanes(room, exclude, newest)
+
+    def _lanes(self, room: int, exclude: set[int], newest: int) -> list[OutboxRecord]:
         if self.cfg.backlog_rate is None:
             rows, more = self._lane(self._cursor, room, newest, exclude)
             if not more:
