@@ -40,7 +40,9 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import Field
 
+from edge.configbase import StrictModel
 from edge.errors import EdgeError
 from edge.privacy.pseudonym import Pseudonymiser, epoch_label
 from edge.types import Event, EventKind, IdKind, Observation
@@ -56,6 +58,18 @@ _CASE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 _KEY_ID = re.compile(r"^[0-9a-f]{8}\.[0-9A-Z-]{4,10}$")
 _APPROVER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class WatchlistConfig(StrictModel):
+    """The gateway's `[watchlist]` section."""
+
+    enabled: bool = False
+    public_key: str = Field(default="platform-watchlist.pub", min_length=1)
+    """The platform's Ed25519 public key (PEM or 64 hex digits), relative to the data directory."""
+    state: str = Field(default="watchlists.json", min_length=1)
+    """Accepted lists and version high-water marks, relative to the data directory."""
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    """How often expired lists are dropped (matching ignores them from their expiry on anyway)."""
 
 
 class Refusal(StrEnum):

@@ -160,8 +160,8 @@ def test_zone_config_is_strict() -> None:
     with pytest.raises(ValidationError, match="fractions"):
         _zone(((0.0, 0.0), (1.2, 0.0), (0.5, 0.5)))
     with pytest.raises(ValidationError, match="absorb_after_s"):
-        ZonesConfig(zones=(_zone(raise_after_s=7200),), background=BackgroundConfig(absorb_after_s=3600))
+        ZonesConfig(zone=(_zone(raise_after_s=7200),), background=BackgroundConfig(absorb_after_s=3600))
     with pytest.raises(ValidationError, match="unique"):
-        ZonesConfig(zones=(_zone(), _zone()))
-    cfg = ZonesConfig(zones=(_zone(), _zone(id="b", camera="cam2")))
+        ZonesConfig(zone=(_zone(), _zone()))
+    cfg = ZonesConfig(zone=(_zone(), _zone(id="b", camera="cam2")))
     assert [z.id for z in cfg.for_camera("cam2")] == ["b"]

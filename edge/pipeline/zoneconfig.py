@@ -67,17 +67,17 @@ class ZoneConfig(StrictModel):
 
 
 class ZonesConfig(StrictModel):
-    """Every zone of the gateway, and the model settings they share."""
+    """The `[zones]` section: every zone (`[[zones.zone]]`) and the model settings they share."""
 
     background: BackgroundConfig = BackgroundConfig()
-    zones: tuple[ZoneConfig, ...] = ()
+    zone: tuple[ZoneConfig, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> ZonesConfig:
-        ids = [z.id for z in self.zones]
+        ids = [z.id for z in self.zone]
         if len(set(ids)) != len(ids):
             raise ValueError("zone ids must be unique")
-        longest = max((z.raise_after_s for z in self.zones if z.rule == "obstruction"), default=0.0)
+        longest = max((z.raise_after_s for z in self.zone if z.rule == "obstruction"), default=0.0)
         if longest >= self.background.absorb_after_s:
             raise ValueError("background.absorb_after_s must exceed every obstruction zone's raise_after_s, "
                              "or the obstruction melts into the background before it alarms")
@@ -85,4 +85,4 @@ class ZonesConfig(StrictModel):
 
     def for_camera(self, camera: str) -> tuple[ZoneConfig, ...]:
         """The zones drawn on `camera`."""
-        return tuple(z for z in self.zones if z.camera == camera)
+        return tuple(z for z in self.zone if z.camera == camera)
