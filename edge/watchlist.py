@@ -45,7 +45,7 @@ from pydantic import Field
 from edge.configbase import StrictModel
 from edge.errors import EdgeError
 from edge.privacy.pseudonym import Pseudonymiser, epoch_label
-from edge.types import Event, EventKind, IdKind, Observation
+from edge.types import Derived, Event, EventKind, IdKind, Observation
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +370,13 @@ class WatchlistStore:
                 return []
             return [wl for lid in sorted(ids) if (wl := self._lists[lid]).live(now)]
 
-    def hits_for(self, events: Sequence[Event]) -> list[tuple[Observation, tuple[str, ...]]]:
+    def hits_for(self, events: Sequence[Event]) -> list[Derived]:
         """`watch_hit` alarms for the events about to be committed, each linking the event it matched.
 
         Call it between the privacy boundary and the outbox, and commit the alarms in the same batch
         as their events: they then ride the uplink's live lane at alarm priority.
         """
-        out: list[tuple[Observation, tuple[str, ...]]] = []
+        out: list[Derived] = []
         for ev in events:
             subj = ev.subject
             if subj is None or subj.pseudonym is None or subj.key_id is None:
@@ -389,7 +389,7 @@ class WatchlistStore:
                 continue
             for wl in self.match(kind, subj.key_id, subj.pseudonym):
                 hit = WatchHit(wl.list_id, wl.version, wl.case_id, kind, ev.event_id)
-                out.append((self._alarm(hit, ev), (ev.event_id,)))
+                out.append(Derived(self._alarm(hit, ev), (ev.event_id,)))
         return out
 
     def _alarm(self, hit: WatchHit, ev: Event) -> Observation:

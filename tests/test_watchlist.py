@@ -95,7 +95,7 @@ def test_a_signed_list_holds_pseudonyms_only_and_matches_this_and_next_epoch(
         ev = _event(ts)
         hits = store.hits_for([ev, _event(ts, "京A99999")])
         assert len(hits) == 1
-        obs, links = hits[0]
+        obs, links = hits[0].observation, hits[0].links
         assert links == (ev.event_id,)
         alarm = to_wire(PrivacyBoundary(Pseudonymiser(DISTRICT_KEY), ORIGIN).to_event(obs, links=links), 1, 0)
         validate(alarm)
