@@ -7,14 +7,24 @@ camera time and under a second of CPU here.
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from edge.configbase import BackoffConfig
 from edge.events import to_wire, validate
+from edge.framequeue import FrameQueue
+from edge.outbox import Outbox
+from edge.pipeline.commit import Committer
+from edge.pipeline.config import MotionConfig
+from edge.pipeline.motion import MotionGate
+from edge.pipeline.worker import CameraWorker
 from edge.pipeline.zoneconfig import BackgroundConfig, ZoneConfig, ZonesConfig
+from edge.pipeline.zonepath import ZonedPath
 from edge.pipeline.zones import DwellMonitor, ObstructionRule, ZoneWatcher, point_in_zone, zone_mask
 from edge.privacy.boundary import PrivacyBoundary
 from edge.privacy.pseudonym import Pseudonymiser
@@ -165,3 +175,29 @@ def test_zone_config_is_strict() -> None:
         ZonesConfig(zone=(_zone(), _zone()))
     cfg = ZonesConfig(zone=(_zone(), _zone(id="b", camera="cam2")))
     assert [z.id for z in cfg.for_camera("cam2")] == ["b"]
+
+
+def test_zones_through_the_camera_worker_motion_gate_and_committer(tmp_path: Path) -> None:
+    """The real worker loop: frames → motion gate → ZonedPath → Committer → outbox rows."""
+    ob = Outbox(tmp_path / "outbox.db")
+    committer = Committer(ob, PrivacyBoundary(Pseudonymiser(b"k" * 32), Origin("d1", "c1", "g1")),
+                          BackoffConfig(initial_s=0.05, max_s=0.1))
+    queue = FrameQueue(4)
+    stop = threading.Event()
+    path = ZonedPath(None, ZoneWatcher("cam1", [_zone()]), tmp_path / "cam1-background.npy")
+    gate = MotionGate(MotionConfig())
+    worker = CameraWorker("cam1", queue, path, gate=gate, committer=committer, stop=stop)
+    worker.start()
+    for frame in Clip(PEOPLE, 600, obj_on=120, obj_off=360).frames(T0):
+        queue.wait_for_room(10)
+        queue.put(frame)
+    queue.close()
+    worker.join(60)
+    assert not worker.is_alive()
+    rows = ob.pending(100)
+    ob.close()
+    assert [r.kind.value for r in rows] == ["alarm", "alarm"]
+    states = [json.loads(r.payload)["attrs"]["state"] for r in rows]
+    assert states == ["raised", "cleared"]
+    assert worker.detected_frames < worker.frames  # the gate really skipped frames
+    assert (tmp_path / "cam1-background.npy").exists()  # kept for the next start
