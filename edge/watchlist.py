@@ -292,6 +292,7 @@ class WatchlistStore:
         self._index: dict[tuple[IdKind, str, str], set[str]] = {}
         self.refused: Counter[str] = Counter()
         self.hits = 0
+        self._stamp: tuple[int, int, int] | None = None
         self._load()
 
     # -- receiving lists -----------------------------------------------------------------------
@@ -360,6 +361,29 @@ class WatchlistStore:
             self._audit_append("watchlist_expired", {"list_id": lid})
         return gone
 
+    def reload_if_changed(self) -> bool:
+        """Pick up lists another process accepted into the same state file (True if it changed).
+
+        The uplink daemon holds the MQTT connection and offers lists; the capture daemon, which
+        matches, keeps a store on the same file and calls this on its tick. The file is replaced
+        atomically, so a reader sees the old state or the new one, never half of one.
+        """
+        if self._path is None:
+            return False
+        try:
+            st = self._path.stat()
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return False
+        with self._lock:
+            self._lists.clear()
+            self._payloads.clear()
+            self._index.clear()
+            self._load()
+        return True
+
     # -- matching --------------------------------------------------------------------------------
     def match(self, kind: IdKind, key_id: str, pseudonym: str) -> list[Watchlist]:
         """The lists in force now that hold this pseudonym (one dict lookup)."""
@@ -426,11 +450,15 @@ class WatchlistStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._path)  # a crash mid-write leaves the previous state, never half of one
+        st = self._path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> None:
         if self._path is None or not self._path.exists():
             return
         try:
+            st = self._path.stat()
+            self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             state = json.loads(self._path.read_text(encoding="utf-8"))
             high = {str(k): int(v) for k, v in state["high"].items()}
             payloads = list(state["lists"])

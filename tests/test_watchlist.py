@@ -254,3 +254,20 @@ def test_delivered_as_a_retained_message_to_a_gateway_that_connects_later(
         assert store.offer(gateway.messages[0].payload).list_id == "wl-1"
     finally:
         gateway.close()
+
+
+def test_the_matching_process_picks_up_lists_the_receiving_process_accepted(
+        platform_key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    clock = Clock(NOV + 60)
+    receiver = _store(platform_key, clock, tmp_path)  # the uplink daemon: holds the MQTT connection
+    matcher = _store(platform_key, clock, tmp_path)   # the capture daemon: matches before commit
+    assert not matcher.reload_if_changed() and matcher.hits_for([_event(NOV + 61)]) == []
+    receiver.offer(_list(platform_key, version=1))
+    assert matcher.reload_if_changed()
+    assert matcher.hits_for([_event(NOV + 62)])
+    assert not matcher.reload_if_changed()  # nothing new: no reload
+    receiver.offer(build_watchlist(signing_key=platform_key, district="d1", list_id="wl-1", version=2,
+                                   case_id="C-2026-117", approver="officer.li", issued_at=int(NOV),
+                                   expires_at=int(NOV + 86400), entries=[]))
+    assert matcher.reload_if_changed()
+    assert matcher.hits_for([_event(NOV + 63)]) == []
