@@ -28,5 +28,5 @@ class DigitalInputSource(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the port or the lines; a closed source may be opened again by the poller."""
+        """Release the port or the lines for good (the poller calls it once, when it stops)."""
         ...
