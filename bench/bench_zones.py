@@ -41,6 +41,7 @@ def _scenarios(minutes: float) -> list[tuple[str, Clip, Any]]:
         ("people + sun in 30 s (x1.6)", Clip(PEOPLE, d, dim=1.6, ramp=(on, on + 30, off, off + 30)), PEOPLE_ZONE),
         ("people + object + dusk", Clip(PEOPLE, d, obj_on=on, obj_off=off, dim=0.35,
                                         ramp=(on + 60, on + 80, off - 60, off - 40)), PEOPLE_ZONE),
+        ("people + camera knocked aside", Clip(PEOPLE, d, moved_at=on), PEOPLE_ZONE),
         ("car park traffic, nothing left", Clip(CARS, d), CARS_ZONE),
         ("car park + object left", Clip(CARS, d, obj_on=on, obj_off=off, obj_box=car_box), CARS_ZONE),
         ("object there at start, removed (no saved background)", Clip(PEOPLE, d, obj_on=0.0, obj_off=on), PEOPLE_ZONE),

@@ -65,8 +65,9 @@ def object_photo() -> NDArray[np.uint8]:
 
 @dataclass(frozen=True)
 class Clip:
-    """A scene looped for `duration_s`, with an object in `obj_box` (fractions) during [obj_on, obj_off)
-    and a light gain that ramps down to `dim` from `ramp[0]` to `ramp[1]` and back up by `ramp[3]`."""
+    """A scene looped for `duration_s`, with an object in `obj_box` (fractions) during [obj_on, obj_off),
+    a light gain that ramps down to `dim` from `ramp[0]` to `ramp[1]` and back up by `ramp[3]`, and
+    optionally a camera knocked aside at `moved_at`."""
 
     scene: str
     duration_s: float
@@ -76,6 +77,8 @@ class Clip:
     dim: float = 1.0
     ramp: tuple[float, float, float, float] | None = None
     fps: float = 2.0
+    moved_at: float | None = None
+    """From this time on the camera points slightly elsewhere (12 % right, 8 % down): knocked."""
 
     def gain(self, t: float) -> float:
         """The light level at clip time `t` (1.0: as filmed)."""
@@ -103,6 +106,9 @@ class Clip:
             img = base[i % len(base)].copy()
             if self.obj_on is not None and self.obj_on <= t < (self.obj_off if self.obj_off is not None else 1e18):
                 img[y1:y2, x1:x2] = patch
+            if self.moved_at is not None and t >= self.moved_at:
+                shift = np.float32([[1, 0, w * 0.12], [0, 1, h * 0.08]])
+                img = cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REFLECT)
             g = self.gain(t)
             if g != 1.0:
                 img = np.clip(img.astype(np.float32) * g, 0, 255).astype(np.uint8)

@@ -88,6 +88,12 @@ def test_light_changes_raise_nothing(ramp: dict[str, Any]) -> None:
     assert _run(Clip(PEOPLE, 600, **ramp), _zone()) == []
 
 
+def test_a_knocked_camera_relearns_the_scene_instead_of_alarming() -> None:
+    watcher = ZoneWatcher("cam1", [_zone()], BackgroundConfig())
+    out = [o for frame in Clip(PEOPLE, 400, moved_at=150).frames(T0) for o in watcher.process(frame)]
+    assert out == [] and watcher.model.resets == 1
+
+
 def test_an_object_is_still_found_while_the_light_changes() -> None:
     clip = Clip(PEOPLE, 600, obj_on=120, obj_off=360, dim=0.35, ramp=(150, 170, 300, 320))
     _assert_one_episode(_run(clip, _zone()), 120, 360)

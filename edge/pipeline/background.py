@@ -54,6 +54,7 @@ class StaticForegroundModel:
         self._last_ts: float | None = None
         self._kernel = np.ones((3, 3), np.uint8)
         self.steps = 0
+        self.resets = 0
 
     @property
     def shape(self) -> tuple[int, int] | None:
@@ -126,6 +127,14 @@ class StaticForegroundModel:
         thr_short = np.maximum(cfg.abs_threshold, cfg.rel_threshold * self._short)
         fg_long = np.abs(img - self._long) > thr_long
         fg_short = np.abs(img - self._short) > thr_short
+        if float(fg_short.mean()) > cfg.reset_fraction and float(fg_long.mean()) > cfg.reset_fraction:
+            # Most of the picture changed at once: the camera moved, not the scene. Relearn it, or
+            # every wall and kerb would become "static foreground" a few seconds later.
+            self._long, self._short = img.copy(), img.copy()
+            self._static_age = np.zeros_like(img)
+            self.resets += 1
+            empty = np.zeros(img.shape, bool)
+            return ForegroundMasks(ts, empty, empty, gain)
         static_raw = fg_long & ~fg_short
         # Opening removes isolated pixels (noise, edges that shimmer) before anything is counted.
         static = cv2.morphologyEx(static_raw.astype(np.uint8), cv2.MORPH_OPEN, self._kernel).astype(bool)

@@ -31,6 +31,9 @@ class BackgroundConfig(StrictModel):
     """A pixel static this long becomes background (must exceed every zone's raise_after_s)."""
     sample_interval_s: float = Field(default=0.5, gt=0.0)
     """Model at most this often; obstruction is slow, so 2 frames a second are plenty."""
+    reset_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    """A change over this fraction of the whole picture in one step (the camera knocked or moved,
+    the day/night switch) restarts both backgrounds from the new picture instead of alarming."""
 
 
 class ZoneConfig(StrictModel):
