@@ -207,3 +207,27 @@ def test_zones_through_the_camera_worker_motion_gate_and_committer(tmp_path: Pat
     assert states == ["raised", "cleared"]
     assert worker.detected_frames < worker.frames  # the gate really skipped frames
     assert (tmp_path / "cam1-background.npy").exists()  # kept for the next start
+
+
+def test_dwell_from_the_real_tracker_live_tracks() -> None:
+    import numpy as np
+
+    from edge.pipeline.tracker import IouTracker, TrackerConfig
+    from edge.types import Detection
+
+    zone = _zone(((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)), id="gate", rule="dwell", dwell_s=10)
+    mon = DwellMonitor("cam1", [zone])
+    tracker: IouTracker[int] = IouTracker("cam1", lambda s: 1.0, TrackerConfig(max_age_s=1.0, min_hits=1))
+    plate = RawIdentifier(IdKind.PLATE, "辽B12345")
+    out: list[Observation] = []
+    for i in range(40):  # a car stands in the zone for 15 s, then drives out of the picture
+        ts = T0 + i * 0.5
+        dets = [Detection(Box(100, 300, 220, 400), 0.9, np.zeros((4, 2), np.float32))] if i < 30 else []
+        tracker.update(ts, dets, lambda d: 1)
+        live = tracker.live()
+        out += mon.update(live, ts, (480, 640), {t.track_id: plate for t in live})
+    assert [o.attrs["state"] for o in out] == ["raised", "cleared"]
+    assert out[0].ts == T0 + 10.0
+    wire = _wire(out[0])
+    assert wire["subject"]["type"] == "plate" and "12345" not in json.dumps(wire, ensure_ascii=False)
+    assert "subject" not in _wire(out[1])

@@ -10,8 +10,9 @@ identifying is ever attached.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from numpy.typing import NDArray
 
 from edge.pipeline.background import StaticForegroundModel
 from edge.pipeline.zoneconfig import BackgroundConfig, ZoneConfig
-from edge.types import Box, EventKind, Frame, Observation, RawIdentifier, Scalar
+from edge.types import Box, EventKind, Frame, Observation, RawIdentifier, Scalar, Track
 
 
 def zone_mask(zone: ZoneConfig, height: int, width: int) -> NDArray[np.bool_]:
@@ -178,6 +179,19 @@ class DwellMonitor:
                                                "message": f"in the zone for {ts - d.entered:.0f} s"}, plate))
             elif key in self._open:
                 out += self._close(key, ts)
+        return out
+
+    def update(self, tracks: Sequence[Track[Any]], ts: float, frame_shape: tuple[int, int],
+               plates: Mapping[int, RawIdentifier] | None = None) -> list[Observation]:
+        """Feed the tracker's open tracks (`IouTracker.live()`) after each detector run; tracks that
+        are no longer open are ended. `plates`: the plate read so far of a vehicle track, by id."""
+        out: list[Observation] = []
+        ids = set()
+        for t in tracks:
+            ids.add(t.track_id)
+            out += self.observe(t.track_id, t.last_box, ts, frame_shape, (plates or {}).get(t.track_id))
+        for gone in {k[0] for k in self._open} - ids:
+            out += self.end(gone, ts)
         return out
 
     def end(self, track_id: int, ts: float) -> list[Observation]:
