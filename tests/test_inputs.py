@@ -200,17 +200,22 @@ def test_gpio_source_maps_levels_through_closed_level() -> None:
 
 
 def test_gpio_source_without_gpiod_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_gpiod(name: str, *a: Any, **kw: Any) -> Any:
-        if name.startswith("gpiod"):
-            raise ImportError("No module named 'gpiod'")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_gpiod)
-    monkeypatch.delitem(__import__("sys").modules, "gpiod", raising=False)
+    monkeypatch.setitem(sys.modules, "gpiod", None)  # what a gateway without the package sees
     src = GpioSource(GpioInputsConfig(id="pi", inputs=[{"id": "b", "channel": 4, "meaning": "tamper"}]))  # type: ignore[list-item]
     with pytest.raises(DriverError, match="gpiod"):
         src.scan((4,))
+
+
+def test_gpio_source_drives_the_real_gpiod_bindings_to_the_kernel() -> None:
+    """The real libgpiod bindings (no fake): our settings and request are accepted by the library and
+    reach the kernel, which answers for a chip this machine does not have; a wrong call would raise
+    TypeError or AttributeError instead of the DriverError that names the chip."""
+    cfg = GpioInputsConfig(id="pi", chip="/dev/null", inputs=[{"id": "b", "channel": 4, "meaning": "tamper"}])  # type: ignore[list-item]
+    with pytest.raises(DriverError, match="cannot request lines on /dev/null"):
+        GpioSource(cfg).scan((4,))
+    missing = GpioInputsConfig(id="pi", chip="/dev/gpiochip-none", inputs=[{"id": "b", "channel": 4,  # type: ignore[list-item]
+                                                                           "meaning": "tamper"}])
+    with pytest.raises(DriverError, match="No such file"):
+        GpioSource(missing).scan((4,))
