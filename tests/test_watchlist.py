@@ -80,7 +80,7 @@ def _event(ts: float, value: str = PLATE, kind: IdKind = IdKind.PLATE) -> Event:
 
 def test_a_signed_list_holds_pseudonyms_only_and_matches_this_and_next_epoch(
         platform_key: Ed25519PrivateKey, tmp_path: Path) -> None:
-    RAW_IDENTIFIERS.update({PLATE, "12345"})
+    RAW_IDENTIFIERS.add(PLATE)  # the full plate only: a 5-digit fragment turns up in random hex by chance
     payload = _list(platform_key)
     assert PLATE.encode() not in payload and b"12345" not in payload
     doc = json.loads(payload)
