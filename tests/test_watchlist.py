@@ -82,7 +82,7 @@ def test_a_signed_list_holds_pseudonyms_only_and_matches_this_and_next_epoch(
         platform_key: Ed25519PrivateKey, tmp_path: Path) -> None:
     RAW_IDENTIFIERS.add(PLATE)  # the full plate only: a 5-digit fragment turns up in random hex by chance
     payload = _list(platform_key)
-    assert PLATE.encode() not in payload and b"12345" not in payload
+    assert PLATE.encode() not in payload and b"B12345" not in payload
     doc = json.loads(payload)
     assert {e["key_id"].split(".")[1] for e in doc["entries"]} == {"2026-11", "2026-12"}
     clock = Clock(NOV + 60)
