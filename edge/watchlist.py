@@ -378,10 +378,18 @@ class WatchlistStore:
         if stamp == self._stamp:
             return False
         with self._lock:
+            before = (dict(self._lists), dict(self._payloads), dict(self._index), dict(self._high))
             self._lists.clear()
             self._payloads.clear()
             self._index.clear()
-            self._load()
+            try:
+                self._load()
+            except EdgeError as exc:
+                # Keep matching what was in force rather than nothing; the writer will replace the file.
+                self._lists, self._payloads, self._index, self._high = before
+                self._stamp = stamp
+                log.error("watch-lists not reloaded: %s", exc)
+                return False
         return True
 
     # -- matching --------------------------------------------------------------------------------

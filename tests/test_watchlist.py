@@ -271,3 +271,14 @@ def test_the_matching_process_picks_up_lists_the_receiving_process_accepted(
                                    expires_at=int(NOV + 86400), entries=[]))
     assert matcher.reload_if_changed()
     assert matcher.hits_for([_event(NOV + 63)]) == []
+
+
+def test_a_bad_state_file_on_reload_keeps_the_lists_in_force(platform_key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    clock = Clock(NOV + 60)
+    receiver = _store(platform_key, clock, tmp_path)
+    matcher = _store(platform_key, clock, tmp_path)
+    receiver.offer(_list(platform_key, version=1))
+    assert matcher.reload_if_changed()
+    (tmp_path / "watchlists.json").write_text("{broken")
+    assert not matcher.reload_if_changed()
+    assert matcher.hits_for([_event(NOV + 62)])  # still matching what was verified before
