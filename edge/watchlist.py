@@ -40,9 +40,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import Field
 
-from edge.configbase import StrictModel
 from edge.errors import EdgeError
 from edge.privacy.pseudonym import Pseudonymiser, epoch_label
 from edge.types import Derived, Event, EventKind, IdKind, Observation
@@ -58,18 +56,6 @@ _CASE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 _KEY_ID = re.compile(r"^[0-9a-f]{8}\.[0-9A-Z-]{4,10}$")
 _APPROVER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-
-
-class WatchlistConfig(StrictModel):
-    """The gateway's `[watchlist]` section."""
-
-    enabled: bool = False
-    public_key: str = Field(default="platform-watchlist.pub", min_length=1)
-    """The platform's Ed25519 public key (PEM or 64 hex digits), relative to the data directory."""
-    state: str = Field(default="watchlists.json", min_length=1)
-    """Accepted lists and version high-water marks, relative to the data directory."""
-    sweep_interval_s: float = Field(default=60.0, gt=0)
-    """How often expired lists are dropped (matching ignores them from their expiry on anyway)."""
 
 
 class Refusal(StrEnum):
@@ -324,6 +310,22 @@ class WatchlistStore:
                                                 "approver": wl.approver, "entries": len(wl.entries),
                                                 "expires_at": wl.expires_at})
         return wl
+
+    def holds(self, payload: bytes) -> bool:
+        """Whether `payload` carries the very signature of a list in force here.
+
+        A retained list comes again on every reconnect and restart; such a copy is no replay to
+        count or audit. Nothing is installed on this answer, so an altered body that copied the
+        signature only gets itself ignored.
+        """
+        try:
+            obj = json.loads(payload)
+            list_id, signature = obj["list_id"], obj["signature"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return False
+        with self._lock:
+            held = self._payloads.get(list_id) if isinstance(list_id, str) else None
+            return held is not None and isinstance(signature, str) and held.get("signature") == signature
 
     def _install(self, wl: Watchlist, obj: dict[str, Any]) -> None:
         self._drop(wl.list_id)

@@ -42,13 +42,26 @@ class CommitObserver(Protocol):
         ...
 
 
+class WatchMatcher(Protocol):
+    """The watch-lists in force (edge.watchlist.WatchlistStore fits)."""
+
+    def hits_for(self, events: Sequence[Event]) -> list[Derived]:
+        """`watch_hit` alarms for events about to be committed, each linking the event it matched."""
+        ...
+
+    def reload_if_changed(self) -> bool:
+        """Pick up lists the uplink daemon accepted since the last call."""
+        ...
+
+
 class Committer:
     """Turns observations into events at the privacy boundary and commits them (thread-safe)."""
 
     def __init__(self, outbox: Outbox, boundary: PrivacyBoundary, backoff: BackoffConfig,
-                 observers: Sequence[CommitObserver] = ()) -> None:
+                 observers: Sequence[CommitObserver] = (), watch: WatchMatcher | None = None) -> None:
         self._outbox = outbox
         self._boundary = boundary
+        self._watch = watch
         self._lock = threading.Lock()
         self._backoff_cfg = backoff
         self.observers = list(observers)
@@ -84,10 +97,13 @@ class Committer:
 
     def _append(self, pairs: list[tuple[Observation, Event]], stop: threading.Event | None) -> list[Derived]:
         backoff = Backoff(self._backoff_cfg)
+        # Watch-list hits ride in the same append as the events they link: a hit is never lost
+        # between its event and its alarm. Looked up once, so a retried append audits a hit once.
+        batch = [e for _, e in pairs] + [e for _, e in self._hits([e for _, e in pairs])]
         while True:
             try:
                 with self._lock:
-                    result = self._outbox.append([e for _, e in pairs])
+                    result = self._outbox.append(batch)
                     self.committed += len(result.records)
                     derived: list[Derived] = []
                     for observer in self.observers:
@@ -112,6 +128,17 @@ class Committer:
         if result.dropped:
             self._alarm_dropped(sum(result.dropped.values()))
         return derived
+
+    def _hits(self, events: list[Event]) -> list[tuple[Observation, Event]]:
+        if self._watch is None:
+            return []
+        out: list[tuple[Observation, Event]] = []
+        for hit in self._watch.hits_for(events):
+            try:
+                out.append((hit.observation, self._boundary.to_event(hit.observation, links=hit.links)))
+            except (PrivacyError, ValueError, TypeError) as exc:
+                self._refuse(hit.observation, exc)
+        return out
 
     def _alarm_dropped(self, n: int) -> None:
         # Outside the batch's retry loop: the batch is committed, and a failure here must not make
@@ -138,6 +165,8 @@ class Committer:
         with self._lock:
             for observer in self.observers:
                 derived += observer.tick(now)
+        if self._watch is not None:
+            self._watch.reload_if_changed()  # outside the lock: a file read, not an outbox write
         self._commit_all(derived, stop)
 
 
