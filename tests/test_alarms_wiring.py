@@ -142,3 +142,12 @@ def test_the_new_sections_are_checked(tmp_path: Path) -> None:
         parse_config(MINIMAL + module + module)
     with pytest.raises(ConfigError, match=r"gw.toml:\d+: key 'inputs.0.inputs.0.meaning'"):
         parse_config(MINIMAL + module.replace("alarm_column", "panic"), "gw.toml")
+
+
+def test_a_missing_platform_key_stops_the_daemons_with_a_clear_error(tmp_path: Path) -> None:
+    from edge.app.wiring import open_watchlist
+
+    cfg = parse_config(MINIMAL + f'data_dir = "{tmp_path}"\n[watchlist]\nenabled = true\npublic_key = "nope.pub"\n')
+    with pytest.raises(ConfigError, match=r"watchlist.public_key: cannot read .*nope.pub"):
+        open_watchlist(cfg, None)
+    assert open_watchlist(parse_config(MINIMAL), None) is None  # off by default: nothing opened
