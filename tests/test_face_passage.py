@@ -78,6 +78,8 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert obama.subject.kind is IdKind.RESIDENT and obama.subject.value == "r-obama"
     assert obama.attrs["matched"] is True and obama.attrs["frames"] == 6 and obama.attrs["embedded"] == 3
     assert biden.subject is None and biden.subject_ref and biden.attrs["matched"] is False
+    # Issue 12: an unknown face publishes no gallery similarity (it told how close a stranger came).
+    assert "confidence" not in biden.attrs and 0 < float(obama.attrs["confidence"]) <= 1
     assert obama.embedding is not None and abs(float(np.linalg.norm(obama.embedding)) - 1) < 1e-4
     gallery.close()
     assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-obama"]) == 0
@@ -102,6 +104,7 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     assert [p["kind"] for p in payloads] == ["face_passage", "face_passage"]
     assert [p["seq"] for p in payloads] == [1, 2]
     assert all(p["subject"]["type"] == "unknown_face" for p in payloads)
+    assert all("confidence" not in p["attrs"] for p in payloads)
     assert payloads[0]["subject"]["ref"] != payloads[1]["subject"]["ref"]
     status = ob.get_status()["capture"]
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
