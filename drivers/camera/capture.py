@@ -14,7 +14,8 @@ from drivers.camera.base import DriverStatus
 from drivers.camera.config import RtspCameraConfig, UsbCameraConfig
 from drivers.camera.imageops import as_bgr, frozen
 from drivers.camera.redact import redact_text, redact_url
-from edge.errors import DriverError
+from edge.errors import DriverError, KeyFileError
+from edge.keys import read_private_text
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,11 @@ class _OpenCvCamera:
 def read_credentials(path: Path) -> tuple[str, str]:
     """(user, password) from a file whose first line is `user:password`; raises DriverError."""
     try:
-        first = path.read_text(encoding="utf-8").splitlines()[0].strip()
-    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        # Owner-only, like key files: a camera password others can read is refused, not used.
+        first = read_private_text(path, purpose="camera credentials").splitlines()[0].strip()
+    except KeyFileError as exc:
+        raise DriverError(str(exc)) from None
+    except IndexError as exc:
         # The message names the file and the error kind only, never the content.
         raise DriverError(f"cannot read camera credentials from {path}: {type(exc).__name__}") from None
     user, sep, password = first.partition(":")

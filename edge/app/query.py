@@ -40,8 +40,10 @@ from edge.sdnotify import Notifier
 class LazyFaceEmbedder:
     """A PhotoEmbedder that loads the face models on the first photo query, not at start-up."""
 
-    def __init__(self, models_dir: Path, options: RuntimeOptions, score_threshold: float) -> None:
+    def __init__(self, models_dir: Path, options: RuntimeOptions, score_threshold: float,
+                 max_megapixels: float = 40.0) -> None:
         self._args = (models_dir, options, score_threshold)
+        self._max_megapixels = max_megapixels
         self._lock = threading.Lock()
         self._analyzer: object | None = None
 
@@ -49,7 +51,7 @@ class LazyFaceEmbedder:
         from edge.vision.faces import FaceAnalyzer, ImageError, decode_image
 
         try:
-            image = decode_image(photo, "the photo")
+            image = decode_image(photo, "the photo", self._max_megapixels)
         except ImageError as exc:
             raise PhotoError(str(exc)) from None
         with self._lock:
@@ -64,7 +66,8 @@ class LazyFaceEmbedder:
 
 def face_embedder(cfg: Config) -> PhotoEmbedder:
     """The photo embedder for this gateway's face models (loaded lazily)."""
-    return LazyFaceEmbedder(cfg.models.dir, runtime_options(cfg), cfg.face.score_threshold)
+    return LazyFaceEmbedder(cfg.models.dir, runtime_options(cfg), cfg.face.score_threshold,
+                            cfg.query.max_photo_megapixels)
 
 
 @dataclass

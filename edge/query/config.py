@@ -50,6 +50,8 @@ class QueryConfig(StrictModel):
     max_results: int = Field(default=500, ge=1, le=100_000)
     max_range_days: float = Field(default=93.0, gt=0)
     max_photo_mb: float = Field(default=8.0, gt=0, le=64)
+    max_photo_megapixels: float = Field(default=40.0, gt=0, le=400)
+    """Checked from the image header before decoding: a decompression bomb is refused, never allocated."""
     http: HttpConfig = HttpConfig()
     mqtt: MqttQueryConfig = MqttQueryConfig()
 
