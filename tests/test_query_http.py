@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -119,13 +120,16 @@ def test_police_sees_raw_values_platform_pseudonyms_installer_neither(api: Api, 
     # Anchors (plate, card, face) in time order, then phones.
     assert [m.get("raw") for m in hit["members"]] == [plates[0], CARDS[0], None, MACS[0]]
 
+    # Issue 12: the platform role no longer runs identifying queries; it gets aggregates (metadata).
     status, body, _ = api.query("mac", PLATFORM.name, officer_id="D-17", value=MACS[0])
-    assert status == 200 and body["view"] == "pseudonyms"
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    status, body, _ = api.query("range", PLATFORM.name, officer_id="D-17")
+    assert status == 200 and body["view"] == "metadata"
     api.check(body, "QueryResult")
     text = json.dumps(body, ensure_ascii=False)
     for raw in (plates[0], CARDS[0], MACS[0], MACS[0].replace(":", "").lower()):
         assert raw not in text
-    assert all("pseudonym" in m["subject"] or "ref" in m["subject"] for m in body["hits"][0]["members"])
+    assert all(set(m.get("subject", {})) <= {"type"} for h in body["hits"] for m in h["members"])
 
     status, body, _ = api.query("plate", INSTALLER.name, officer_id="inst-7", value=plates[0])
     assert status == 403 and body["error"]["code"] == "forbidden"
@@ -183,11 +187,39 @@ def test_photo_over_http(api: Api, plates: list[str]) -> None:
     assert ok
     status, body, _ = api.query("photo", PLATFORM.name, officer_id="D-17",
                                 photo=base64.b64encode(png.tobytes()).decode())
+    assert status == 403, body  # photo search of faces is police-only (issue 12)
+    status, body, _ = api.query("photo", POLICE.name, photo=base64.b64encode(png.tobytes()).decode())
     assert status == 200, body
     api.check(body, "QueryResult")
     assert body["hits"][0]["matched"] == [face.event_id] and body["hits"][0]["score"] == pytest.approx(1.0)
-    status, body, _ = api.query("photo", PLATFORM.name, officer_id="D-17", photo="***")
+    status, body, _ = api.query("photo", POLICE.name, photo="***")
     assert status == 400 and "base64" in body["error"]["message"]
+
+
+def test_out_of_range_times_are_a_400_with_a_reason(api: Api, plates: list[str]) -> None:
+    # Issue 12: timestamps at year >= 10000 or 1e300 dropped the connection instead of answering.
+    for value in (1e300, "1e300", -1e300, "10000-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", 1e20):
+        status, body, _ = api.query("card", POLICE.name, value=CARDS[0], **{"to": value})
+        assert status == 400, (value, body)
+        assert body["error"]["code"] == "invalid" and "to" in body["error"]["message"]
+    assert api.query("card", POLICE.name, value=CARDS[0])[0] == 200  # the door still answers
+
+
+def test_slow_clients_are_bounded(api: Api) -> None:
+    import socket
+
+    # Issue 12: 15 idle connections held 15 threads indefinitely. The door now serves a bounded
+    # number at once and turns the rest away with a 503 instead of queueing them behind a stall.
+    idle = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(api.server.max_clients)]
+    try:
+        time.sleep(0.3)  # let the server accept them all
+        extra = socket.create_connection(("127.0.0.1", api.server.port), timeout=10)
+        extra.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert extra.recv(64).startswith(b"HTTP/1.1 503")
+        extra.close()
+    finally:
+        for s in idle:
+            s.close()
 
 
 def test_tokens_file_must_be_private_and_valid(tmp_path: Path) -> None:

@@ -160,7 +160,6 @@ def test_roles_see_only_what_they_may(env: Env, scene: dict[str, object]) -> Non
 
 
 def test_a_query_without_case_or_officer_is_refused_with_a_clear_error_and_audited(env: Env) -> None:
-    plate = shared_plates(1)[0]
     for case, officer, reason, words in ((None, "0042", RefusalReason.MISSING_CASE_ID, "case ID"),
                                          ("  ", "0042", RefusalReason.MISSING_CASE_ID, "case ID"),
                                          ("C-1", None, RefusalReason.MISSING_OFFICER_ID, "officer ID")):

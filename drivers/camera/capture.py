@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -14,8 +16,7 @@ from drivers.camera.base import DriverStatus
 from drivers.camera.config import RtspCameraConfig, UsbCameraConfig
 from drivers.camera.imageops import as_bgr, frozen
 from drivers.camera.redact import redact_text, redact_url
-from edge.errors import DriverError, KeyFileError
-from edge.keys import read_private_text
+from edge.errors import DriverError
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,26 @@ class _OpenCvCamera:
         return redact_text(text)
 
 
+def _read_private(path: Path) -> str:
+    """The file's text, refusing one that group or others can access (the rule edge.keys applies to keys)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DriverError(f"camera credentials {path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise DriverError(f"camera credentials {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be "
+                              f"readable by its owner only. Fix: chmod 600 {path}")
+        return os.read(fd, 4096).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def read_credentials(path: Path) -> tuple[str, str]:
     """(user, password) from a file whose first line is `user:password`; raises DriverError."""
     try:
-        # Owner-only, like key files: a camera password others can read is refused, not used.
-        first = read_private_text(path, purpose="camera credentials").splitlines()[0].strip()
-    except KeyFileError as exc:
-        raise DriverError(str(exc)) from None
-    except IndexError as exc:
+        first = _read_private(path).splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
         # The message names the file and the error kind only, never the content.
         raise DriverError(f"cannot read camera credentials from {path}: {type(exc).__name__}") from None
     user, sep, password = first.partition(":")

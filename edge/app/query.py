@@ -27,6 +27,7 @@ from edge.app.wiring import (
     secret_path,
 )
 from edge.audit import AuditLog
+from edge.keys import load_secret
 from edge.models.config import RuntimeOptions
 from edge.passages.store import PassageStore
 from edge.query.http import QueryHttpServer
@@ -64,6 +65,11 @@ class LazyFaceEmbedder:
         return None if sample is None else sample.embedding
 
 
+def door_key(cfg: Config) -> bytes:
+    """The gateway's X25519 door key for MQTT requests (a 0600 key file or a systemd credential)."""
+    return load_secret(secret_path(cfg, cfg.query.mqtt.door_key_file), purpose="MQTT query door", min_bytes=32)
+
+
 def face_embedder(cfg: Config) -> PhotoEmbedder:
     """The photo embedder for this gateway's face models (loaded lazily)."""
     return LazyFaceEmbedder(cfg.models.dir, runtime_options(cfg), cfg.face.score_threshold,
@@ -81,7 +87,8 @@ class QueryStack:
     principals: Principals
 
     def close(self) -> None:
-        """Close the databases."""
+        """Close the databases (after auditing any refusals still only counted)."""
+        self.service.flush_refusals()
         self.limiter.close()
         self.store.close()
         self.audit.close()
@@ -111,6 +118,7 @@ def serve(cfg: Config, stop: threading.Event,
     stack = open_query_stack(cfg)
     http = QueryHttpServer(stack.service, stack.principals, qcfg.http) if qcfg.http.enabled else None
     mqtt = (MqttResponder(stack.service, stack.principals, cfg.mqtt, qcfg.mqtt, origin_of(cfg),
+                          door_key=door_key(cfg), nonce_db=cfg.path(qcfg.mqtt.nonce_db),
                           password=mqtt_password(cfg))
             if qcfg.mqtt.enabled else None)
     notifier = Notifier()
@@ -125,6 +133,7 @@ def serve(cfg: Config, stop: threading.Event,
             on_ready(http, mqtt)
         while not stop.wait(5.0):
             notifier.watchdog()
+            stack.service.flush_refusals()
     finally:
         notifier.stopping()
         if http is not None:

@@ -17,6 +17,8 @@ class HttpConfig(StrictModel):
     port: int = Field(default=8087, ge=0, le=65535)
     """0 picks a free port (tests)."""
     max_body_mb: float = Field(default=8.0, gt=0, le=64)
+    max_clients: int = Field(default=8, ge=1, le=256)
+    """Connections served at once; more are answered 503 (slow clients cannot pile up threads)."""
 
 
 class MqttQueryConfig(StrictModel):
@@ -29,6 +31,11 @@ class MqttQueryConfig(StrictModel):
     max_skew_s: float = Field(default=300.0, gt=0)
     """Requests older or newer than this (by their timestamp) are refused; nonces are remembered as long."""
     reply_expiry_s: int = Field(default=300, ge=1)
+    door_key_file: str = "query-door.key"
+    """This gateway's X25519 door key (32 bytes, mode 0600; a path or a systemd credential name):
+    requests are encrypted to its public half, replies derive their key from it."""
+    nonce_db: Path = Path("query-nonces.db")
+    """The replay window (nonces seen in the last 2 x max_skew_s), kept across restarts."""
 
 
 class RateLimitConfig(StrictModel):

@@ -39,8 +39,10 @@ class QueryHttpServer:
         self.service = service
         self.principals = principals
         self.max_body = int(config.max_body_mb * 1024 * 1024)
+        self.max_clients = config.max_clients
         self._server = _Server((config.bind, config.port), _Handler)
         self._server.app = self
+        self._server.slots = threading.BoundedSemaphore(config.max_clients)
         self._thread: threading.Thread | None = None
 
     @property
@@ -67,12 +69,33 @@ class QueryHttpServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     app: QueryHttpServer
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Bounded concurrency: a connection beyond `max_clients` is answered 503 at once and closed,
+        # so stalled clients can hold at most max_clients threads (each for at most the timeout).
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"edgegw/{__version__}"
-    timeout = 30  # a client that stalls mid-request must not hold a thread forever
+    timeout = 10  # a client that stalls mid-request must not hold a thread forever (socket timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s " + format, self.client_address[0], *args)

@@ -8,7 +8,7 @@
     verify_key = "…64 hex…"      # Ed25519 public key that signs this principal's MQTT requests
 
 Generate a token with `python -c "import secrets; print(secrets.token_hex(32))"`; a signing key pair
-with `edge.query.signing.generate_signing_key()`. Gateways hold only the public half: the platform's
+with `edge.query.mqtt_rr.generate_signing_key()`. Gateways hold only the public half: the platform's
 private key never leaves the district (issue 12).
 """
 
