@@ -133,3 +133,29 @@ def test_databases_are_created_0600_whatever_the_umask_with_secure_delete(tmp_pa
     assert b"a secret row" not in (tmp_path / "any.db").read_bytes()
     with pytest.raises(sqlite3.Error):
         sqlite3.connect(tmp_path / "none" / "x.db")  # (sanity: sqlite itself still raises its own errors)
+
+
+@pytest.mark.parametrize(("extra", "key", "words"), [
+    ('[mqtt]\nprotocol = "3.1.1"\n\n[query.mqtt]\nenabled = true\n', "query.mqtt.enabled", "MQTT 5"),
+    ("[query]\nphoto_threshold = -0.5\n", "query.photo_threshold", "nearly every stored face"),
+    ('[query.http]\nbind = "0.0.0.0"\n', "query.http.bind", "without TLS"),
+    ('[query.http]\nbind = "192.168.1.20"\ntls_cert_file = "c.pem"\n', "query.http.bind", "without TLS"),
+])
+def test_config_check_enforces_cross_field_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 extra: str, key: str, words: str) -> None:
+    from edge.cli import main
+
+    config = tmp_path / "gw.toml"
+    config.write_text('[gateway]\ndistrict = "d"\ncommunity = "c"\ngateway = "g"\ndata_dir = "data"\n\n' + extra)
+    assert main(["config", "check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"key '{key}'" in err and words in err and f"{config}:" in err
+
+
+def test_config_check_accepts_the_safe_versions(tmp_path: Path) -> None:
+    from edge.app.config import load_config
+
+    config = tmp_path / "gw.toml"
+    config.write_text('[gateway]\ndistrict = "d"\ncommunity = "c"\ngateway = "g"\ndata_dir = "data"\n\n'
+                      '[query]\nphoto_threshold = 0.4\n\n[query.http]\nbind = "::1"\n\n[query.mqtt]\nenabled = true\n')
+    assert load_config(config).query.http.bind == "::1"

@@ -19,6 +19,10 @@ class HttpConfig(StrictModel):
     max_body_mb: float = Field(default=8.0, gt=0, le=64)
     max_clients: int = Field(default=8, ge=1, le=256)
     """Connections served at once; more are answered 503 (slow clients cannot pile up threads)."""
+    tls_cert_file: Path | None = None
+    """TLS certificate chain (PEM); required with tls_key_file when `bind` is not loopback."""
+    tls_key_file: Path | None = None
+    """TLS private key (PEM), mode 0600 (the key-file permission check applies)."""
 
 
 class MqttQueryConfig(StrictModel):
