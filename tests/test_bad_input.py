@@ -159,3 +159,13 @@ def test_config_check_accepts_the_safe_versions(tmp_path: Path) -> None:
     config.write_text('[gateway]\ndistrict = "d"\ncommunity = "c"\ngateway = "g"\ndata_dir = "data"\n\n'
                       '[query]\nphoto_threshold = 0.4\n\n[query.http]\nbind = "::1"\n\n[query.mqtt]\nenabled = true\n')
     assert load_config(config).query.http.bind == "::1"
+
+
+def test_the_query_photo_embedder_refuses_a_bomb_before_loading_or_decoding(tmp_path: Path) -> None:
+    from edge.app.query import LazyFaceEmbedder
+    from edge.models.config import RuntimeOptions
+    from edge.query.service import PhotoError
+
+    embedder = LazyFaceEmbedder(tmp_path / "no-models-here", RuntimeOptions(), 0.6, max_megapixels=40)
+    with pytest.raises(PhotoError, match="MP"):
+        embedder(_png_header(100_000, 100_000))

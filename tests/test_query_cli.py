@@ -241,7 +241,8 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
         assert responder.wait_ready()  # type: ignore[attr-defined]
         body = json.dumps({"case_id": "C-5", "from": now - 3600, "to": now, "value": plate}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{http.port}/v1/query/plate", data=body, method="POST",  # type: ignore[attr-defined]
-                                     headers={"Authorization": f"Bearer {gw.tokens[POLICE.name]}"})
+                                     headers={"Authorization": f"Bearer {gw.tokens[POLICE.name]}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read())["hits"][0]["members"][0]["raw"] == plate
 

@@ -50,7 +50,7 @@ class Api:
         self.spec = self.get("/openapi.json")[1]
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+                token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
         req = urllib.request.Request(self.base + path, data=body, method=method, headers=dict(headers or {}))
         if token is not None:
             req.add_header("Authorization", f"Bearer {token}")
@@ -58,15 +58,16 @@ class Api:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read()), dict(resp.headers)
+                # The headers stay a case-insensitive Message: uvicorn sends them lowercase.
+                return resp.status, json.loads(resp.read()), resp.headers
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read()), dict(err.headers)
+            return err.code, json.loads(err.read()), err.headers
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
         status, body, _ = self.request("GET", path, token=token)
         return status, body
 
-    def query(self, kind: str, who: str | None, **fields: Any) -> tuple[int, Any, dict[str, str]]:
+    def query(self, kind: str, who: str | None, **fields: Any) -> tuple[int, Any, Any]:
         body = {"case_id": "C-2026-17", "from": "2026-01-09T12:00:00Z", "to": T0 + DAY, **fields}
         body = {k: v for k, v in body.items() if v is not None}
         return self.request("POST", f"/v1/query/{kind}", json.dumps(body).encode(),
@@ -236,3 +237,61 @@ def test_tokens_file_must_be_private_and_valid(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_principals(bad)
     assert secret not in str(err.value) and "token" in str(err.value)
+
+
+def test_a_client_that_never_finishes_its_request_is_disconnected(tmp_path: Path) -> None:
+    import socket
+
+    env = make_env(tmp_path)
+    write_tokens(tmp_path / "tokens.toml")
+    server = QueryHttpServer(env.service, load_principals(tmp_path / "tokens.toml"),
+                             HttpConfig(port=0, request_timeout_s=0.5))
+    server.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(b"POST /v1/query/card HTTP/1.1\r\nHost: x\r\n")  # ...and the rest never comes
+        assert slow.recv(1024) == b""  # closed by the server, well before our 10 s timeout
+        slow.close()
+    finally:
+        server.stop()
+        env.close()
+
+
+def test_bodies_over_the_cap_are_a_413(api: Api) -> None:
+    import http.client
+
+    # Announced too large: refused from the header, before a byte of the body is read.
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
+    conn.putrequest("POST", "/v1/query/photo")
+    conn.putheader("Authorization", f"Bearer {api.tokens[POLICE.name]}")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(api.server.max_body + 1))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "too_large"
+    conn.close()
+    # Streamed without a length (chunked): cut off once the cap is passed.
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
+    chunks = (b"A" * 65536 for _ in range(api.server.max_body // 65536 + 2))
+    conn.request("POST", "/v1/query/photo", body=chunks, encode_chunked=True,
+                 headers={"Authorization": f"Bearer {api.tokens[POLICE.name]}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
+
+
+def test_openapi_states_the_constraints_the_server_enforces(api: Api) -> None:
+    schemas = api.spec["components"]["schemas"]
+    photo = schemas["PhotoQuery"]["properties"]
+    threshold = next(s for s in photo["threshold"]["anyOf"] if s.get("type") == "number")
+    assert threshold["minimum"] == -1.0 and threshold["maximum"] == 1.0
+    case = next(s for s in photo["case_id"]["anyOf"] if s.get("type") == "string")
+    assert case["pattern"].startswith("^[A-Za-z0-9]")
+    to = json.dumps(photo["to"])
+    assert "253402300799" in to and '"minimum": 0' in to
+    assert schemas["PhotoQuery"]["additionalProperties"] is False
+    # ...and a body that breaks one of them is a 400 with a reason, not a 422.
+    status, body, _ = api.query("photo", POLICE.name, photo="AAAA", threshold=7)
+    assert status == 400 and "threshold" in body["error"]["message"]
+    status, body, _ = api.query("card", POLICE.name, value=CARDS[0], limit=0)
+    assert status == 400 and "limit" in body["error"]["message"]

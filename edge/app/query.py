@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,12 +31,14 @@ from edge.audit import AuditLog
 from edge.keys import load_secret
 from edge.models.config import RuntimeOptions
 from edge.passages.store import PassageStore
-from edge.query.http import QueryHttpServer
 from edge.query.mqtt_rr import MqttResponder
 from edge.query.principals import Principals, load_principals
 from edge.query.ratelimit import RateLimiter
 from edge.query.service import PhotoEmbedder, PhotoError, QueryService
 from edge.sdnotify import Notifier
+
+if TYPE_CHECKING:  # FastAPI loads only where the HTTP door runs (the `query` extra)
+    from edge.query.http import QueryHttpServer
 
 
 class LazyFaceEmbedder:
@@ -114,6 +117,8 @@ def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
 def serve(cfg: Config, stop: threading.Event,
           on_ready: Callable[[QueryHttpServer | None, MqttResponder | None], None] | None = None) -> None:
     """Run the query front doors configured in `query.http` / `query.mqtt` until `stop` is set."""
+    from edge.query.http import QueryHttpServer
+
     qcfg = cfg.query
     stack = open_query_stack(cfg)
     http = QueryHttpServer(stack.service, stack.principals, qcfg.http) if qcfg.http.enabled else None

@@ -18,7 +18,9 @@ class HttpConfig(StrictModel):
     """0 picks a free port (tests)."""
     max_body_mb: float = Field(default=8.0, gt=0, le=64)
     max_clients: int = Field(default=8, ge=1, le=256)
-    """Connections served at once; more are answered 503 (slow clients cannot pile up threads)."""
+    """Connections served at once; more are answered 503 (slow clients cannot pile up)."""
+    request_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """A connection must deliver its request (line, headers, body) within this; then it is closed."""
     tls_cert_file: Path | None = None
     """TLS certificate chain (PEM); required with tls_key_file when `bind` is not loopback."""
     tls_key_file: Path | None = None
