@@ -277,3 +277,16 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
     assert not thread.is_alive()
     with AuditLog(gw.data / "audit.db", create=False) as audit:
         assert [json.loads(r.details)["channel"] for r in audit.records()] == ["http", "mqtt"]
+
+
+def test_door_key_prints_what_the_district_encrypts_requests_to(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.keys import load_key_file
+    from edge.query.mqtt_rr import door_public_key
+
+    gw = make_gateway(tmp_path)
+    assert main(["query", "door-key", "--config", str(gw.config)]) == 0
+    who, public = capsys.readouterr().out.split()
+    assert who == "dl-district/c0001/gw01"
+    door = door_public_key(load_key_file(gw.data / "query-door.key", purpose="door"))
+    assert bytes.fromhex(public) == door.public_bytes_raw()
