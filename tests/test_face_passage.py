@@ -141,3 +141,15 @@ def test_enrolment_removal_and_config_changes_are_audited_without_raw_ids(tmp_pa
     assert [r.action for r in records if r.action != "purge"] == ["enrol", "remove", "config_change"]
     assert all("r-biden" not in r.details for r in records)
     assert json.loads(records[0].details)["consent"] == "C-9"
+
+
+def test_a_16_bit_png_enrols(tmp_path: Path) -> None:
+    # Issue 12: `residents enrol` read photos unchanged, so a 16-bit PNG reached the detector as uint16
+    # and crashed the command. Photos now go through read_image (sized from the header, 8-bit BGR).
+    cfg_path = _setup(tmp_path)
+    photo = cv2.imread(str(FACES / "obama" / "obama.jpg"))
+    assert photo is not None
+    deep = tmp_path / "obama16.png"
+    assert cv2.imwrite(str(deep), photo.astype(np.uint16) * 257)
+    assert main(["residents", "enrol", "--config", str(cfg_path), "--id", "r-deep", "--consent", "C-18",
+                 str(deep)]) == 0
