@@ -18,8 +18,7 @@ def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secu
     acknowledged); `secure_delete` (on for every database since issue 12) overwrites deleted content
     instead of leaving it in free pages, so a deleted row is gone from the file, not just unlinked.
     A new database file is created mode 0600 whatever the umask; SQLite gives its -wal and -shm
-    files the database's mode. Raises sqlite3.Error (or OSError creating the file); callers
-    translate it into their own error type.
+    files the database's mode. Raises sqlite3.Error; callers translate it into their own error type.
     """
     create_private(path)
     db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -35,16 +34,22 @@ def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secu
     return db
 
 
-def create_private(path: Path) -> None:
-    """Create `path` empty with mode 0600 unless it exists (a special name like ':memory:' is left alone)."""
+def create_private(path: Path, mode: int = 0o600) -> None:
+    """Create `path` empty with `mode` (0600) unless it exists (a special name like ':memory:' is left alone).
+
+    A file two daemons share (the outbox, once they run as separate users) may pass a group mode.
+    """
     if str(path) == ":memory:" or str(path).startswith("file:"):
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     except FileExistsError:
         return
+    except OSError as exc:
+        # Callers handle sqlite3.Error (what sqlite3.connect raises for the same trouble), so say it alike.
+        raise sqlite3.OperationalError(f"unable to open database file {path}: {exc.strerror}") from exc
     try:
-        os.fchmod(fd, 0o600)  # the umask may have removed bits, never added them; make it exact anyway
+        os.fchmod(fd, mode)  # the umask applies to os.open's mode; make it exact
     finally:
         os.close(fd)
 

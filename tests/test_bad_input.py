@@ -169,3 +169,18 @@ def test_the_query_photo_embedder_refuses_a_bomb_before_loading_or_decoding(tmp_
     embedder = LazyFaceEmbedder(tmp_path / "no-models-here", RuntimeOptions(), 0.6, max_megapixels=40)
     with pytest.raises(PhotoError, match="MP"):
         embedder(_png_header(100_000, 100_000))
+
+
+def test_the_outbox_too_is_0600_with_secure_delete(tmp_path: Path) -> None:
+    from edge.outbox import Outbox, OutboxLimits
+
+    old = os.umask(0o002)
+    try:
+        outbox = Outbox(tmp_path / "outbox.db", limits=OutboxLimits(min_free_bytes=0))
+        try:
+            assert outbox._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        finally:
+            outbox.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "outbox.db").stat().st_mode & 0o777 == 0o600
