@@ -128,7 +128,11 @@ def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
     except ValidationError as exc:
         # Pydantic's message would echo the offending value, which may be a token: name the key only.
         keys = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}") from None
+        # Our own rules (value_error) carry no input, so their reason can be said.
+        rules = sorted({str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()
+                        if err["type"] == "value_error"})
+        why = f" ({'; '.join(rules)})" if rules else ""
+        raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}{why}") from None
     return Principals(parsed.principal)
 
 
