@@ -28,6 +28,7 @@ from edge.app.wiring import (
     secret_path,
 )
 from edge.audit import AuditLog
+from edge.errors import ConfigError
 from edge.keys import load_secret
 from edge.models.config import RuntimeOptions
 from edge.passages.store import PassageStore
@@ -117,7 +118,10 @@ def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
 def serve(cfg: Config, stop: threading.Event,
           on_ready: Callable[[QueryHttpServer | None, MqttResponder | None], None] | None = None) -> None:
     """Run the query front doors configured in `query.http` / `query.mqtt` until `stop` is set."""
-    from edge.query.http import QueryHttpServer
+    try:
+        from edge.query.http import QueryHttpServer
+    except ImportError as exc:  # FastAPI and uvicorn come with the `query` extra
+        raise ConfigError(f"the HTTP query door needs FastAPI and uvicorn (pip install 'edgegw[query]'): {exc}") from exc
 
     qcfg = cfg.query
     stack = open_query_stack(cfg)
