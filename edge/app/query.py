@@ -121,7 +121,8 @@ def serve(cfg: Config, stop: threading.Event,
     try:
         from edge.query.http import QueryHttpServer
     except ImportError as exc:  # FastAPI and uvicorn come with the `query` extra
-        raise ConfigError(f"the HTTP query door needs FastAPI and uvicorn (pip install 'edgegw[query]'): {exc}") from exc
+        raise ConfigError(f"the HTTP query door needs FastAPI and uvicorn (pip install 'edgegw[query]'): "
+                          f"{exc}") from exc
 
     qcfg = cfg.query
     stack = open_query_stack(cfg)
