@@ -295,3 +295,17 @@ def test_openapi_states_the_constraints_the_server_enforces(api: Api) -> None:
     assert status == 400 and "threshold" in body["error"]["message"]
     status, body, _ = api.query("card", POLICE.name, value=CARDS[0], limit=0)
     assert status == 400 and "limit" in body["error"]["message"]
+
+
+def test_alive_reports_the_server_thread_for_the_watchdog(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    write_tokens(tmp_path / "tokens.toml")
+    server = QueryHttpServer(env.service, load_principals(tmp_path / "tokens.toml"), HttpConfig(port=0))
+    try:
+        assert not server.alive()
+        server.start()
+        assert server.alive()
+    finally:
+        server.stop()
+        env.close()
+    assert not server.alive()

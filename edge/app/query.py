@@ -6,6 +6,7 @@ face models for photo queries load on the first photo query, not at start-up.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from edge.sdnotify import Notifier
 
 if TYPE_CHECKING:  # FastAPI loads only where the HTTP door runs (the `query` extra)
     from edge.query.http import QueryHttpServer
+
+log = logging.getLogger(__name__)
 
 
 class LazyFaceEmbedder:
@@ -142,7 +145,11 @@ def serve(cfg: Config, stop: threading.Event,
         if on_ready is not None:
             on_ready(http, mqtt)
         while not stop.wait(5.0):
-            notifier.watchdog()
+            doors = [d for d in (http, mqtt) if d is not None]
+            if all(d.alive() for d in doors):
+                notifier.watchdog()  # only while every door still serves: a dead one gets us restarted
+            else:
+                log.error("a query door stopped serving; withholding the watchdog ping so systemd restarts us")
             stack.service.flush_refusals()
     finally:
         notifier.stopping()

@@ -260,6 +260,10 @@ class QueryHttpServer:
         self._thread.start()
         log.info("query HTTP API on port %d", self.port)
 
+    def alive(self) -> bool:
+        """True while the server thread runs (the daemon's watchdog ping depends on it)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop serving and close the socket."""
         if self._thread is not None:

@@ -338,6 +338,7 @@ class MqttResponder:
         self._subscribed = threading.Event()
         self.answered = 0
         self.rejected = 0
+        self._warned_at = -60.0
         self.dropped = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -363,6 +364,10 @@ class MqttResponder:
         self._worker.start()
         client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s, clean_start=True)
         client.loop_start()
+
+    def alive(self) -> bool:
+        """True while the worker thread answers requests (the daemon's watchdog ping depends on it)."""
+        return self._worker is not None and self._worker.is_alive()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the request topics are subscribed (tests, start-up checks)."""
@@ -433,7 +438,13 @@ class MqttResponder:
             opened = self._verifier.open(payload, response_topic, correlation)
         except AuthError as exc:
             self.rejected += 1
-            log.warning("query request not accepted: %s", exc)  # the reason stays in the log
+            # The reason stays in the log; a flood of bad requests logs one warning a minute, not one each.
+            now = time.monotonic()
+            if now - self._warned_at >= 60.0:
+                self._warned_at = now
+                log.warning("query request not accepted: %s (%d rejected so far)", exc, self.rejected)
+            else:
+                log.debug("query request not accepted: %s", exc)
             return json.dumps({"v": VERSION, "gateway": self._who, "status": "unauthenticated",
                                "error": {"code": "unauthenticated", "message": NOT_ACCEPTED}}).encode("utf-8")
         body = dict(opened.body)
