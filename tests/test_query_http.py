@@ -213,7 +213,10 @@ def test_slow_clients_are_bounded(api: Api) -> None:
     # number at once and turns the rest away with a 503 instead of queueing them behind a stall.
     idle = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(api.server.max_clients)]
     try:
-        time.sleep(0.3)  # let the server accept them all
+        deadline = time.monotonic() + 20  # wait (without a timing assertion) until the server holds them all
+        while len(api.server._server.server_state.connections) < api.server.max_clients:
+            assert time.monotonic() < deadline, "the server never accepted the idle connections"
+            time.sleep(0.05)
         extra = socket.create_connection(("127.0.0.1", api.server.port), timeout=10)
         extra.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
         assert extra.recv(64).startswith(b"HTTP/1.1 503")
