@@ -29,7 +29,7 @@ from pydantic import Field
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
-from edge.sqlite import transaction
+from edge.sqlite import enable_wal, transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class Outbox:
     # -- opening -------------------------------------------------------------------------------
     def _connect(self, path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)  # retried: two daemons creating a new outbox at once race for this switch
         # FULL: a commit is on stable storage before `append` returns; a power cut loses nothing acked.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
