@@ -31,7 +31,7 @@ from edge.types import Origin
 from edge.uplink.config import MqttConfig, UplinkConfig
 from edge.uplink.session import BrokerSession, pump
 from edge.uplink.stats import UplinkStats
-from edge.uplink.status import alarm_signature, status_body, uplink_state
+from edge.uplink.status import DiskWatch, alarm_signature, status_body, uplink_state
 from edge.uplink.window import AckListener, InflightWindow
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Uplink:
         self._next_purge = 0.0
         self._next_resend = 0.0
         self._store_error: str | None = None
+        self._disk = DiskWatch()
 
     @property
     def protocol(self) -> str:
@@ -127,7 +128,7 @@ class Uplink:
     def status(self, online: bool) -> dict[str, Any]:
         """The retained status body: online, backlog, drops, disk, camera and port states."""
         body = status_body(self.outbox, self.origin, self.cfg, self.stats, online=online, protocol=self.protocol,
-                           now=self._clock())
+                           now=self._clock(), disk=self._disk)
         if self._status_extra is not None:
             body.update(self._status_extra())
         return body
