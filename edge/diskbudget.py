@@ -152,3 +152,10 @@ class RateWindow:
             return cls(float(a), int(b), int(c), float(d), int(e), int(f))
         except ValueError:
             return cls.empty(now)
+
+
+def describe_outage(outage_s: float | None, rate_eps: float | None) -> str:
+    """The outage buffer in words, for `edgegw status` and `edgegw check`."""
+    if outage_s is None or rate_eps is None:
+        return "outage buffer: no event rate yet (needs a minute of commits)"
+    return f"outage buffer: {outage_s / 3600.0:.1f} h at the recent {rate_eps:.2f} events/s"

@@ -245,3 +245,30 @@ def test_quota_alarm_raised_once_repeated_with_counts_and_cleared(tmp_path: Path
     committer.commit(observations(20, 3000))
     assert len(alarms()) == 3
     ob.close()
+
+
+def test_status_and_check_say_how_long_an_outage_the_free_space_buys(tmp_path: Path) -> None:
+    from edge.app.commission import _disk
+    from edge.app.config import Config, GatewayConfig
+    from edge.uplink.stats import UplinkStats
+    from edge.uplink.status import status_body
+
+    clock = _Clock()
+    ob = Outbox(tmp_path / "outbox.db", limits=OutboxLimits(max_bytes=8 * MiB, min_free_bytes=0), clock=clock)
+    assert ob.storage().outage_s is None  # no rate yet
+    for i in range(120):  # 2 events/s for two minutes
+        ob.append([BOUNDARY.to_event(o) for o in observations(2, i * 2)])
+        clock.t += 1.0
+    st = ob.storage()
+    assert st.rate_eps is not None and abs(st.rate_eps - 2.0) < 0.05
+    assert st.bytes_per_event is not None and st.outage_s is not None
+    # The room under the 8 MiB quota, at 2 events/s of this size.
+    assert st.outage_s == pytest.approx((st.quota_bytes - st.used_bytes) / (st.rate_eps * st.bytes_per_event))
+    body = status_body(ob, Origin(*ORIGIN), UplinkConfig(), UplinkStats(), online=True, protocol="5", now=clock())
+    assert body["storage"]["outage_hours"] == round(st.outage_s / 3600.0, 2) > 0
+    assert body["storage"]["rate_eps"] == round(st.rate_eps, 3) and body["storage"]["state_bytes"] > 0
+    ob.close()
+    cfg = Config(gateway=GatewayConfig(district=ORIGIN[0], community=ORIGIN[1], gateway=ORIGIN[2], data_dir=tmp_path),
+                 outbox={"max_mb": 8})
+    line = _disk(cfg)  # the real clock: the fake clock's history is far in the past, so no rate now
+    assert "outage buffer" in line and "state files" in line
