@@ -19,6 +19,8 @@ from pathlib import Path
 
 WAL_LIMIT_BYTES = 4 * 1024 * 1024 + 256 * 1024
 """How large a WAL grows before SQLite's automatic checkpoint (1000 pages of 4 KiB) plus a large commit."""
+PASSAGE_BYTES_PER_EVENT = 300.0
+"""What the passage store gains per committed event of a mixed stream (bench/bench_disk.py measured 299–300)."""
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 

@@ -116,12 +116,13 @@ class OutboxConfig(StrictModel):
     quota_alarm_repeat_s: float = Field(default=300.0, gt=0)
     """While the quota keeps dropping, one alarm event (with the count since the last) per this interval."""
 
-    def limits(self, state_databases: tuple[Path, ...] = ()) -> OutboxLimits:
+    def limits(self, state_databases: tuple[Path, ...] = (), other_bytes_per_event: float = 0.0) -> OutboxLimits:
         """The quota and retention the outbox enforces; `state_databases` share its disk budget."""
         return OutboxLimits(max_events=self.max_events, max_bytes=int(self.max_mb * 1024 * 1024),
                             retention_s=self.retention_days * 86400.0,
                             min_free_bytes=int(self.reserve_mb * 1024 * 1024),
-                            live_bytes=int(self.live_mb * 1024 * 1024), state_databases=state_databases)
+                            live_bytes=int(self.live_mb * 1024 * 1024), state_databases=state_databases,
+                            other_bytes_per_event=other_bytes_per_event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,9 @@ class OutboxLimits:
     state_databases: tuple[Path, ...] = ()
     """The gateway's other SQLite files (passage store, keys, audit, residents): their WALs' headroom
     is set aside before the outbox may grow, and their size counts in the reported budget."""
+    other_bytes_per_event: float = 0.0
+    """What the other stores gain per committed event (the passage store: see bench/bench_disk.py);
+    they grow from the same free space during an outage, which the outage estimate accounts for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,8 +633,11 @@ class Outbox:
         outage = None
         if per_event is not None and free >= 0:
             events_room = max(self.limits.max_events - n, 0) * per_event
+            free_room = free - self.limits.min_free_bytes - files.wal_headroom
             outage = outage_seconds(room_bytes=int(min(quota - used, events_room)), rate_eps=rate,
-                                    outbox_bytes_per_event=per_event)
+                                    outbox_bytes_per_event=per_event,
+                                    other_bytes_per_event=self.limits.other_bytes_per_event,
+                                    free_room_bytes=free_room if self.limits.other_bytes_per_event else None)
         full = since is not None or 0 <= free < FULL_FREE_BYTES
         return StorageState(used, quota, free, full, since, state_bytes=files.bytes,
                             wal_headroom_bytes=files.wal_headroom, reserve_bytes=self.limits.min_free_bytes,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge.app.config import Config
 from edge.audit import AuditLog
+from edge.diskbudget import PASSAGE_BYTES_PER_EVENT
 from edge.keys import load_secret, resolve_secret_path
 from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
@@ -43,8 +44,9 @@ def state_databases(cfg: Config) -> tuple[Path, ...]:
 
 def make_outbox(cfg: Config) -> Outbox:
     """The outbox configured for this gateway (its quota budgets every state database's WAL)."""
+    per_event = PASSAGE_BYTES_PER_EVENT if cfg.passages.enabled else 0.0
     return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix,
-                  limits=cfg.outbox.limits(state_databases(cfg)))
+                  limits=cfg.outbox.limits(state_databases(cfg), per_event))
 
 
 # -- secrets: one resolver (edge.keys.resolve_secret_path), relative paths in the data directory ----
