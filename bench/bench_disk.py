@@ -7,18 +7,27 @@ prints the outage each free-space size absorbs at a few event rates, with the de
 the default 7-day retention.
 
     .venv/bin/python -m bench.bench_disk [--events 20000]
+    .venv/bin/python -m bench.bench_disk --scenario --free-mb 65.5 [--old-quota]   # root: a real tmpfs
+
+`--scenario` replays the chaos run's finding on a real tmpfs with `--free-mb` free: a 30 s broker
+outage at 200 events/s (6,000 mixed events, no uplink) through the real Committer and passage store,
+then reports drops, refused commits, passage store failures and the lowest free space seen.
+`--old-quota` uses the quota formula from before issue 17 (outbox file only, no WAL headroom, no
+live allowance) for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
+from edge import outbox as outbox_module
 from edge.audit import AuditLog
 from edge.configbase import BackoffConfig
-from edge.diskbudget import WAL_LIMIT_BYTES
+from edge.diskbudget import PASSAGE_BYTES_PER_EVENT, WAL_LIMIT_BYTES
 from edge.outbox import Outbox, OutboxLimits
 from edge.passages.config import PassageConfig
 from edge.passages.store import PassageStore
@@ -54,11 +63,68 @@ def measure(n: int) -> tuple[float, float]:
     return out
 
 
+def _old_quota(*, max_bytes: int, file_bytes: int, free: int, reserve: int, wal_headroom: int,
+               live_bytes: int) -> int:
+    return min(max_bytes, file_bytes + max(free - reserve, 0))
+
+
+def scenario(free_mb: float, events: int, old: bool) -> None:
+    """The chaos run's nearly full disk, on a real tmpfs (needs root)."""
+    if old:
+        outbox_module.outbox_quota = _old_quota  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory() as d:
+        mnt = Path(d)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(free_mb * 1024) + 2048}k", "tmpfs", str(mnt)],
+                       check=True)
+        try:
+            _scenario(mnt, free_mb, events)
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _scenario(mnt: Path, free_mb: float, events: int) -> None:
+    with (mnt / "ballast").open("wb") as f:
+        while _free(mnt) > free_mb * MiB:
+            f.write(b"\0" * min(256 * 1024, _free(mnt) - int(free_mb * MiB)))
+            f.flush()
+    audit = AuditLog(mnt / "audit.db")
+    store = PassageStore.open(mnt / "passages.db", mnt / "keys.db", os.urandom(32), PassageConfig(purge_interval_s=0),
+                              audit)
+    dbs = (mnt / "passages.db", mnt / "keys.db", mnt / "audit.db")
+    limits = OutboxLimits(state_databases=dbs, other_bytes_per_event=PASSAGE_BYTES_PER_EVENT)
+    ob = Outbox(mnt / "outbox.db", limits=limits)
+    committer = Committer(ob, PrivacyBoundary(Pseudonymiser(os.urandom(32)), Origin("d", "c", "g")),
+                          BackoffConfig(initial_s=0.01, max_s=0.05), [store])
+    start_free, lowest = _free(mnt), _free(mnt)
+    for i in range(0, events, 20):
+        committer.commit(observations(20, i))
+        lowest = min(lowest, _free(mnt))
+    c = ob.counters()
+    print(f"{start_free / MiB:.1f} MiB free, {events} events offline: dropped {c.get('dropped_quota', 0)} "
+          f"(alarm events {committer.alarms_committed}), refused commits {committer.full_refusals}, "
+          f"passage store failures {store.failures} (missed {store.missed}), lowest free {lowest / MiB:.2f} MiB, "
+          f"outbox quota {ob.storage().quota_bytes / MiB:.2f} MiB")
+    store.close()
+    audit.close()
+    ob.close()
+
+
 def main() -> None:
     """Measure, then print the table docs/delivery.md quotes."""
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=20000)
+    p.add_argument("--scenario", action="store_true")
+    p.add_argument("--free-mb", type=float, default=65.5)
+    p.add_argument("--old-quota", action="store_true")
     args = p.parse_args()
+    if args.scenario:
+        scenario(args.free_mb, 6000 if args.events == 20000 else args.events, args.old_quota)
+        return
     ob_bpe, ps_bpe = measure(args.events)
     print(f"outbox: {ob_bpe:.0f} bytes per pending event; passage store: {ps_bpe:.0f} bytes per event "
           f"(mixed kinds, {args.events} events)")

@@ -245,6 +245,8 @@ class Outbox:
         row = self._db.execute("SELECT value FROM meta WHERE key='full_since'").fetchone()
         self._full_since: float | None = None if row is None else float(row[0])
         self._data_version = -1
+        self._drops_unlogged: dict[str, int] = {}
+        self._drops_logged_at = float("-inf")
         self._unsaved_full_errors = 0
         """Failed commits on a full disk that could not be counted on it yet (written with the next commit)."""
 
@@ -368,8 +370,18 @@ class Outbox:
             log.warning("outbox writable again after %.1f s full", now - self._full_since)
             self._full_since = None
         if dropped:
-            log.warning("outbox quota reached: dropped %s", dropped)
+            self._log_drops(dropped, now)
         return AppendResult(tuple(records), dropped)
+
+    def _log_drops(self, dropped: dict[str, int], now: float) -> None:
+        # At most one line per 10 s with the counts since the last: a full outbox drops on every
+        # commit, and a line each time buried everything else in the journal (the counts are exact
+        # in the counters and the status either way).
+        for kind, n in dropped.items():
+            self._drops_unlogged[kind] = self._drops_unlogged.get(kind, 0) + n
+        if now - self._drops_logged_at >= 10.0:
+            log.warning("outbox quota reached: dropped %s (oldest low-priority first)", self._drops_unlogged)
+            self._drops_unlogged, self._drops_logged_at = {}, now
 
     def _note_full(self, now: float) -> None:
         """Record a full disk where the uplink can see it (best effort: the write may fail too)."""
