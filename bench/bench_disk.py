@@ -63,15 +63,16 @@ def measure(n: int) -> tuple[float, float]:
     return out
 
 
-def _old_quota(*, max_bytes: int, file_bytes: int, free: int, reserve: int, wal_headroom: int,
-               live_bytes: int) -> int:
-    return min(max_bytes, file_bytes + max(free - reserve, 0))
+def _old_quota(self: Outbox, file_bytes: int, *, enforce: bool = False) -> int:
+    """The byte quota before issue 17: the outbox file only, no WAL headroom, no live allowance."""
+    free = outbox_module.disk_free(self.path.parent)
+    return min(self.limits.max_bytes, file_bytes + max(free - self.limits.min_free_bytes, 0))
 
 
 def scenario(free_mb: float, events: int, old: bool) -> None:
     """The chaos run's nearly full disk, on a real tmpfs (needs root)."""
     if old:
-        outbox_module.outbox_quota = _old_quota  # type: ignore[assignment]
+        outbox_module.Outbox._quota_bytes = _old_quota  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as d:
         mnt = Path(d)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(free_mb * 1024) + 2048}k", "tmpfs", str(mnt)],
@@ -108,7 +109,8 @@ def _scenario(mnt: Path, free_mb: float, events: int) -> None:
     print(f"{start_free / MiB:.1f} MiB free, {events} events offline: dropped {c.get('dropped_quota', 0)} "
           f"(alarm events {committer.alarms_committed}), refused commits {committer.full_refusals}, "
           f"passage store failures {store.failures} (missed {store.missed}), lowest free {lowest / MiB:.2f} MiB, "
-          f"outbox quota {ob.storage().quota_bytes / MiB:.2f} MiB")
+          f"outbox quota {ob.storage().quota_bytes / MiB:.2f} MiB, "
+          f"outbox file {(mnt / 'outbox.db').stat().st_size / MiB:.2f} MiB")
     store.close()
     audit.close()
     ob.close()

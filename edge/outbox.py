@@ -245,6 +245,8 @@ class Outbox:
         row = self._db.execute("SELECT value FROM meta WHERE key='full_since'").fetchone()
         self._full_since: float | None = None if row is None else float(row[0])
         self._data_version = -1
+        self._granted: int | None = None
+        """The byte quota the last commit enforced (see _quota_bytes)."""
         self._drops_unlogged: dict[str, int] = {}
         self._drops_logged_at = float("-inf")
         self._unsaved_full_errors = 0
@@ -409,7 +411,7 @@ class Outbox:
     def _file_bytes(self) -> int:
         return int(self._db.execute("PRAGMA page_count").fetchone()[0]) * self._page_size
 
-    def _quota_bytes(self, file_bytes: int) -> int:
+    def _quota_bytes(self, file_bytes: int, *, enforce: bool = False) -> int:
         """The byte quota in force: the configured one, lowered so the disk keeps its reserve and WAL headroom."""
         try:
             free = _disk_free(self.path.parent)
@@ -417,9 +419,17 @@ class Outbox:
             return self.limits.max_bytes
         headroom = state_files((self.path, *self.limits.state_databases)).wal_headroom
         # Pages already in the file (used or free-listed) are ours to reuse; only growth needs the disk.
-        return outbox_quota(max_bytes=self.limits.max_bytes, file_bytes=file_bytes, free=free,
-                            reserve=self.limits.min_free_bytes, wal_headroom=headroom,
-                            live_bytes=self.limits.live_bytes)
+        # But not the pages an over-quota commit added before the policy dropped room for it: counted
+        # as reusable, they raised the quota by a batch each time and the file crept into the reserve
+        # (4 -> 9.4 MiB over a 60,000-event outage on a short disk). So the file counts only up to the
+        # quota last enforced.
+        reusable = file_bytes if self._granted is None else min(file_bytes, self._granted)
+        quota = outbox_quota(max_bytes=self.limits.max_bytes, file_bytes=reusable, free=free,
+                             reserve=self.limits.min_free_bytes, wal_headroom=headroom,
+                             live_bytes=self.limits.live_bytes)
+        if enforce:
+            self._granted = quota
+        return quota
 
     def _count_rate(self, now: float, records: Sequence[OutboxRecord]) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='rate'").fetchone()
@@ -431,7 +441,7 @@ class Outbox:
     def _enforce_quota(self, file_bytes: int, now: float) -> dict[str, int]:
         dropped: dict[str, int] = {}
         n, used = self._usage()
-        quota = self._quota_bytes(file_bytes)
+        quota = self._quota_bytes(file_bytes, enforce=True)
         while n > self.limits.max_events or used > quota:
             # Drop in chunks: oldest first within the lowest priority present. Alarms (highest) last.
             excess = max(n - self.limits.max_events, 1, n // 100)
