@@ -113,8 +113,9 @@ class Committer:
             except OutboxError as exc:
                 self.failures += 1
                 if isinstance(exc, OutboxFullError):
-                    self.full_refusals += 1
-                    self.disk_alarm.refusal(self._clock())
+                    with self._lock:
+                        self.full_refusals += 1
+                        self.disk_alarm.refusal(self._clock())
                 delay = backoff.next_delay()
                 log.error("cannot commit %d event(s), retrying in %.1f s: %s", len(pairs), delay, exc)
                 if stop is not None and stop.wait(delay):
@@ -123,17 +124,18 @@ class Committer:
                 if stop is None:
                     time.sleep(delay)
         now = self._clock()
-        alarms = [a for a in (self.disk_alarm.recovered(now),) if a is not None]
-        if result.dropped:
-            quota = self.quota_alarm.dropped(sum(result.dropped.values()), now)
-            alarms += [quota] if quota is not None else []
-        elif self.quota_alarm.raised_at is not None:
-            alarms += self._quota_check(now)
+        with self._lock:  # camera workers and the serial hub commit from their own threads
+            alarms = [a for a in (self.disk_alarm.recovered(now),) if a is not None]
+            if result.dropped:
+                quota = self.quota_alarm.dropped(sum(result.dropped.values()), now)
+                alarms += [quota] if quota is not None else []
+            elif self.quota_alarm.raised_at is not None:
+                alarms += self._quota_check(now)
         self._commit_alarms(alarms)
         return derived
 
     def _quota_check(self, now: float) -> list[Observation]:
-        """The repeat when due, or the closing alarm once the outbox is back below its quota."""
+        """The repeat when due, or the closing alarm once the outbox is back below its quota (under the lock)."""
         try:
             active = self._outbox.quota_state().active
         except OutboxError:
@@ -143,24 +145,24 @@ class Committer:
 
     def _commit_alarms(self, alarms: Sequence[Observation]) -> None:
         # Outside the batch's retry loop: the batch is committed, and a failure here must not make
-        # the loop append it a second time. What an alarm's own commit drops joins the next count.
-        alarms = [*self._pending_alarms, *alarms]
-        if not alarms:
-            return
-        try:
-            with self._lock:
-                extra = self._outbox.append([self._boundary.to_event(a) for a in alarms]).dropped
-        except OutboxError as exc:
-            # Kept and tried again with the next commit or tick (a disk just back may still be short).
-            self._pending_alarms = alarms[-16:]
-            log.error("cannot record %d storage alarm(s) yet: %s", len(alarms), exc)
-            return
-        self._pending_alarms = []
-        self.alarms_committed += len(alarms)
-        if extra:
-            n = sum(extra.values())
-            self.quota_alarm.unreported += n
-            self.quota_alarm.total += n
+        # the loop append it a second time. What an alarm's own commit drops joins the quota alarm.
+        with self._lock:
+            batch = [*self._pending_alarms, *alarms]
+            if not batch:
+                return
+            try:
+                extra = self._outbox.append([self._boundary.to_event(a) for a in batch]).dropped
+            except OutboxError as exc:
+                # Kept and tried again with the next commit or tick (a disk just back may still be short).
+                self._pending_alarms = batch[-16:]
+                log.error("cannot record %d storage alarm(s) yet: %s", len(batch), exc)
+                return
+            self._pending_alarms = []
+            self.alarms_committed += len(batch)
+            if extra:
+                raised = self.quota_alarm.dropped(sum(extra.values()), self._clock())
+                if raised is not None:
+                    self._pending_alarms.append(raised)  # committed with the next commit or tick
 
     def tick(self, now: float, stop: threading.Event | None = None) -> None:
         """Let observers close their time windows; commit what they derive."""
@@ -173,6 +175,8 @@ class Committer:
         if (self.quota_alarm.raised_at is not None or self._pending_alarms) and wall >= self._next_alarm_check:
             # No commits may come for a while (a quiet gate): repeat, clear and retry from here too.
             self._next_alarm_check = wall + 1.0
-            self._commit_alarms(self._quota_check(wall) if self.quota_alarm.raised_at is not None else [])
+            with self._lock:
+                alarms = self._quota_check(wall) if self.quota_alarm.raised_at is not None else []
+            self._commit_alarms(alarms)
 
 
