@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.app.config import Config, GatewayConfig
+from edge.app.uplink import gateway_status
 from edge.audit import AuditLog
 from edge.configbase import BackoffConfig
 from edge.outbox import Outbox, OutboxLimits
@@ -176,6 +178,11 @@ def test_full_disk_is_visible_from_outside_the_disk_and_nothing_is_missed(small_
         body = up.status(online=True)
         assert body["disk_full"] is True and body["storage"]["full_since"] is not None
         assert body["storage"]["disk_free_bytes"] < 256 * 1024
+        # `edgegw status` opens the outbox on the full disk and says the same.
+        local, _ = gateway_status(Config(gateway=GatewayConfig(district=ORIGIN[0], community=ORIGIN[1],
+                                                               gateway=ORIGIN[2], data_dir=small_disk)))
+        assert local["disk_full"] is True and "disk_full" in local["alarms"]
+        assert local["storage"]["state_bytes"] > 0
         assert store.failures > 0 and store.health()["backlog"] == store.missed
         # Space returns.
         ballast.unlink()
@@ -249,7 +256,6 @@ def test_quota_alarm_raised_once_repeated_with_counts_and_cleared(tmp_path: Path
 
 def test_status_and_check_say_how_long_an_outage_the_free_space_buys(tmp_path: Path) -> None:
     from edge.app.commission import _disk
-    from edge.app.config import Config, GatewayConfig
     from edge.uplink.stats import UplinkStats
     from edge.uplink.status import status_body
 
@@ -272,3 +278,25 @@ def test_status_and_check_say_how_long_an_outage_the_free_space_buys(tmp_path: P
                  outbox={"max_mb": 8})
     line = _disk(cfg)  # the real clock: the fake clock's history is far in the past, so no rate now
     assert "outage buffer" in line and "state files" in line
+
+
+def test_a_capture_that_stopped_reporting_and_a_passage_store_backlog_raise_alarms(tmp_path: Path) -> None:
+    from edge.uplink.stats import UplinkStats
+    from edge.uplink.status import status_body
+
+    clock = _Clock()
+    ob = Outbox(tmp_path / "outbox.db", limits=OutboxLimits(min_free_bytes=0), clock=clock)
+
+    def body() -> dict[str, object]:
+        return status_body(ob, Origin(*ORIGIN), UplinkConfig(), UplinkStats(), online=True, protocol="5",
+                           now=clock())
+
+    ob.put_status("capture", {"passages": {"missed": 0, "backlog": 0, "lost": 0}})
+    assert body()["alarms"] == []
+    ob.put_status("capture", {"passages": {"missed": 12, "backlog": 12, "lost": 0}})
+    assert body()["alarms"] == ["passage_store"] and body()["passages"] == {"missed": 12, "backlog": 12, "lost": 0}
+    clock.t += 61.0  # capture wrote nothing for a minute (its status row cannot reach a full disk either)
+    assert body()["alarms"] == ["capture_stale", "passage_store"]
+    ob.put_status("capture", {"passages": {"missed": 12, "backlog": 0, "recorded_late": 12, "lost": 0}})
+    assert body()["alarms"] == []
+    ob.close()
