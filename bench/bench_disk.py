@@ -27,7 +27,7 @@ from pathlib import Path
 from edge import outbox as outbox_module
 from edge.audit import AuditLog
 from edge.configbase import BackoffConfig
-from edge.diskbudget import PASSAGE_BYTES_PER_EVENT, WAL_LIMIT_BYTES
+from edge.diskbudget import PASSAGE_BYTES_PER_EVENT, WAL_LIMIT_BYTES, disk_free
 from edge.outbox import Outbox, OutboxLimits
 from edge.passages.config import PassageConfig
 from edge.passages.store import PassageStore
@@ -65,7 +65,7 @@ def measure(n: int) -> tuple[float, float]:
 
 def _old_quota(self: Outbox, file_bytes: int, *, enforce: bool = False) -> int:
     """The byte quota before issue 17: the outbox file only, no WAL headroom, no live allowance."""
-    free = outbox_module.disk_free(self.path.parent)
+    free = disk_free(self.path.parent)
     return min(self.limits.max_bytes, file_bytes + max(free - self.limits.min_free_bytes, 0))
 
 
