@@ -509,6 +509,23 @@ class Outbox:
         return out
 
     @_guarded
+    def pending_priority(self, min_priority: int, after: int, upto: int, limit: int, *,
+                         exclude: Iterable[int] = (), unsent_only: bool = False) -> list[OutboxRecord]:
+        """Up to `limit` rows of at least `min_priority` (alarms) with `after < row_id <= upto`, oldest
+        first, skipping `exclude`. The uplink sends these ahead of both lanes: an SOS press must not
+        wait for a backlog."""
+        skip = {i for i in exclude if after < i <= upto}
+        where = "priority >= ? AND row_id > ? AND row_id <= ?" + (" AND sent_ts IS NULL" if unsent_only else "")
+        out: list[OutboxRecord] = []
+        for r in self._db.execute(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY row_id LIMIT ?",  # noqa: S608
+                                  (min_priority, after, upto, limit + len(skip))):
+            if int(r[0]) not in skip:
+                out.append(_row(r, self.boot))
+                if len(out) >= limit:
+                    break
+        return out
+
+    @_guarded
     def newest_row_id(self) -> int:
         """The highest row id now in the outbox (0 when empty): the boundary of the live lane."""
         row = self._db.execute("SELECT MAX(row_id) FROM events").fetchone()
