@@ -187,8 +187,9 @@ def test_full_disk_is_visible_from_outside_the_disk_and_nothing_is_missed(small_
         # Space returns.
         ballast.unlink()
         assert wait_until(done.is_set, 60), "capture never recovered"
-        committer.commit(observations(1, 10_000, kinds="cards"))  # the next commit retries the store's backlog
-        committer.tick(time.time())
+        committer.commit(observations(1, 10_000, kinds="cards"))  # queued behind the store's backlog
+        # Capture ticks every 200 ms; the store retries its backlog at most once a second.
+        assert wait_until(lambda: (committer.tick(time.time()), store.health()["backlog"] == 0)[1], 10, step=0.2)
         health = store.health()
         assert health["backlog"] == 0 and health["lost"] == 0 and health["recorded_late"] == store.missed
         assert store.counts()["records"] == 3401  # every swipe is on record, late ones too

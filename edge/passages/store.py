@@ -52,6 +52,7 @@ BACKLOG_MAX = 20_000
 """Events kept in memory (raw fields included, never on disk) for a store that cannot write, e.g. on a
 full disk, and recorded when it can again; beyond this many the oldest are lost, counted."""
 _RETRY_S = 1.0
+_RETRY_BATCH = 500
 
 
 class StoreError(EdgeError):
@@ -284,8 +285,8 @@ class PassageStore:
         it once a write succeeds again; the counts are in `health()`, which capture's status carries.
         """
         if self._backlog:
-            self._keep(pairs)
-            self._retry(force=True)
+            self._keep(pairs)  # behind what is waiting, so records go in commit order
+            self._retry()
             return []
         try:
             self.record(pairs)
@@ -313,22 +314,29 @@ class PassageStore:
             self.lost += 1
 
     def _retry(self, *, force: bool = False) -> None:
+        # At most once a second, and a small batch first: sealing the whole backlog on every commit
+        # of a still-full disk would hold up the committer (and so every camera) for nothing.
         now = time.monotonic()
         if not self._backlog or (not force and now < self._next_retry):
             return
         self._next_retry = now + _RETRY_S
-        batch = list(self._backlog)
-        try:
-            self.record(batch)
-        except (EdgeError, sqlite3.Error, OSError) as exc:
-            self._failed(exc, len(batch))
-            return
-        for _ in batch:
-            self._backlog.popleft()
-        self.recorded_late += len(batch)
-        self._last_error = None
-        log.warning("passage store %s recorded %d event(s) it had missed (%d lost in all)", self._path,
-                    len(batch), self.lost)
+        done = 0
+        while self._backlog:
+            batch = [self._backlog[i] for i in range(min(_RETRY_BATCH, len(self._backlog)))]
+            try:
+                self.record(batch)
+            except (EdgeError, sqlite3.Error, OSError) as exc:
+                self._failed(exc, len(batch))
+                break
+            for _ in batch:
+                self._backlog.popleft()
+            done += len(batch)
+        if done:
+            self.recorded_late += done
+            if not self._backlog:
+                self._last_error = None
+            log.warning("passage store %s recorded %d event(s) it had missed (%d waiting, %d lost in all)",
+                        self._path, done, len(self._backlog), self.lost)
 
     def health(self) -> dict[str, int | str | None]:
         """Write health for the gateway's status: failed writes, events missed, recorded late, waiting, lost."""
