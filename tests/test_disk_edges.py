@@ -301,3 +301,25 @@ def test_a_capture_that_stopped_reporting_and_a_passage_store_backlog_raise_alar
     ob.put_status("capture", {"passages": {"missed": 12, "backlog": 0, "recorded_late": 12, "lost": 0}})
     assert body()["alarms"] == []
     ob.close()
+
+
+def test_a_disk_so_full_that_the_uplink_cannot_delete_still_shows_in_the_published_status(
+        small_disk: Path, broker: Broker) -> None:
+    ob = Outbox(small_disk / "outbox.db", limits=OutboxLimits(min_free_bytes=0))
+    committed = ob.append([BOUNDARY.to_event(o) for o in observations(300)]).records
+    ballast = _ballast(small_disk, 0)  # the WAL cannot grow: the uplink's deletes fail as well
+    sub = Subscriber(broker.port, client_id="platform")
+    up, t = _uplink(ob, broker)
+    try:
+        assert wait_until(lambda: any(s["disk_full"] and "disk_full" in s["alarms"] for s in sub.statuses), 15), \
+            sub.statuses[-1:] or "no status published"
+        assert ob.depth() == 300  # acknowledged by the broker, not yet deleted: kept, sent again if need be
+        ballast.unlink()
+        assert wait_until(lambda: ob.depth() == 0, 30)
+        assert not sub.wait_for({r.event_id for r in committed}, 10)
+        assert wait_until(lambda: not sub.statuses[-1]["disk_full"], 10)
+    finally:
+        up.stop()
+        t.join(10)
+        sub.close()
+    ob.close()

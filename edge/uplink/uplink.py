@@ -152,12 +152,16 @@ class Uplink:
         self._heartbeat()  # systemd watchdog: the loop is alive even while disconnected
         now = self._clock()
         if now >= self._next_purge:
-            self.outbox.purge_expired(now)
             self._next_purge = now + _PURGE_INTERVAL_S
+            self.outbox.purge_expired(now)
         if self.cfg.ack_mode == "end_to_end" and now >= self._next_resend:
             if self.outbox.unsend_overdue(now, self.cfg.ack_timeout_s):
                 self.window.rewind()
             self._next_resend = now + min(_PURGE_INTERVAL_S, self.cfg.ack_timeout_s / 4)
+        self._status_if_due(now)
+
+    def _status_if_due(self, now: float) -> None:
+        """Publish the status when it is due or an alarm changed: reads only, so it works on a full disk."""
         if self._client is None:
             return
         if now >= self._next_status_check:
@@ -231,6 +235,15 @@ class Uplink:
                 if str(exc) != self._store_error:
                     log.warning("uplink: outbox error, retrying: %s", exc)
                     self._store_error = str(exc)
+                # A full disk refuses the deletes too; the status is built from reads and held in
+                # memory here, so the platform still hears that the disk is full.
+                try:
+                    self._heartbeat()
+                    self._status_if_due(self._clock())
+                    if self._client is not None:
+                        pump(self._client, 0.0)
+                except (OutboxError, OSError) as status_exc:
+                    log.debug("uplink: cannot publish the status now: %s", status_exc)
                 self._stop.wait(min(1.0, self.cfg.backoff.max_s))
                 continue
             if until_empty or self._drain_exit.is_set():
