@@ -49,16 +49,23 @@ BOUNDARY = PrivacyBoundary(Pseudonymiser(b"k" * 32), Origin(*ORIGIN))
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs mounted for this test (a real filesystem that really fills up)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the quota tests in test_chaos_disk.py cover the policy")
+    """A 24 MiB tmpfs mounted for this test (a real filesystem that really fills up).
+
+    As root, or through passwordless sudo (CI runners); owned by the test's user either way.
+    """
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mnt)], check=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    opts = f"size=24m,mode=0700,uid={os.getuid()},gid={os.getgid()}"
+    mounted = subprocess.run([*sudo, "mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or passwordless sudo): {mounted.stderr.strip()}; "
+                    "the quota tests in test_chaos_disk.py still cover the policy")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        subprocess.run([*sudo, "umount", "-l", str(mnt)], check=False)
 
 
 def _free(path: Path) -> int:
