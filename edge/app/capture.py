@@ -34,6 +34,7 @@ from edge.app.wiring import (
 )
 from edge.audit import AuditAction, audit_status
 from edge.errors import ModelError
+from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
 from edge.pipeline.faces import FacePath
 from edge.pipeline.motion import MotionGate
@@ -69,7 +70,7 @@ class CaptureDaemon:
         # Capture matches against the watch-lists the uplink daemon receives (same state file).
         self.watchlist = open_watchlist(cfg, self.audit)
         self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers,
-                                   watch=self.watchlist)
+                                   alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s, watch=self.watchlist)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
         self.sensor_hub: SensorHub | None = None
@@ -174,7 +175,11 @@ class CaptureDaemon:
             "committed": self.committer.committed,
             "commit_failures": self.committer.failures,
             "refused_at_boundary": self.committer.refused,
+            "full_refusals": self.committer.full_refusals,
         }
+        for observer in self.passage_observers:
+            if isinstance(observer, PassageStore):
+                body["passages"] = observer.health()
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
         if self.inputs:
