@@ -56,14 +56,15 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(5)
 
 
-def _wait(what: Callable[[], Any], timeout: float, message: str) -> Any:
+def _wait(what: Callable[[], Any], timeout: float, message: str, *logs: Path) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = what()
         if got:
             return got
         time.sleep(0.05)
-    raise AssertionError(message)
+    tails = "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
+    raise AssertionError(message + tails)
 
 
 def _statuses(col: Collector) -> list[dict[str, Any]]:
@@ -106,11 +107,13 @@ status_interval_s = 0.5
         def module_seen() -> bool:
             return any((s.get("components", {}).get("capture", {}).get("inputs", {}).get("io-gate1") or {})
                        .get("scans", 0) > 0 for s in _statuses(col))
-        _wait(module_seen, 60, "the capture daemon never reported the input module in its status")
+        log = tmp_path / "run.log"
+        # Generous: on a loaded shared machine two daemons may take a while to start.
+        _wait(module_seen, 120, "the capture daemon never reported the input module in its status", log)
         sim.closed[0] = True  # SOS pressed
-        _wait(lambda: _alarms(col, "alarm_column"), 20, "no alarm_column event reached the subscriber")
+        _wait(lambda: _alarms(col, "alarm_column"), 30, "no alarm_column event reached the subscriber", log)
         sim.closed[0] = False  # released
-        _wait(lambda: len(_alarms(col, "alarm_column")) >= 2, 20, "the release never reached the subscriber")
+        _wait(lambda: len(_alarms(col, "alarm_column")) >= 2, 30, "the release never reached the subscriber", log)
     finally:
         _stop([run])
         sim.stop()
@@ -172,20 +175,21 @@ status_interval_s = 0.5
         def lists_in_status() -> bool:
             return any(set(s.get("watchlists", {}).get("lists", {})) == {"wl-1"}
                        and s["watchlists"]["refused"] == {"bad_signature": 1} for s in _statuses(col))
-        _wait(lists_in_status, 60, "the retained status never showed wl-1 in force and the forgery refused")
+        logs = (tmp_path / "uplink.log", tmp_path / "capture.log")
+        _wait(lists_in_status, 120, "the retained status never showed wl-1 in force and the forgery refused", *logs)
         assert (data / "watchlists.json").stat().st_mode & 0o777 == 0o600
 
         def port_open() -> bool:
             return any((s.get("components", {}).get("capture", {}).get("ports", {}).get("gate1-card") or {})
                        .get("connected") for s in _statuses(col))
-        _wait(port_open, 60, "the capture daemon never opened the card reader")
+        _wait(port_open, 120, "the capture daemon never opened the card reader", *logs)
         # Capture reloads the uplink's state file on its tick; a swipe right after acceptance may
         # come before that, so swipe until the hit arrives (each swipe is its own card_swipe).
         deadline = time.monotonic() + 30
         while not _alarms(col, "watch_hit") and time.monotonic() < deadline:
             os.write(card_master, encode(CARD))
             time.sleep(1.5)
-        _wait(lambda: _alarms(col, "watch_hit"), 5, "no watch_hit alarm reached the subscriber")
+        _wait(lambda: _alarms(col, "watch_hit"), 5, "no watch_hit alarm reached the subscriber", *logs)
     finally:
         _stop(procs)
         col.close()
