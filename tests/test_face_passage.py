@@ -110,7 +110,7 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
 
 def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:
     cfg_path = _setup(tmp_path, '\n[[cameras]]\nid = "gate1"\nkind = "fake"\nframes = 1\n')
-    key = tmp_path / "data" / "district.key"
+    key = tmp_path / "data" / "gateway.key"
     os.chmod(key, 0o644)
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path), "--exit-when-done"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from edge.app.config import Config, load_config
-from edge.app.wiring import build_passage_observers, data_key, district_key, open_audit
+from edge.app.wiring import build_passage_observers, data_key, open_audit
 from edge.audit import AuditLog, audit_status
 from edge.cli import main
-from edge.keys import generate_key_file
+from edge.keys import generate_key_file, load_key_file
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
 from edge.privacy.boundary import PrivacyBoundary
@@ -34,6 +34,7 @@ from tests._passages import (
     shared_plates,
     write_tokens,
 )
+from tests.conftest import provision
 
 DAY = 86400.0
 
@@ -58,7 +59,9 @@ class Gateway:
         audit = open_audit(self.cfg)
         store, fusion = build_passage_observers(self.cfg, data_key(self.cfg), audit, clock=lambda: at)
         assert isinstance(store, PassageStore) and isinstance(fusion, PassageFusion)
-        boundary = PrivacyBoundary(Pseudonymiser(district_key(self.cfg), self.cfg.privacy.epoch),
+        # Capture at time `at` held that epoch's key; derive it from the stand-in district root.
+        root = load_key_file(self.data / "district.key", purpose="district root")
+        boundary = PrivacyBoundary(Pseudonymiser(root, self.cfg.privacy.epoch, community="c0001"),
                                    Origin("dl-district", "c0001", "gw01"))
         try:
             events = [boundary.to_event(o) for o in observations]
@@ -78,7 +81,6 @@ class Gateway:
 def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
     data = tmp_path / "data"
     data.mkdir()
-    generate_key_file(data / "district.key")
     generate_key_file(data / "data.key")
     tokens = write_tokens(data / "query-tokens.toml")
     text = ('[gateway]\ndistrict = "dl-district"\ncommunity = "c0001"\ngateway = "gw01"\ndata_dir = "data"\n'
@@ -87,6 +89,7 @@ def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
         text += f'[models]\ndir = "{models_dir}"\n'
     config = tmp_path / "edgegw.toml"
     config.write_text(text)
+    provision(config, data / "district.key")
     return Gateway(config, data, load_config(config), tokens)
 
 

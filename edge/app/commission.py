@@ -21,10 +21,12 @@ from drivers.camera.config import FileCameraConfig
 from drivers.camera.registry import create_driver
 from edge.app.config import Config
 from edge.app.uplink import probe_broker
-from edge.app.wiring import data_key, district_key, make_outbox
+from edge.app.wiring import data_key, make_outbox, pseudonymiser
 from edge.errors import EdgeError
 from edge.models.fetch import verify
 from edge.models.manifest import load_manifest
+from edge.privacy.pseudonym import epoch_label
+from edge.types import IdKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,13 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
 
 def _keys(cfg: Config) -> str:
 
-    district_key(cfg)
     data_key(cfg)
-    return "district and data keys load (mode 0600 or systemd credentials)"
+    # The pseudonym key of the current epoch must be here, or every identifier is refused at the boundary.
+    now = time.time()
+    pseudonymiser(cfg).pseudonym_at(IdKind.PLATE, "京A12345", now)
+    label = epoch_label(cfg.privacy.epoch, now)
+    return (f"gateway identity, data key and this epoch's ({label}) pseudonym keys load (mode 0600 or "
+            f"systemd credentials)")
 
 
 def _models(cfg: Config) -> str:

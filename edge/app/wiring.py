@@ -13,12 +13,15 @@ from pathlib import Path
 
 from edge.app.config import Config
 from edge.audit import AuditLog
+from edge.errors import KeyFileError
 from edge.keys import load_secret, resolve_secret_path
 from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
 from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.epochkeys import EpochKeyring, RootKeySource
+from edge.privacy.identity import GatewayIdentity
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Origin
 
@@ -45,8 +48,25 @@ def secret_path(cfg: Config, name: str) -> Path:
 
 
 def district_key(cfg: Config) -> bytes:
-    """The district (pseudonym) key."""
+    """The district root key, where a development config names one (`privacy.district_key_file`)."""
+    if cfg.privacy.district_key_file is None:
+        raise KeyFileError("this gateway holds no district root key (privacy.district_key_file is unset): its "
+                           "epoch keys come wrapped from the district's key service")
     return load_secret(secret_path(cfg, cfg.privacy.district_key_file), purpose="district pseudonym key")
+
+
+def gateway_identity(cfg: Config) -> GatewayIdentity:
+    """The gateway's identity (X25519 for its epoch keys, Ed25519 for its signatures)."""
+    return GatewayIdentity(load_secret(secret_path(cfg, cfg.privacy.gateway_key_file), purpose="gateway identity"))
+
+
+def open_keyring(cfg: Config, identity: GatewayIdentity | None = None) -> EpochKeyring:
+    """The store of wrapped epoch keys, opened with the gateway's identity; keys past their window are
+    destroyed on opening."""
+    ring = EpochKeyring(cfg.path(cfg.privacy.epoch_keys_path), identity or gateway_identity(cfg),
+                        district=cfg.gateway.district, community=cfg.gateway.community, gateway=cfg.gateway.gateway)
+    ring.purge()
+    return ring
 
 
 def data_key(cfg: Config) -> bytes:
@@ -67,8 +87,13 @@ def privacy_boundary(cfg: Config) -> PrivacyBoundary:
 
 
 def pseudonymiser(cfg: Config) -> Pseudonymiser:
-    """Keyed pseudonyms under the district key and the configured epoch policy."""
-    return Pseudonymiser(district_key(cfg), cfg.privacy.epoch)
+    """Keyed pseudonyms under this gateway's epoch keys and the configured epoch policy.
+
+    A development config with `privacy.district_key_file` derives them from that root key instead.
+    """
+    if cfg.privacy.district_key_file is not None:
+        return Pseudonymiser(RootKeySource(district_key(cfg), cfg.gateway.community), cfg.privacy.epoch)
+    return Pseudonymiser(open_keyring(cfg), cfg.privacy.epoch)
 
 
 # -- audit log and passage store --------------------------------------------------------------------

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fp.add_argument("path", metavar="PATH", help="key file, or a systemd credential name")
     fp.add_argument("--domain", default="key-id", help="fingerprint domain (default key-id)")
     fp.set_defaults(func=_fingerprint)
+    from edge.cli.keys import add_commands
+
+    add_commands(keys_sub)
 
 
 def _head_arg(text: str) -> ChainHead:
