@@ -96,12 +96,12 @@ def new_gateway(tmp_path: Path, sections: str = "") -> Path:
     return cfg
 
 
-def provision(cfg_path: Path, root_key_file: Path) -> None:
+def provision(cfg_path: Path, root_key_file: Path, window_days: float | None = None) -> None:
     """Issue and import the gateway's epoch keys from a stand-in district root key (created if missing)."""
     from edge.app.config import load_config
     from edge.app.provision import provision_epoch_keys
 
-    provision_epoch_keys(load_config(cfg_path), root_key_file)
+    provision_epoch_keys(load_config(cfg_path), root_key_file, window_days=window_days)
 
 
 @pytest.fixture

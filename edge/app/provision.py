@@ -19,7 +19,8 @@ from edge.privacy.epochkeys import ImportReport
 from edge.privacy.identity import GatewayIdentity
 
 
-def provision_epoch_keys(cfg: Config, root_key_file: Path, *, now: float | None = None) -> ImportReport:
+def provision_epoch_keys(cfg: Config, root_key_file: Path, *, now: float | None = None,
+                         window_days: float | None = None) -> ImportReport:
     """Create the gateway identity (if missing) and the stand-in district root key (if missing), issue
     a bundle covering the retention window and import it; returns the import report."""
     ident_path = secret_path(cfg, cfg.privacy.gateway_key_file)
@@ -28,7 +29,7 @@ def provision_epoch_keys(cfg: Config, root_key_file: Path, *, now: float | None 
     root_key_file.parent.mkdir(parents=True, exist_ok=True)
     root = (load_key_file(root_key_file, purpose="district root") if root_key_file.exists()
             else generate_key_file(root_key_file))
-    window = cfg.passages.retention.records_days
+    window = cfg.passages.retention.records_days if window_days is None else window_days
     bundle = KeyService(root, cfg.privacy.epoch).issue(
         identity.public, district=cfg.gateway.district, community=cfg.gateway.community,
         gateway=cfg.gateway.gateway, window_days=window, ahead_days=62.0, now=now)

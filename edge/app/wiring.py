@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.app.config import Config
-from edge.audit import AuditLog
+from edge.audit import AuditLog, HeadSigner
 from edge.errors import KeyFileError
 from edge.keys import load_secret, resolve_secret_path
 from edge.models.config import RuntimeOptions
@@ -21,8 +21,9 @@ from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
 from edge.privacy.boundary import PrivacyBoundary
 from edge.privacy.epochkeys import EpochKeyring, RootKeySource
-from edge.privacy.identity import GatewayIdentity
+from edge.privacy.identity import GatewayIdentity, sign_audit_head
 from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.casekeys import CaseKeys
 from edge.types import Origin
 
 
@@ -86,6 +87,17 @@ def privacy_boundary(cfg: Config) -> PrivacyBoundary:
     return PrivacyBoundary(pseudonymiser(cfg), origin_of(cfg))
 
 
+def head_signer(cfg: Config, identity: GatewayIdentity | None = None) -> HeadSigner | None:
+    """Signs the audit head for the status message with the gateway's key (None in a development config
+    that has a root key and no gateway identity)."""
+    if identity is None:
+        if cfg.privacy.district_key_file is not None and not secret_path(cfg, cfg.privacy.gateway_key_file).exists():
+            return None
+        identity = gateway_identity(cfg)
+    signer, gateway = identity, cfg.gateway.gateway
+    return lambda seq, digest: sign_audit_head(signer, gateway, seq, digest, round(time.time(), 3))
+
+
 def pseudonymiser(cfg: Config) -> Pseudonymiser:
     """Keyed pseudonyms under this gateway's epoch keys and the configured epoch policy.
 
@@ -103,6 +115,11 @@ def open_audit(cfg: Config) -> AuditLog:
     path.parent.mkdir(parents=True, exist_ok=True)
     anchor = cfg.path(cfg.audit.anchor_path) if cfg.audit.anchor_path is not None else None
     return AuditLog(path, anchor_path=anchor)
+
+
+def open_case_keys(cfg: Config) -> CaseKeys:
+    """The per-case keys of the audit's digests."""
+    return CaseKeys(cfg.path(cfg.audit.case_keys_path), max_age_days=cfg.audit.case_key_days)
 
 
 def open_store(cfg: Config, key: bytes, audit: AuditLog, *,
