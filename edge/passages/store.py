@@ -500,6 +500,37 @@ class PassageStore:
         return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}", [])[0][0])  # noqa: S608
                 for t in ("records", "links", "sealed")}
 
+    def erase_subject(self, subject_type: str, pseudonyms: Sequence[str]) -> int:
+        """Erase every record about a subject (by its pseudonyms in each epoch), with its sealed fields and
+        its place in passages, overwritten (secure_delete) and the WAL truncated; returns how many.
+
+        For a resident's erasure: afterwards no record decrypts to their id, and none carries a
+        pseudonym of theirs. The caller audits it (by the resident's handle, never a pseudonym).
+        """
+        erased: list[str] = []
+        with self._lock:
+            def failed(exc: sqlite3.Error) -> StoreError:
+                return StoreError(f"cannot erase from passage store {self._path}: {exc}")
+
+            with transaction(self._db, failed):
+                for i in range(0, len(pseudonyms), _SQL_VARS):
+                    chunk = list(pseudonyms[i:i + _SQL_VARS])
+                    marks = ",".join("?" * len(chunk))
+                    ids = [str(r[0]) for r in self._db.execute(
+                        f"SELECT event_id FROM records WHERE subject_type = ? AND pseudonym IN ({marks})",  # noqa: S608
+                        [subject_type, *chunk])]
+                    id_marks = ",".join("?" * len(ids))
+                    if ids:
+                        self._db.execute(f"DELETE FROM links WHERE member_id IN ({id_marks})", ids)  # noqa: S608
+                        self._db.execute(f"DELETE FROM sealed WHERE event_id IN ({id_marks})", ids)  # noqa: S608
+                        self._db.execute(f"DELETE FROM records WHERE event_id IN ({id_marks})", ids)  # noqa: S608
+                    erased += ids
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise failed(exc) from exc
+        return len(erased)
+
     # -- retention --------------------------------------------------------------------------------
 
     def purge(self, now: float | None = None, *, actor: str = "system:passages") -> PurgeReport:
