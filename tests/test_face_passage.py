@@ -79,6 +79,8 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert obama.subject.kind is IdKind.RESIDENT and obama.subject.value == "r-obama"
     assert obama.attrs["matched"] is True and obama.attrs["frames"] == 6 and obama.attrs["embedded"] == 3
     assert biden.subject is None and biden.subject_ref and biden.attrs["matched"] is False
+    # A stranger's event does not say how close they come to a resident (issue 12); a match does.
+    assert "confidence" not in biden.attrs and isinstance(obama.attrs["confidence"], float)
     assert obama.embedding is not None and abs(float(np.linalg.norm(obama.embedding)) - 1) < 1e-4
     gallery.close()
     assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-obama"]) == 0
