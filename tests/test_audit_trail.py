@@ -22,7 +22,9 @@ from edge.outbox import Outbox
 from edge.query.casekeys import CaseKeys
 from edge.query.model import Channel, QueryKind, QueryRefusedError, QueryRequest, RefusalReason
 from edge.query.service import QueryService
-from edge.types import IdKind, RawIdentifier
+from edge.types import IdKind, Origin, RawIdentifier
+from edge.uplink.stats import UplinkStats
+from edge.uplink.status import status_body
 from tests._passages import CARDS, POLICE, T0, make_env, plate_obs, shared_plates
 from tests.conftest import MODELS_DIR, ROOT, new_gateway
 
@@ -117,6 +119,9 @@ def test_a_rewrite_by_a_daemon_is_caught_by_the_signed_head_it_published(tmp_pat
     cfg = load_config(cfg_path)
     ob = Outbox(cfg.path(cfg.outbox.path))
     head = ob.get_status()["capture"]["audit_head"]
+    # The uplink publishes it at the top of the retained status, where the platform looks for it.
+    body = status_body(ob, Origin("d1", "c1", "g1"), cfg.uplink, UplinkStats(), online=True, protocol="5", now=1.0)
+    assert body["audit_head"] == head
     ob.close()
     public = gateway_identity(cfg).public
     assert isinstance(head, dict) and head["signer"] == public.fingerprint

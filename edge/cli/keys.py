@@ -12,7 +12,10 @@ from typing import Any
 def _identity_path(args: argparse.Namespace) -> Path:
     from edge.app.config import load_config
     from edge.app.wiring import secret_path
+    from edge.errors import EdgeError
 
+    if not args.config:
+        raise EdgeError("give --config (the key goes to its privacy.gateway_key_file) or --path")
     cfg = load_config(Path(args.config))
     return secret_path(cfg, cfg.privacy.gateway_key_file)
 
