@@ -169,3 +169,20 @@ def test_the_cli_round_trip_init_issue_import_status(tmp_path: Path, capsys: pyt
     assert f"plate\t{key_fingerprint(load_key_file(root, purpose='root'))}." in listing
     with open_keyring(load_config(cfg)) as ring:
         assert {h.kind for h in ring.held()} == set(IdKind)
+
+
+def test_commissioning_refuses_a_root_key_and_a_missing_epoch_key(tmp_path: Path) -> None:
+    from edge.app.commission import run_checks
+
+    cfg_path = new_gateway(tmp_path)
+    cfg = load_config(cfg_path)
+    [keys] = [r for r in run_checks(cfg, tmp_path, broker=False) if r.name == "keys"]
+    assert keys.ok, keys.detail
+    # A config that puts the district root key on the gateway fails the checklist, saying why.
+    rooted = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"district_key_file": "district.key"})})
+    [keys] = [r for r in run_checks(rooted, tmp_path, broker=False) if r.name == "keys"]
+    assert not keys.ok and "must not hold the district root key" in keys.detail
+    # A gateway whose bundle has run out cannot pseudonymise: the checklist says so before the gate opens.
+    (tmp_path / "data" / "epoch-keys.db").unlink()
+    [keys] = [r for r in run_checks(cfg, tmp_path, broker=False) if r.name == "keys"]
+    assert not keys.ok and "edgegw keys import" in keys.detail

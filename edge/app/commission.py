@@ -47,6 +47,9 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
 
 def _keys(cfg: Config) -> str:
 
+    if cfg.privacy.district_key_file is not None:
+        raise EdgeError("privacy.district_key_file is set: a gateway must not hold the district root key (a stolen "
+                        "gateway would expose the whole district); import epoch keys instead (docs/keys.md)")
     data_key(cfg)
     # The pseudonym key of the current epoch must be here, or every identifier is refused at the boundary.
     now = time.time()

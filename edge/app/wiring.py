@@ -7,6 +7,7 @@ light wings (no OpenCV, ONNX Runtime or pyserial): the uplink daemon uses it too
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from edge.privacy.identity import GatewayIdentity, sign_audit_head
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.query.casekeys import CaseKeys
 from edge.types import Origin
+
+log = logging.getLogger(__name__)
 
 
 def origin_of(cfg: Config) -> Origin:
@@ -104,6 +107,8 @@ def pseudonymiser(cfg: Config) -> Pseudonymiser:
     A development config with `privacy.district_key_file` derives them from that root key instead.
     """
     if cfg.privacy.district_key_file is not None:
+        log.warning("privacy.district_key_file is set: this machine holds the district root key (development "
+                    "only; a gateway in the field imports wrapped epoch keys, see docs/keys.md)")
         return Pseudonymiser(RootKeySource(district_key(cfg), cfg.gateway.community), cfg.privacy.epoch)
     return Pseudonymiser(open_keyring(cfg), cfg.privacy.epoch)
 

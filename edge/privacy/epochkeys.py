@@ -56,6 +56,7 @@ _PSEUDONYM_SALT = b"edgegw/pseudonym/v1"
 _WRAP_SALT = b"edgegw/epoch-key-wrap/v1"
 _MAX_BUNDLE_BYTES = 1 << 20
 _MAX_ENTRIES = 2000
+_PURGE_INTERVAL_S = 3600.0
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
 
@@ -284,6 +285,7 @@ class EpochKeyring:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[IdKind, str], tuple[bytes, str, float]] = {}
+        self._next_purge = 0.0
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._db = connect(self._path, secure_delete=True)
@@ -347,6 +349,10 @@ class EpochKeyring:
     def epoch_key(self, kind: IdKind, label: str) -> tuple[bytes, str]:
         """(key, root fingerprint) of (kind, epoch); EpochKeyMissingError if not held or past its window."""
         now = self._clock()
+        if now >= self._next_purge:
+            # A daemon runs for months: keys of kinds it never looks up must expire on time too.
+            self._next_purge = now + _PURGE_INTERVAL_S
+            self.purge(now)
         with self._lock:
             cached = self._cache.get((kind, label))
             if cached is not None and cached[2] > now:
@@ -355,6 +361,12 @@ class EpochKeyring:
                 "SELECT not_after, root, ephemeral, nonce, wrapped, header FROM epoch_keys "
                 "WHERE kind = ? AND epoch = ?", (kind.value, label)).fetchone()
         if row is None:
+            with self._lock:
+                gone = self._db.execute("SELECT 1 FROM destroyed WHERE kind = ? AND epoch = ?",
+                                        (kind.value, label)).fetchone()
+            if gone is not None:
+                raise EpochKeyMissingError(f"the {kind.value} pseudonym key of epoch {label} is past its window "
+                                           f"and was destroyed")
             raise EpochKeyMissingError(f"no {kind.value} pseudonym key for epoch {label} on this gateway (import a "
                                        f"key bundle from the district: edgegw keys import)")
         if float(row[0]) <= now:
