@@ -47,7 +47,7 @@ class KeyService:
         return f"KeyService({self.fingerprint})"
 
     def issue(self, recipient: GatewayPublic, *, district: str, community: str, gateway: str,
-              window_days: float, ahead_days: float = 62.0, now: float | None = None,
+              window_days: float, ahead_days: float = 35.0, now: float | None = None,
               kinds: Iterable[IdKind] = tuple(IdKind)) -> str:
         """A bundle for one gateway: every epoch from `window_days` ago to `ahead_days` ahead.
 
@@ -123,7 +123,8 @@ def register(sub: Any) -> None:
     issue.add_argument("--epoch", default="month", choices=[e.value for e in EpochPolicy])
     issue.add_argument("--window-days", type=float, default=30.0,
                        help="the gateway's retention window: keys expire this long after their epoch")
-    issue.add_argument("--ahead-days", type=float, default=62.0, help="future epochs to include")
+    issue.add_argument("--ahead-days", type=float, default=35.0,
+                       help="future days to cover (default: the next month; a stolen gateway exposes them too)")
     issue.add_argument("--out", required=True, help="where to write the bundle (JSON)")
     issue.set_defaults(func=_cmd_issue)
     vh = ks.add_parser("verify-head", help="check the signed audit head in a gateway's status (JSON file)")

@@ -186,3 +186,19 @@ def test_commissioning_refuses_a_root_key_and_a_missing_epoch_key(tmp_path: Path
     (tmp_path / "data" / "epoch-keys.db").unlink()
     [keys] = [r for r in run_checks(cfg, tmp_path, broker=False) if r.name == "keys"]
     assert not keys.ok and "edgegw keys import" in keys.detail
+
+
+def test_keys_arrive_as_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = new_gateway(tmp_path)
+    creds = tmp_path / "credentials"  # what systemd makes of LoadCredentialEncrypted=: a private 0400 file
+    creds.mkdir(mode=0o700)
+    for name in ("gateway.key", "data.key"):
+        (tmp_path / "data" / name).rename(creds / name)
+        (creds / name).chmod(0o400)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert main(["keys", "status", "--config", str(cfg_path)]) == 1  # neither in data_dir nor a credential
+    assert "gateway.key does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert main(["keys", "status", "--config", str(cfg_path)]) == 0
+    assert "plate\t" in capsys.readouterr().out

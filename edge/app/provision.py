@@ -32,7 +32,7 @@ def provision_epoch_keys(cfg: Config, root_key_file: Path, *, now: float | None 
     window = cfg.passages.retention.records_days if window_days is None else window_days
     bundle = KeyService(root, cfg.privacy.epoch).issue(
         identity.public, district=cfg.gateway.district, community=cfg.gateway.community,
-        gateway=cfg.gateway.gateway, window_days=window, ahead_days=62.0, now=now)
+        gateway=cfg.gateway.gateway, window_days=window, ahead_days=35.0, now=now)
     with open_keyring(cfg, identity) as ring:
         report = ring.import_bundle(bundle)
     return report
