@@ -86,6 +86,11 @@ def test_a_bundle_opens_only_on_its_gateway(tmp_path: Path) -> None:
     moved["keys"][0]["epoch"] = "2099-01"
     with _ring(tmp_path, mine, clock) as ring, pytest.raises(EpochKeyError, match="does not open"):
         ring.import_bundle(json.dumps(moved))
+    weekly = KeyService(bytes(range(1, 33)), EpochPolicy.WEEK).issue(
+        mine.public, district="d1", community="c1", gateway="g1", window_days=30)
+    monthly = EpochKeyring(tmp_path / "ring.db", mine, district="d1", community="c1", gateway="g1", policy="month")
+    with monthly as ring, pytest.raises(EpochKeyError, match="week epoch keys"):
+        ring.import_bundle(weekly)
     with _ring(tmp_path, mine, clock) as ring:
         assert ring.held() == []  # all or nothing: nothing of a refused bundle was stored
 

@@ -68,7 +68,8 @@ def open_keyring(cfg: Config, identity: GatewayIdentity | None = None) -> EpochK
     """The store of wrapped epoch keys, opened with the gateway's identity; keys past their window are
     destroyed on opening."""
     ring = EpochKeyring(cfg.path(cfg.privacy.epoch_keys_path), identity or gateway_identity(cfg),
-                        district=cfg.gateway.district, community=cfg.gateway.community, gateway=cfg.gateway.gateway)
+                        district=cfg.gateway.district, community=cfg.gateway.community, gateway=cfg.gateway.gateway,
+                        policy=cfg.privacy.epoch.value)
     ring.purge()
     return ring
 

@@ -278,8 +278,9 @@ class EpochKeyring:
     """
 
     def __init__(self, path: Path, identity: GatewayIdentity, *, district: str, community: str, gateway: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 policy: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self._path = Path(path)
+        self._policy = policy
         self._identity = identity
         self._origin = (district, community, gateway)
         self._clock = clock
@@ -328,6 +329,9 @@ class EpochKeyring:
         if (head["district"], head["community"], head["gateway"]) != self._origin:
             raise EpochKeyError(f"the bundle is for {head['district']}/{head['community']}/{head['gateway']}, this "
                                 f"gateway is {'/'.join(self._origin)}")
+        if self._policy is not None and head["policy"] != self._policy:
+            raise EpochKeyError(f"the bundle holds {head['policy']} epoch keys, but this gateway's privacy.epoch is "
+                                f"{self._policy}: its pseudonyms would never find them")
         now = self._clock()
         fresh = [e for e in entries if e.not_after > now]
         for e in fresh:
