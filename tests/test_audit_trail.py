@@ -147,3 +147,19 @@ def test_a_rewrite_by_a_daemon_is_caught_by_the_signed_head_it_published(tmp_pat
     assert main(["audit", "verify", "--db", str(db_path), "--expect-head", published]) == 1  # ...not to the platform
     # And the forger cannot publish a matching head of its own without the gateway's key.
     assert not verify_head(public, "g1", {"audit_head": {**head, "hash": prev}})
+
+
+def test_closing_a_case_and_retention_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = new_gateway(tmp_path)
+    cfg = load_config(cfg_path)
+    with CaseKeys(cfg.path(cfg.audit.case_keys_path)) as keys:
+        keys.digest("C-7", "pseudonym", "ab" * 16)
+    assert main(["audit", "shred-case", "--config", str(cfg_path), "--case", "C-7"]) == 0
+    assert "audit key shredded" in capsys.readouterr().out
+    with CaseKeys(cfg.path(cfg.audit.case_keys_path)) as keys:
+        assert not keys.has("C-7")
+    assert main(["passages", "purge", "--config", str(cfg_path)]) == 0
+    assert "audit: 0 record(s) past retention pruned, 0 case key(s) shredded" in capsys.readouterr().out
+    with AuditLog(cfg.path(cfg.audit.path), create=False) as audit:
+        actions = [r.action for r in audit.records()]
+        assert "case_shred" in actions and audit.verify().ok
