@@ -38,6 +38,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -527,6 +528,12 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
+        try:
+            # Keep the mode of the anchor being replaced: where two daemons share the audit (a group
+            # directory, systemd/edgegw.tmpfiles.conf pre-creates it 0660), the next one must read it.
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode) & 0o660)
+        except FileNotFoundError:
+            pass
         os.write(fd, text.encode("ascii"))
         os.fsync(fd)
     finally:
