@@ -23,6 +23,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from edge.keys import key_fingerprint, load_secret
 from edge.privacy.config import EpochPolicy
 from edge.privacy.epochkeys import BundleEntry, BundleHeader, derive_epoch_key, seal_bundle
@@ -36,12 +40,27 @@ DAY_S = 86400.0
 class KeyService:
     """Issues wrapped epoch-key bundles from the root key (which it never hands out)."""
 
-    def __init__(self, root_key: bytes, policy: EpochPolicy = EpochPolicy.MONTH) -> None:
+    def __init__(self, root_key: bytes, policy: EpochPolicy = EpochPolicy.MONTH, *,
+                 signing_seed: bytes | None = None) -> None:
         if len(root_key) < 32:
             raise ValueError("the district root key must be at least 32 bytes")
         self._root = root_key
         self.policy = policy
         self.fingerprint = key_fingerprint(root_key)
+        # The signing key: gateways that pin its public key accept only bundles this service made
+        # (anyone with a gateway's public key could otherwise wrap keys of their own choosing to it).
+        self._signer: Ed25519PrivateKey | None = None
+        if signing_seed is not None:
+            self._signer = Ed25519PrivateKey.from_private_bytes(HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=b"edgegw/key-service/v1", info=b"bundle signing",
+            ).derive(signing_seed))
+
+    @property
+    def signing_public_key(self) -> bytes | None:
+        """The Ed25519 public key gateways pin as `privacy.key_service_public_key` (hex)."""
+        if self._signer is None:
+            return None
+        return self._signer.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     def __repr__(self) -> str:
         return f"KeyService({self.fingerprint})"
@@ -67,7 +86,9 @@ class KeyService:
                         for k in kinds]
         header = BundleHeader(district, community, gateway, recipient.fingerprint, self.fingerprint,
                               self.policy.value, round(now, 3))
-        return seal_bundle(header, entries, recipient)
+        public = self.signing_public_key
+        signer = (public, self._signer.sign) if self._signer is not None and public is not None else None
+        return seal_bundle(header, entries, recipient, signer)
 
 
 def _label_start(policy: EpochPolicy, label: str) -> float:
@@ -89,8 +110,13 @@ def verify_head(public: GatewayPublic, gateway: str, status: dict[str, Any]) -> 
 
 
 # -- command line ------------------------------------------------------------------------------------
+def _service(args: argparse.Namespace) -> KeyService:
+    seed = load_secret(args.signing_key, purpose="key service signing") if args.signing_key else None
+    return KeyService(load_secret(args.root, purpose="district root"), EpochPolicy(args.epoch), signing_seed=seed)
+
+
 def _cmd_issue(args: argparse.Namespace) -> int:
-    service = KeyService(load_secret(args.root, purpose="district root"), EpochPolicy(args.epoch))
+    service = _service(args)
     recipient = GatewayPublic.parse(Path(args.gateway_public).read_text() if Path(args.gateway_public).is_file()
                                     else args.gateway_public)
     text = service.issue(recipient, district=args.district, community=args.community, gateway=args.gateway,
@@ -99,6 +125,13 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     n = len(json.loads(text)["keys"])
     print(f"wrote {args.out}: {n} epoch key(s) for {args.district}/{args.community}/{args.gateway}, wrapped to "
           f"gateway key {recipient.fingerprint}, root {service.fingerprint}")
+    return 0
+
+
+def _cmd_public(args: argparse.Namespace) -> int:
+    public = _service(args).signing_public_key
+    assert public is not None  # --signing-key is required for this command
+    print(public.hex())
     return 0
 
 
@@ -126,7 +159,13 @@ def register(sub: Any) -> None:
     issue.add_argument("--ahead-days", type=float, default=35.0,
                        help="future days to cover (default: the next month; a stolen gateway exposes them too)")
     issue.add_argument("--out", required=True, help="where to write the bundle (JSON)")
+    issue.add_argument("--signing-key", help="the key service's signing seed file: bundles are signed with it")
     issue.set_defaults(func=_cmd_issue)
+    pub = ks.add_parser("signing-public", help="print the public key gateways pin (privacy.key_service_public_key)")
+    pub.add_argument("--root", required=True)
+    pub.add_argument("--signing-key", required=True)
+    pub.add_argument("--epoch", default="month", choices=[e.value for e in EpochPolicy])
+    pub.set_defaults(func=_cmd_public)
     vh = ks.add_parser("verify-head", help="check the signed audit head in a gateway's status (JSON file)")
     vh.add_argument("--gateway-public", required=True)
     vh.add_argument("--gateway", required=True)

@@ -30,6 +30,7 @@ Threat model, honestly:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -528,12 +529,10 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            # Keep the mode of the anchor being replaced: where two daemons share the audit (a group
-            # directory, systemd/edgegw.tmpfiles.conf pre-creates it 0660), the next one must read it.
+        # Keep the mode of the anchor being replaced: where two daemons share the audit (a group
+        # directory, systemd/edgegw.tmpfiles.conf pre-creates it 0660), the next one must read it.
+        with contextlib.suppress(FileNotFoundError):
             os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode) & 0o660)
-        except FileNotFoundError:
-            pass
         os.write(fd, text.encode("ascii"))
         os.fsync(fd)
     finally:

@@ -163,9 +163,21 @@ def test_the_cli_round_trip_init_issue_import_status(tmp_path: Path, capsys: pyt
     root = tmp_path / "district" / "root.key"
     root.parent.mkdir()
     generate_key_file(root)
+    signing = tmp_path / "district" / "signing.key"
+    generate_key_file(signing)
+    assert keyservice_main(["signing-public", "--root", str(root), "--signing-key", str(signing)]) == 0
+    pin = capsys.readouterr().out.strip()
+    # The gateway pins the key service: only bundles it signed are imported.
+    cfg.write_text(cfg.read_text() + f'\n[privacy]\nkey_service_public_key = "{pin}"\n')
+    unsigned = tmp_path / "unsigned.json"
+    assert keyservice_main(["issue", "--root", str(root), "--gateway-public", public, "--district", "d1",
+                            "--community", "c1", "--gateway", "g1", "--out", str(unsigned)]) == 0
+    assert main(["keys", "import", "--config", str(cfg), str(unsigned)]) == 1
+    assert "not signed" in capsys.readouterr().err
     bundle = tmp_path / "bundle.json"
     assert keyservice_main(["issue", "--root", str(root), "--gateway-public", public, "--district", "d1",
-                            "--community", "c1", "--gateway", "g1", "--out", str(bundle)]) == 0
+                            "--community", "c1", "--gateway", "g1", "--signing-key", str(signing),
+                            "--out", str(bundle)]) == 0
     assert key_fingerprint(load_key_file(root, purpose="root")) in capsys.readouterr().out
     assert main(["keys", "import", "--config", str(cfg), str(bundle)]) == 0
     assert "imported" in capsys.readouterr().out
@@ -207,3 +219,37 @@ def test_keys_arrive_as_systemd_credentials(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert main(["keys", "status", "--config", str(cfg_path)]) == 0
     assert "plate\t" in capsys.readouterr().out
+
+
+def test_a_pinned_key_service_refuses_bundles_anyone_else_wrapped(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # Anyone who knows a gateway's public key can wrap keys of their choosing to it; if an installer
+    # imported such a bundle, the gateway would publish pseudonyms the forger can reverse.
+    root = bytes(range(1, 33))
+    district = KeyService(root, signing_seed=b"\x11" * 32)
+    forger = KeyService(b"\x22" * 32, signing_seed=b"\x33" * 32)
+    unsigned = KeyService(b"\x22" * 32)
+    mine = GatewayIdentity(b"\x0d" * 31 + b"\x0e")
+    assert district.signing_public_key is not None
+    pinned = EpochKeyring(tmp_path / "ring.db", mine, district="d1", community="c1", gateway="g1",
+                          trusted_signer=district.signing_public_key)
+    with pinned as ring:
+        for attacker in (forger, unsigned):
+            bundle = attacker.issue(mine.public, district="d1", community="c1", gateway="g1", window_days=30)
+            with pytest.raises(EpochKeyError, match=r"not signed|not by this gateway's key service"):
+                ring.import_bundle(bundle)
+        good = json.loads(district.issue(mine.public, district="d1", community="c1", gateway="g1", window_days=30))
+        tampered = {**good, "keys": [{**good["keys"][0], "not_after": good["keys"][0]["not_after"] + 86400 * 365}]}
+        with pytest.raises(EpochKeyError, match="does not verify"):
+            ring.import_bundle(json.dumps(tampered))
+        assert ring.held() == []
+        assert ring.import_bundle(json.dumps(good)).imported == len(good["keys"])
+    # Without a pinned key, an unsigned bundle is accepted, and the log says what to configure.
+    with _ring(tmp_path, mine, [time.time()], "open.db") as ring, caplog.at_level("WARNING"):
+        ring.import_bundle(unsigned.issue(mine.public, district="d1", community="c1", gateway="g1", window_days=30))
+    assert "privacy.key_service_public_key" in caplog.text
+    # A key that would never expire is refused outright.
+    forever = json.loads(district.issue(mine.public, district="d1", community="c1", gateway="g1", window_days=30))
+    forever["keys"][0]["not_after"] = float("inf")
+    with _ring(tmp_path, mine, [time.time()], "inf.db") as ring, pytest.raises(EpochKeyError, match="expires"):
+        ring.import_bundle(json.dumps(forever))

@@ -29,8 +29,11 @@ def provision_epoch_keys(cfg: Config, root_key_file: Path, *, now: float | None 
     root_key_file.parent.mkdir(parents=True, exist_ok=True)
     root = (load_key_file(root_key_file, purpose="district root") if root_key_file.exists()
             else generate_key_file(root_key_file))
+    signing_file = root_key_file.with_name(root_key_file.stem + ".signing.key")
+    signing = (load_key_file(signing_file, purpose="key service signing") if signing_file.exists()
+               else generate_key_file(signing_file))
     window = cfg.passages.retention.records_days if window_days is None else window_days
-    bundle = KeyService(root, cfg.privacy.epoch).issue(
+    bundle = KeyService(root, cfg.privacy.epoch, signing_seed=signing).issue(
         identity.public, district=cfg.gateway.district, community=cfg.gateway.community,
         gateway=cfg.gateway.gateway, window_days=window, ahead_days=35.0, now=now)
     with open_keyring(cfg, identity) as ring:

@@ -69,7 +69,9 @@ def open_keyring(cfg: Config, identity: GatewayIdentity | None = None) -> EpochK
     destroyed on opening."""
     ring = EpochKeyring(cfg.path(cfg.privacy.epoch_keys_path), identity or gateway_identity(cfg),
                         district=cfg.gateway.district, community=cfg.gateway.community, gateway=cfg.gateway.gateway,
-                        policy=cfg.privacy.epoch.value)
+                        policy=cfg.privacy.epoch.value,
+                        trusted_signer=bytes.fromhex(cfg.privacy.key_service_public_key)
+                        if cfg.privacy.key_service_public_key else None)
     ring.purge()
     return ring
 

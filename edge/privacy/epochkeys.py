@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -158,8 +159,20 @@ def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
                 info=b"wrap").derive(shared)
 
 
-def seal_bundle(header: BundleHeader, entries: Sequence[BundleEntry], recipient: GatewayPublic) -> str:
-    """Wrap `entries` to `recipient` under a fresh ephemeral X25519 key; returns the bundle's JSON text."""
+BundleSigner = tuple[bytes, Callable[[bytes], bytes]]
+"""(Ed25519 public key, sign function) of the key service."""
+
+
+def bundle_message(data: dict[str, Any]) -> bytes:
+    """What a bundle's signature covers: every field but the signature, as canonical JSON."""
+    return b"edgegw/epoch-key-bundle/v1\n" + _canonical({k: v for k, v in data.items() if k != "signature"})
+
+
+def seal_bundle(header: BundleHeader, entries: Sequence[BundleEntry], recipient: GatewayPublic,
+                signer: BundleSigner | None = None) -> str:
+    """Wrap `entries` to `recipient` under a fresh ephemeral X25519 key, signed by the key service when
+    `signer` is given (anyone holding a gateway's public key can wrap keys to it; only the key
+    service can sign); returns the bundle's JSON text."""
     if header.recipient != recipient.fingerprint:
         raise EpochKeyError("the bundle header names another recipient than the key it is wrapped to")
     eph = X25519PrivateKey.generate()
@@ -172,7 +185,29 @@ def seal_bundle(header: BundleHeader, entries: Sequence[BundleEntry], recipient:
         wrapped = aead.encrypt(nonce, e.key, _entry_aad(head, e.kind.value, e.epoch, e.not_after))
         out.append({"kind": e.kind.value, "epoch": e.epoch, "not_after": e.not_after,
                     "nonce": nonce.hex(), "wrapped": wrapped.hex()})
-    return json.dumps({**head, "ephemeral": eph_pub.hex(), "keys": out}, sort_keys=True, indent=1) + "\n"
+    data: dict[str, Any] = {**head, "ephemeral": eph_pub.hex(), "keys": out}
+    if signer is not None:
+        data["signer"] = signer[0].hex()
+        data["signature"] = signer[1](bundle_message(data)).hex()
+    return json.dumps(data, sort_keys=True, indent=1) + "\n"
+
+
+def check_bundle_signature(data: dict[str, Any], trusted: bytes) -> None:
+    """Refuse a bundle not signed by the trusted key service key (EpochKeyError says which way)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if "signature" not in data:
+        raise EpochKeyError("the bundle is not signed, but this gateway accepts only bundles signed by its key "
+                            "service (privacy.key_service_public_key)")
+    if data.get("signer") != trusted.hex():
+        raise EpochKeyError(f"the bundle is signed by key {str(data.get('signer'))[:16]}..., not by this gateway's "
+                            f"key service")
+    try:
+        Ed25519PublicKey.from_public_bytes(trusted).verify(bytes.fromhex(str(data["signature"])), bundle_message(data))
+    except (InvalidSignature, ValueError) as exc:
+        raise EpochKeyError("the bundle's signature does not verify: it was altered after the key service "
+                            "signed it") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +226,8 @@ class WrappedEntry:
 
 
 def parse_bundle(text: str | bytes) -> tuple[dict[str, Any], list[WrappedEntry]]:
-    """Read a bundle's header and entries (nothing is unwrapped); EpochKeyError if it is malformed."""
+    """Read a bundle's header (with its signer and signature, if any) and entries (nothing is unwrapped);
+    EpochKeyError if it is malformed."""
     if len(text) > _MAX_BUNDLE_BYTES:
         raise EpochKeyError(f"a key bundle is at most {_MAX_BUNDLE_BYTES} bytes")
     try:
@@ -205,14 +241,17 @@ def parse_bundle(text: str | bytes) -> tuple[dict[str, Any], list[WrappedEntry]]
         if not isinstance(raw_entries, list) or len(raw_entries) > _MAX_ENTRIES or len(ephemeral) != 32:
             raise EpochKeyError("a key bundle holds a list of at most 2000 keys and a 32-byte ephemeral key")
         header_text = _canonical(head).decode("ascii")
+        signed = {k: data[k] for k in ("signer", "signature") if k in data}
         entries = [WrappedEntry(IdKind(e["kind"]), str(e["epoch"]), float(e["not_after"]), str(head["root"]),
                                 ephemeral, bytes.fromhex(e["nonce"]), bytes.fromhex(e["wrapped"]), header_text)
                    for e in raw_entries]
+        if not all(math.isfinite(e.not_after) for e in entries):
+            raise EpochKeyError("every key in a bundle expires (a finite not_after)")
     except EpochKeyError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise EpochKeyError(f"the key bundle is malformed ({type(exc).__name__}: {exc})") from None
-    return head, entries
+    return {**head, **signed, "ephemeral": data["ephemeral"], "keys": raw_entries}, entries
 
 
 def unwrap_entry(identity: GatewayIdentity, entry: WrappedEntry) -> bytes:
@@ -278,9 +317,11 @@ class EpochKeyring:
     """
 
     def __init__(self, path: Path, identity: GatewayIdentity, *, district: str, community: str, gateway: str,
-                 policy: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 policy: str | None = None, trusted_signer: bytes | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._path = Path(path)
         self._policy = policy
+        self._trusted = trusted_signer
         self._identity = identity
         self._origin = (district, community, gateway)
         self._clock = clock
@@ -323,6 +364,11 @@ class EpochKeyring:
         is not brought back (a bundle replayed after the window must not resurrect old keys).
         """
         head, entries = parse_bundle(text)
+        if self._trusted is not None:
+            check_bundle_signature(head, self._trusted)
+        elif "signature" not in head:
+            log.warning("imported an unsigned key bundle: set privacy.key_service_public_key so that only the "
+                        "district's key service can provide this gateway's pseudonym keys")
         if head["recipient"] != self._identity.public.fingerprint:
             raise EpochKeyError(f"the bundle is wrapped to gateway key {head['recipient']}, but this gateway's key "
                                 f"is {self._identity.public.fingerprint}")
