@@ -107,9 +107,10 @@ class FacePath:
             "direction": track_direction(track, self._gate).value,
         }
         if match is not None and match.resident_id is not None:
-            # Only a match carries its similarity: for a stranger, the best score against the gallery
-            # would tell the platform how close they come to some resident (issue 12).
+            # Only a match publishes its similarity: an unknown face's best gallery score would tell a
+            # subscriber how close a stranger came to some resident (issue 12).
             attrs["confidence"] = round(max(-1.0, min(1.0, match.score)), 4)
+        if match is not None and match.resident_id is not None:
             return Observation(EventKind.FACE_PASSAGE, self.source_id, track.last_ts,
                                subject=RawIdentifier(IdKind.RESIDENT, match.resident_id), attrs=attrs,
                                embedding=embedding)

@@ -81,6 +81,10 @@ class Pseudonymiser:
         """Where the epoch keys come from."""
         return self._keys
 
+    def key_id(self, label: str, kind: IdKind = IdKind.PLATE) -> str:
+        """The published key id of epoch `label`: `<root fingerprint>.<label>` (EpochKeyMissingError without it)."""
+        return f"{self._keys.epoch_key(kind, label)[1]}.{label}"
+
     def pseudonym_with_id(self, kind: IdKind, value: str, label: str) -> tuple[str, str]:
         """(pseudonym, key_id) of `value` in epoch `label`; EpochKeyMissingError without that epoch's key."""
         canonical = normalise(kind, value)
