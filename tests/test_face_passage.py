@@ -110,6 +110,9 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     status = ob.get_status()["capture"]
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
     assert status["committed"] == 2
+    # The passage store's write health rides in capture's status (issue 17): both recorded, none missed.
+    assert status["passages"]["stored"] == 2 and status["passages"]["missed"] == 0  # type: ignore[index]
+    assert status["full_refusals"] == 0
 
 
 def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:

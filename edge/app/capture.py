@@ -33,6 +33,7 @@ from edge.app.wiring import (
 )
 from edge.audit import AuditAction, audit_status
 from edge.errors import ModelError
+from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
 from edge.pipeline.faces import FacePath
 from edge.pipeline.motion import MotionGate
@@ -64,7 +65,8 @@ class CaptureDaemon:
         self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         # Capture's own retry policy: how long a refused commit waits before it is tried again.
-        self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers)
+        self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers,
+                                   alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
         self.sensor_hub: SensorHub | None = None
@@ -148,7 +150,11 @@ class CaptureDaemon:
             "committed": self.committer.committed,
             "commit_failures": self.committer.failures,
             "refused_at_boundary": self.committer.refused,
+            "full_refusals": self.committer.full_refusals,
         }
+        for observer in self.passage_observers:
+            if isinstance(observer, PassageStore):
+                body["passages"] = observer.health()
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
         body.update(audit_status(self.audit, self._sign_head))

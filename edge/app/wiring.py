@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.app.config import Config
 from edge.audit import AuditLog, HeadSigner
+from edge.diskbudget import PASSAGE_BYTES_PER_EVENT
 from edge.errors import KeyFileError
 from edge.keys import check_private_file, load_secret, read_private_text, resolve_secret_path
 from edge.models.config import RuntimeOptions
@@ -40,9 +41,19 @@ def runtime_options(cfg: Config) -> RuntimeOptions:
     return cfg.models.runtime_options()
 
 
+def state_databases(cfg: Config) -> tuple[Path, ...]:
+    """The gateway's SQLite files besides the outbox: they share its disk budget (edge.diskbudget)."""
+    paths = [cfg.audit.path, cfg.storage.residents_db]
+    if cfg.passages.enabled:
+        paths += [cfg.passages.path, cfg.passages.keys_path]
+    return tuple(cfg.path(p) for p in paths)
+
+
 def make_outbox(cfg: Config) -> Outbox:
-    """The outbox configured for this gateway."""
-    return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix, limits=cfg.outbox.limits())
+    """The outbox configured for this gateway (its quota budgets every state database's WAL)."""
+    per_event = PASSAGE_BYTES_PER_EVENT if cfg.passages.enabled else 0.0
+    return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix,
+                  limits=cfg.outbox.limits(state_databases(cfg), per_event))
 
 
 # -- secrets: one resolver (edge.keys.resolve_secret_path), relative paths in the data directory ----
