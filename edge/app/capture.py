@@ -25,6 +25,7 @@ from edge.app.config import Config
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
+    head_signer,
     make_outbox,
     open_audit,
     privacy_boundary,
@@ -60,6 +61,7 @@ class CaptureDaemon:
         self.boundary = privacy_boundary(cfg)
         # The passage store first: a passage's members are on disk before the passage that links them.
         self.audit = open_audit(cfg)
+        self._sign_head = head_signer(cfg)
         self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         # Capture's own retry policy: how long a refused commit waits before it is tried again.
@@ -155,7 +157,7 @@ class CaptureDaemon:
                 body["passages"] = observer.health()
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
-        body.update(audit_status(self.audit))
+        body.update(audit_status(self.audit, self._sign_head))
         return body
 
     def _publish_status(self) -> None:
