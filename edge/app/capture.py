@@ -26,6 +26,7 @@ from edge.app.config import Config
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
+    head_signer,
     make_outbox,
     open_audit,
     open_watchlist,
@@ -64,6 +65,7 @@ class CaptureDaemon:
         self.boundary = privacy_boundary(cfg)
         # The passage store first: a passage's members are on disk before the passage that links them.
         self.audit = open_audit(cfg)
+        self._sign_head = head_signer(cfg)
         self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         # Capture's own retry policy: how long a refused commit waits before it is tried again.
@@ -186,7 +188,7 @@ class CaptureDaemon:
             body["inputs"] = {p.cfg.id: p.status() for p in self.inputs}
         if self.watchlist is not None:
             body["watch_hits"] = self.watchlist.hits
-        body.update(audit_status(self.audit))
+        body.update(audit_status(self.audit, self._sign_head))
         return body
 
     def _publish_status(self) -> None:

@@ -21,11 +21,13 @@ from drivers.camera.config import FileCameraConfig
 from drivers.camera.registry import create_driver
 from edge.app.config import Config
 from edge.app.uplink import probe_broker
-from edge.app.wiring import data_key, district_key, make_outbox
+from edge.app.wiring import data_key, make_outbox, pseudonymiser
 from edge.diskbudget import describe_outage
 from edge.errors import EdgeError
 from edge.models.fetch import verify
 from edge.models.manifest import load_manifest
+from edge.privacy.pseudonym import epoch_label
+from edge.types import IdKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,16 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
 
 def _keys(cfg: Config) -> str:
 
-    district_key(cfg)
+    if cfg.privacy.district_key_file is not None:
+        raise EdgeError("privacy.district_key_file is set: a gateway must not hold the district root key (a stolen "
+                        "gateway would expose the whole district); import epoch keys instead (docs/keys.md)")
     data_key(cfg)
-    return "district and data keys load (mode 0600 or systemd credentials)"
+    # The pseudonym key of the current epoch must be here, or every identifier is refused at the boundary.
+    now = time.time()
+    pseudonymiser(cfg).pseudonym_at(IdKind.PLATE, "京A12345", now)
+    label = epoch_label(cfg.privacy.epoch, now)
+    return (f"gateway identity, data key and this epoch's ({label}) pseudonym keys load (mode 0600 or "
+            f"systemd credentials)")
 
 
 def _models(cfg: Config) -> str:

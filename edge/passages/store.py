@@ -569,6 +569,48 @@ class PassageStore:
         return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}", [])[0][0])  # noqa: S608
                 for t in ("records", "links", "sealed")}
 
+    def erase_subject(self, subject_type: str, pseudonyms: Sequence[str]) -> int:
+        """Erase every record about a subject (by its pseudonyms in each epoch) and every passage they were
+        part of, with its other members (the card they swiped, the phone they carried: observations of
+        the same passage of the same person), sealed fields included, overwritten (secure_delete), the WAL
+        truncated; returns how many records were erased.
+
+        For a resident's erasure: afterwards no record decrypts to their id or to what passed with them,
+        and none carries a pseudonym of theirs. The caller audits it (by the resident's handle).
+        """
+        erased: set[str] = set()
+        with self._lock:
+            def failed(exc: sqlite3.Error) -> StoreError:
+                return StoreError(f"cannot erase from passage store {self._path}: {exc}")
+
+            def select(sql: str, values: Sequence[str], *extra: object) -> set[str]:
+                out: set[str] = set()
+                for i in range(0, len(values), _SQL_VARS):
+                    chunk = list(values[i:i + _SQL_VARS])
+                    out |= {str(r[0]) for r in self._db.execute(sql.format(",".join("?" * len(chunk))),
+                                                                 [*extra, *chunk])}
+                return out
+
+            with transaction(self._db, failed):
+                subject = select("SELECT event_id FROM records WHERE subject_type = ? AND pseudonym IN ({})",
+                                 pseudonyms, subject_type)
+                passages = select("SELECT passage_id FROM links WHERE member_id IN ({})", sorted(subject))
+                members = select("SELECT member_id FROM links WHERE passage_id IN ({})", sorted(passages))
+                erased = subject | passages | members
+                ids = sorted(erased)
+                for i in range(0, len(ids), _SQL_VARS):
+                    chunk = ids[i:i + _SQL_VARS]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(f"DELETE FROM links WHERE member_id IN ({marks}) OR passage_id IN ({marks})",  # noqa: S608
+                                     [*chunk, *chunk])
+                    self._db.execute(f"DELETE FROM sealed WHERE event_id IN ({marks})", chunk)  # noqa: S608
+                    self._db.execute(f"DELETE FROM records WHERE event_id IN ({marks})", chunk)  # noqa: S608
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise failed(exc) from exc
+        return len(erased)
+
     # -- retention --------------------------------------------------------------------------------
 
     def purge(self, now: float | None = None, *, actor: str = "system:passages") -> PurgeReport:

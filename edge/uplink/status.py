@@ -103,6 +103,8 @@ def status_body(outbox: Outbox, origin: Origin, cfg: UplinkConfig, stats: Uplink
                    "last_error": stats.last_error, "ack_mode": cfg.ack_mode, "window": cfg.window,
                    "resent": counters.get("resent", 0), "latency_ms": stats.latency_ms()},
         "components": components,
+        # The signed audit head capture recorded: the platform stores it to detect a later rewrite.
+        "audit_head": capture.get("audit_head"),
     }
 
 
