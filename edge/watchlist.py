@@ -280,6 +280,8 @@ class WatchlistStore:
         self.hits = 0
         self._stamp: tuple[int, int, int] | None = None
         self._load()
+        for wl in sorted(self._lists.values(), key=lambda w: w.list_id):
+            self._audit_in_force(wl)
 
     # -- receiving lists -----------------------------------------------------------------------
     def offer(self, payload: bytes) -> Watchlist:
@@ -392,7 +394,18 @@ class WatchlistStore:
                 self._stamp = stamp
                 log.error("watch-lists not reloaded: %s", exc)
                 return False
+            new = [wl for lid, wl in sorted(self._lists.items())
+                   if lid not in before[0] or before[0][lid].version != wl.version]
+        # The receiving daemon (the uplink) may have no audit log of its own to write: the matching
+        # one records each list it starts matching.
+        for wl in new:
+            self._audit_in_force(wl)
         return True
+
+    def _audit_in_force(self, wl: Watchlist) -> None:
+        self._audit_append("watchlist_in_force", {"list_id": wl.list_id, "version": wl.version,
+                                                  "case_id": wl.case_id, "approver": wl.approver,
+                                                  "entries": len(wl.entries), "expires_at": wl.expires_at})
 
     # -- matching --------------------------------------------------------------------------------
     def match(self, kind: IdKind, key_id: str, pseudonym: str) -> list[Watchlist]:
@@ -454,7 +467,14 @@ class WatchlistStore:
             return
         state = {"high": self._high, "lists": list(self._payloads.values())}
         tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            # Keep the mode of the file replaced: the installer pre-creates it group-readable for the
+            # capture daemon (systemd/edgegw.tmpfiles.conf), which a 0077 umask would otherwise undo.
+            mode = self._path.stat().st_mode & 0o660
+        except FileNotFoundError:
+            mode = 0o600
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(state, f, ensure_ascii=False, separators=(",", ":"))
             f.flush()
@@ -469,7 +489,9 @@ class WatchlistStore:
         try:
             st = self._path.stat()
             self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            state = json.loads(self._path.read_text(encoding="utf-8"))
+            text = self._path.read_text(encoding="utf-8")
+            # An empty file is the installer's pre-created one (tmpfiles): no list accepted yet.
+            state = json.loads(text) if text.strip() else {"high": {}, "lists": []}
             high = {str(k): int(v) for k, v in state["high"].items()}
             payloads = list(state["lists"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -207,11 +207,14 @@ status_interval_s = 0.5
     assert swipe["subject"]["pseudonym"] == Pseudonymiser(district_key).pseudonym_at(
         IdKind.CARD, CARD.hex(), time.time())[0]
     assert CARD.hex().upper() not in logs and CARD.hex() not in logs
-    # Both daemons wrote one audit chain: the uplink's acceptance and refusal, capture's hit.
+    # Capture audits the list it started matching and the hit; the uplink (outbox only) audits nothing.
     with AuditLog(data / "audit.db", create=False) as audit:
-        actions = [r.action for r in audit.records()]
+        records = [r for r in audit.records() if r.actor == "watchlist"]
         assert audit.verify().ok
-    assert {"watchlist_accept", "watchlist_refused", "watch_hit"} <= set(actions), actions
+    assert [r.action for r in records][:1] == ["watchlist_in_force"], records
+    assert json.loads(records[0].details)["case_id"] == "C-2026-117"
+    assert "watch_hit" in [r.action for r in records]
+    assert "watchlist_refused" not in [r.action for r in records]
 
 
 # -- camera zones ---------------------------------------------------------------------------------
@@ -269,4 +272,4 @@ port = {broker.port}
     assert raised["attrs"]["covered"] >= 0.3 and "subject" not in raised
     assert raised["ts"] < cleared["ts"] and cleared["attrs"]["duration_s"] > 0
     assert frames == 300
-    assert (tmp_path / "data" / "zones-lane-b3.npy").exists()  # the background is kept for the next start
+    assert (tmp_path / "data" / "capture" / "zones-lane-b3.npy").exists()  # kept for the next start

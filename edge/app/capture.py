@@ -123,8 +123,10 @@ class CaptureDaemon:
                 log.warning("camera %s: dwell zones need the face or plate path on it; they are not watched", cam.id)
             if zones:
                 # Obstruction zones on top of the camera's path (or alone, for a fire-lane camera).
+                backgrounds = self.cfg.path(self.cfg.zones.background_dir)
+                backgrounds.mkdir(parents=True, exist_ok=True)
                 path = ZonedPath(path, ZoneWatcher(cam.id, zones, self.cfg.zones.background),
-                                 self.cfg.path(Path(f"zones-{cam.id}.npy")))
+                                 backgrounds / f"zones-{cam.id}.npy")
             assert path is not None
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
             self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))

@@ -12,8 +12,7 @@ from typing import Any
 
 from edge.app.config import Config
 from edge.app.watchlists import WatchlistReceiver
-from edge.app.wiring import make_outbox, mqtt_password, open_audit, open_watchlist, origin_of
-from edge.audit import AuditLog
+from edge.app.wiring import make_outbox, mqtt_password, open_watchlist, origin_of
 from edge.outbox import Outbox
 from edge.sdnotify import Notifier
 from edge.uplink.uplink import Uplink
@@ -41,10 +40,9 @@ def run_uplink(cfg: Config, *, until_empty: bool = False) -> int:
     """Run the uplink daemon until SIGTERM/SIGINT (SIGUSR1: drain, then stop)."""
     outbox = make_outbox(cfg)
     notifier = Notifier()
-    # The audit log takes two writing processes (BEGIN IMMEDIATE, a locked anchor): the uplink
-    # records the lists it accepts and refuses in the same chain as capture's hits.
-    audit: AuditLog | None = open_audit(cfg) if cfg.watchlist.enabled else None
-    store = open_watchlist(cfg, audit)
+    # No audit log here: the uplink reaches only the outbox (docs/keys.md, a user per daemon). Its
+    # refusals are counted in the retained status; capture audits each list it starts matching.
+    store = open_watchlist(cfg, None)
     receiver = WatchlistReceiver(store, cfg.watchlist.sweep_interval_s) if store is not None else None
     uplink = build_uplink(cfg, outbox, heartbeat=notifier.watchdog, watchlists=receiver)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -56,8 +54,6 @@ def run_uplink(cfg: Config, *, until_empty: bool = False) -> int:
     finally:
         notifier.stopping()
         outbox.close()
-        if audit is not None:
-            audit.close()
     return 0
 
 
