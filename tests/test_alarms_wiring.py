@@ -156,12 +156,13 @@ def test_a_missing_platform_key_stops_the_daemons_with_a_clear_error(tmp_path: P
 def test_the_state_file_keeps_the_installers_mode_and_an_empty_one_means_no_list(tmp_path: Path) -> None:
     signing = Ed25519PrivateKey.generate()
     state = tmp_path / "watchlists.json"
-    state.touch(0o640)  # what systemd-tmpfiles pre-creates: group-readable for the capture daemon
-    state.chmod(0o640)
+    state.touch(0o660)  # what systemd-tmpfiles pre-creates: the group's, for the capture daemon
+    state.chmod(0o660)
     receiving = WatchlistStore(signing.public_key(), "d1", state)
     assert receiving.status()["lists"] == {}
     before = state.stat().st_ino
     receiving.offer(_list(signing))
-    assert state.stat().st_ino != before and state.stat().st_mode & 0o777 == 0o640  # replaced, mode kept
+    assert state.stat().st_ino != before and state.stat().st_mode & 0o777 == 0o660  # replaced, mode kept
     assert WatchlistStore(signing.public_key(), "d1", state).match(
         IdKind.CARD, *reversed(Pseudonymiser(KEY).pseudonym_at(IdKind.CARD, CARD, time.time())))
+
