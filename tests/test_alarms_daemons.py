@@ -32,7 +32,7 @@ from edge.watchlist import build_watchlist, pseudonym_entries, watchlist_topic
 from tests._clips import PEOPLE, PEOPLE_ZONE, Clip
 from tests._modbus_sim import ModuleSim
 from tests._mqtt import RAW_IDENTIFIERS, Collector, Received
-from tests._ptypair import PtyPair
+from tests._ptypair import free_pair
 from tests.conftest import ROOT, Broker, new_gateway
 
 CARD = bytes.fromhex("5C1D2E3F40")
@@ -42,6 +42,14 @@ def _daemon(cfg: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as f:
         return subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", *args, "--config", str(cfg)], cwd=ROOT,
                                 stdout=f, stderr=subprocess.STDOUT)
+
+
+def _write_tty(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -78,7 +86,7 @@ def _alarms(col: Collector, code: str) -> list[dict[str, Any]]:
 # -- wired inputs ---------------------------------------------------------------------------------
 def test_sos_press_on_a_modbus_module_reaches_the_platform_through_edgegw_run(tmp_path: Path,
                                                                                broker: Broker) -> None:
-    pair = PtyPair()
+    pair = free_pair()
     sim = ModuleSim(pair.b).start()
     sim.closed[1] = True  # the guardroom door is shut
     cfg = new_gateway(tmp_path, f"""
@@ -139,11 +147,11 @@ def _card_list(district_key: bytes, signing: Ed25519PrivateKey, list_id: str, **
 def test_a_signed_watch_list_reaches_the_uplink_and_a_card_on_it_raises_a_watch_hit(tmp_path: Path,
                                                                                     broker: Broker) -> None:
     RAW_IDENTIFIERS.add(CARD.hex().upper())
-    card_master, card_slave = os.openpty()
+    pair = free_pair()  # the reader's end is `a`; the test writes frames into `b`
     cfg = new_gateway(tmp_path, f"""
 [[serial]]
 id = "gate1-card"
-port = "{os.ttyname(card_slave)}"
+port = "{pair.a}"
 format = "rdm6300"
 side = "in"
 
@@ -187,14 +195,13 @@ status_interval_s = 0.5
         # come before that, so swipe until the hit arrives (each swipe is its own card_swipe).
         deadline = time.monotonic() + 30
         while not _alarms(col, "watch_hit") and time.monotonic() < deadline:
-            os.write(card_master, encode(CARD))
+            _write_tty(pair.b, encode(CARD))
             time.sleep(1.5)
         _wait(lambda: _alarms(col, "watch_hit"), 5, "no watch_hit alarm reached the subscriber", *logs)
     finally:
         _stop(procs)
         col.close()
-        os.close(card_master)
-        os.close(card_slave)
+        pair.close()
     logs = "".join((tmp_path / f"{s}.log").read_text() for s in ("uplink", "capture"))
     hit = _alarms(col, "watch_hit")[0]
     swipes = {m.json()["event_id"]: m.json() for m in col.events() if m.topic.endswith("/events/card_swipe")}
