@@ -16,6 +16,7 @@ from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
 from edge.models.runner import OrtRunner
 from edge.plates import detector as det
+from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
 from edge.plates.grammar import PlateFormat
@@ -67,6 +68,10 @@ class ReaderParams:
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
+    # Log-prior for the colour's forms when a read contradicts its trusted colour (a green plate
+    # read with 7 characters): large enough to decide the length, and the re-read must still pass
+    # the character-confidence floor to be published (0: never re-read; the read stays invalid).
+    forced_colour_prior: float = 40.0
     # clp_v2_c_rec as a second opinion when PP-OCR's weakest character is below this (0: never).
     second_opinion_below: float = 0.0
 
@@ -284,12 +289,14 @@ class PlateReader:
             if d is not None and (cur is None or d.confidence > cur.confidence):
                 decoded[q] = d
                 rows[q] = PlateLayout.SINGLE if i == first_line[q] else PlateLayout.DOUBLE
+        decoded = self._agree_with_colour(lines=lines, widths=widths, first_line=first_line, decoded=decoded,
+                                          meta=meta)
         reads: list[PlateRead] = []
         for d, layout, (corners, box, score, colour) in zip(decoded, rows, meta, strict=True):
             if d is None:
                 continue
             form = self._ppocr.decoder.form_of(d.text)
-            valid = form is not None and d.min_confidence >= p.min_char_confidence
+            valid = form is not None and d.min_confidence >= p.min_char_confidence and self._agrees(d.text, colour)
             pts = np.array(corners, dtype=np.float32).reshape(4, 2)
             pts.setflags(write=False)
             reads.append(
@@ -304,6 +311,7 @@ class PlateReader:
                     valid=valid,
                     form=form,
                     detector_score=score,
+                    colour_trusted=self._trusted(colour),
                 )
             )
         return reads
@@ -321,6 +329,42 @@ class PlateReader:
             got = self._ppocr.read([lines[i] for i in idx], [width] * len(idx), [biases[i] for i in idx])
             for i, d in zip(idx, got, strict=True):
                 out[i] = d
+        return out
+
+    def _trusted(self, colour: ColourEstimate) -> bool:
+        """A colour estimate sure enough to decide the plate's length: green needs its gradient too,
+        because blue plates that photograph teal read as green by hue."""
+        if colour.support < self.params.min_colour_support or expected_length(colour.colour) is None:
+            return False
+        return colour.colour is not PlateColour.GREEN or colour.gradient
+
+    def _agrees(self, text: str, colour: ColourEstimate) -> bool:
+        """Length and a trusted colour agree (green: 8 characters, blue: 7); see edge.plates.agreement."""
+        return not self._trusted(colour) or agrees(text, colour.colour)
+
+    def _agree_with_colour(
+        self,
+        *,
+        lines: Sequence[NDArray[np.uint8]],
+        widths: Sequence[int],
+        first_line: dict[int, int],
+        decoded: list[Decoded | None],
+        meta: Sequence[tuple[NDArray[np.float32], Box, float, ColourEstimate]],
+    ) -> list[Decoded | None]:
+        """Re-decode the single-row line of each plate whose read contradicts its trusted colour,
+        constrained to the colour's forms (one extra recogniser call, only for such plates)."""
+        p = self.params
+        todo = [q for q, d in enumerate(decoded)
+                if d is not None and not self._agrees(d.text, meta[q][3]) and q in first_line]
+        if not todo or p.forced_colour_prior <= 0:
+            return decoded
+        out = list(decoded)
+        for q in todo:
+            i = first_line[q]
+            bias = {f: p.forced_colour_prior for f in forms_for(meta[q][3].colour)}
+            got = self._ppocr.read([lines[i]], [widths[i]], [bias])[0]
+            if got is not None and agrees(got.text, meta[q][3].colour):
+                out[q] = got
         return out
 
     def _bias(self, colour: ColourEstimate) -> dict[PlateFormat, float]:
