@@ -30,8 +30,9 @@ from edge.plates.recognisers import (
     ppocr_charset,
     preprocess_lines,
 )
-from edge.plates.rectify import INNER, Band, may_be_double_row, stitch_double_row, warp_band
+from edge.plates.rectify import INNER, WIDE, Band, may_be_double_row, stitch_double_row, warp_band
 from edge.plates.values import PlateRead
+from edge.plates.variants import PIXEL_VARIANTS, combine
 from edge.types import Box, Detection
 from edge.vision import Runner, as_bgr
 
@@ -68,6 +69,9 @@ class ReaderParams:
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
+    # Test-time variants of each plate line read in the same batch and combined per character
+    # position (edge.plates.variants): "clahe", "gamma", "sharpen", "wide" (a wider band).
+    variants: tuple[str, ...] = ()
     # Log-prior for the colour's forms when a read contradicts its trusted colour (a green plate
     # read with 7 characters): large enough to decide the length, and the re-read must still pass
     # the character-confidence floor to be published (0: never re-read; the read stays invalid).
@@ -259,36 +263,43 @@ class PlateReader:
         meta: list[tuple[NDArray[np.float32], Box, float, ColourEstimate]] = []
         height = PPOCR_SPEC.height
         owner: list[int] = []  # which quad each line belongs to (ambiguous quads get two lines)
+        layout_of: list[PlateLayout] = []  # the reading each line stands for
         for q, (corners, box, score) in enumerate(quads):
             # Tight crops already are the plate: keep their full height (the band trim is for
             # detector corners, which include the plate frame).
             band = Band() if crop else p.band
             single = warp_band(image, corners, p.line_width, height, band)
             colour = classify_colour(single)
-            candidates = [single]
+            candidates = [(single, PlateLayout.SINGLE)]
+            candidates += [(v, PlateLayout.SINGLE) for v in self._variants(image, corners, single, crop)]
             if may_be_double_row(corners) and not _single_row_colour(colour):
                 # Yaw and pitch squeeze single-row plates to double-row aspect ratios (CCPD has
                 # single-row plates at 1.9), so an ambiguous plate is read both ways.
                 plate = warp_band(image, corners, 220, 110)
-                candidates.append(stitch_double_row(plate))
-            for line in candidates:
+                candidates.append((stitch_double_row(plate), PlateLayout.DOUBLE))
+            for line, layout in candidates:
                 lines.append(line)
                 widths.append(_line_width(line))
                 biases.append(self._bias(colour))
                 owner.append(q)
+                layout_of.append(layout)
             meta.append((corners, box, score, colour))
         decoded_lines = self._read_lines(lines, widths, biases)
         if self._clp is not None:
             decoded_lines = self._second_opinion(self._clp, lines, biases, decoded_lines)
-        # Per quad, the best of its candidate lines (single-row reading first).
+        # Per quad and reading, the variants' reads combined per position; then the better reading.
+        groups: dict[tuple[int, PlateLayout], list[Decoded | None]] = {}
+        for q, layout, d in zip(owner, layout_of, decoded_lines, strict=True):
+            groups.setdefault((q, layout), []).append(d)
         decoded: list[Decoded | None] = [None] * len(quads)
         rows: list[PlateLayout] = [PlateLayout.SINGLE] * len(quads)
-        first_line = {q: owner.index(q) for q in set(owner)}
-        for i, (q, d) in enumerate(zip(owner, decoded_lines, strict=True)):
+        for (q, layout), reads_of in groups.items():
+            d = combine(reads_of)
             cur = decoded[q]
             if d is not None and (cur is None or d.confidence > cur.confidence):
                 decoded[q] = d
-                rows[q] = PlateLayout.SINGLE if i == first_line[q] else PlateLayout.DOUBLE
+                rows[q] = layout
+        first_line = {q: owner.index(q) for q in set(owner)}
         decoded = self._agree_with_colour(lines=lines, widths=widths, first_line=first_line, decoded=decoded,
                                           meta=meta)
         reads: list[PlateRead] = []
@@ -329,6 +340,21 @@ class PlateReader:
             got = self._ppocr.read([lines[i] for i in idx], [width] * len(idx), [biases[i] for i in idx])
             for i, d in zip(idx, got, strict=True):
                 out[i] = d
+        return out
+
+    def _variants(
+        self, image: NDArray[np.uint8], corners: NDArray[np.float32], single: NDArray[np.uint8], crop: bool
+    ) -> list[NDArray[np.uint8]]:
+        """The configured test-time variants of a plate's single-row line (edge.plates.variants)."""
+        out: list[NDArray[np.uint8]] = []
+        for name in self.params.variants:
+            if name in PIXEL_VARIANTS:
+                out.append(PIXEL_VARIANTS[name](single))
+            elif name == "wide" and not crop:
+                # Less of the band trimmed: corners a few pixels off on a small plate cut characters.
+                out.append(warp_band(image, corners, self.params.line_width, PPOCR_SPEC.height, WIDE))
+            elif name not in ("wide",):
+                raise ValueError(f"unknown plate variant {name!r}")
         return out
 
     def _trusted(self, colour: ColourEstimate) -> bool:
