@@ -109,7 +109,7 @@ REPEATED: dict[str, dict[str, tuple[str, ...]]] = {
     "pipeline": {"overhead_pct": ("overhead_pct",), "overhead_wall_pct": ("overhead_wall_pct",),
                  "fps": ("fps_per_camera_every_frame_detected",)},
 }
-PEERS_OF = {"faces": "face_recognition", "plates": "agentclpr"}
+PEERS_OF = {"faces": "face_recognition", "plates": "agentclpr", "gate": "face_recognition"}
 
 
 def _repeated(name: str, first: Callable[[], dict[str, Any]], again: Callable[[], dict[str, Any]],
@@ -170,7 +170,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     if "gate" in only:
         from bench import bench_gate
 
-        res["gate"] = _section("gate", lambda: bench_gate.run(quick=args.quick))
+        res["gate"] = _section("gate", lambda: bench_gate.run(quick=args.quick, peers=peers, install_peers=install))
+        res["gate_headline"] = bench_gate.headline(res["gate"])
     if "outbox" in only:
         bench_outbox = _optional("bench_outbox")
         if bench_outbox is None:
@@ -292,6 +293,27 @@ def table(res: dict[str, Any]) -> str:
                  "", "", TARGETS["static_cpu_pct_per_camera"]))
     rows.append(("peak RSS, all models + 4 cameras (CaptureDaemon)", _fmt(res["peak_rss_mb"], " MB"), "", "",
                  TARGETS["peak_rss_mb"]))
+    g = res.get("gate_headline")
+    if g:
+        n = g["plates_scenes"]
+        lo, hi = g["plates_degraded_exact_min_max"]
+        rows.append((f"gate plates exact of {n}: native / 720p / degraded (seeds min-max) / clip",
+                     f"{_fmt(g['plates_native_exact'])} / {_fmt(g['plates_720p_exact'])} / {_fmt(lo)}-{_fmt(hi)} / "
+                     f"{_fmt(g['plates_clip_exact'])}", "", "", ">= 34 (720p), >= 33 (degraded), >= 35 (clip)"))
+        rows.append(("gate faces TAR at FAR <= 0.1 %: clean / 30 px (peer at 30 px)",
+                     f"{_fmt(g['faces_tar_clean'], '', 3)} / {_fmt(g['faces_tar_30px'], '', 3)}",
+                     _fmt(g["faces_peer_tar_30px"], "", 3), "", "30 px within 5 points of clean"))
+        rows.append(("gate faces false accepts with the quality gate (all conditions)",
+                     _fmt(g["faces_false_accepts_gated"]), "", "", "0"))
+        rows.append(("early decisions, p50 s: plate readable->event / face first->event",
+                     f"{_fmt(g['plate_readable_to_event_p50_s'], '', 2)} / "
+                     f"{_fmt(g['face_first_to_event_p50_s'], '', 2)}",
+                     "", "", "<= 0.5 s"))
+        rows.append(("  passage end->event p50 s, early vs track end only: plates / faces",
+                     f"{_fmt(g['plate_end_to_event_p50_s'], '', 2)} vs "
+                     f"{_fmt(g['plate_end_to_event_p50_s_track_end_only'], '', 2)} / "
+                     f"{_fmt(g['face_end_to_event_p50_s'], '', 2)} vs "
+                     f"{_fmt(g['face_end_to_event_p50_s_track_end_only'], '', 2)}", "", "", ""))
     if outbox and "skipped" not in outbox and "error" not in outbox:
         rows.append(("outbox commit, events/s (1 per txn / 100 per txn)",
                      f"{_fmt(outbox.get('commit_single_eps'), '', 0)} / {_fmt(outbox.get('commit_batch_eps'), '', 0)}",
