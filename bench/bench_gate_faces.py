@@ -93,6 +93,18 @@ def _peer(fr: Any, image: NDArray[np.uint8]) -> NDArray[np.float32] | None:
     return np.asarray(enc[0], np.float32) if enc else None
 
 
+QUALITY_SWEEP = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
+
+
+def _sweep(scored: list[tuple[bool, float, float]], threshold: float) -> dict[str, tuple[int, int]]:
+    """Per candidate quality floor: (genuine accepted, false accepts) at the match threshold."""
+    out = {}
+    for q in QUALITY_SWEEP:
+        ok = [(same, score) for same, score, quality in scored if quality >= q and score >= threshold]
+        out[f"{q:.2f}"] = (sum(1 for same, _ in ok if same), sum(1 for same, _ in ok if not same))
+    return out
+
+
 def _tar(gen: list[float], imp: list[float]) -> float | None:
     if not gen or not imp:
         return None
@@ -140,6 +152,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
                 t0 = time.perf_counter()
                 peer_probes[p] = _peer(fr, probe)
                 peer_s.append(time.perf_counter() - t0)
+        scored: list[tuple[bool, float, float]] = []
         gen, imp, pgen, pimp = [], [], [], []
         accepted = false_accepts = gated = genuine = 0
         for r in pairs:
@@ -147,6 +160,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
             gallery, (probe, quality) = clean[r["path1"]][0], probes[r["path2"]]
             score = -math.inf if gallery is None or probe is None else float(np.dot(gallery, probe))
             (gen if same else imp).append(score)
+            scored.append((same, score, quality))
             genuine += same
             if probe is not None and quality < cfg.min_match_quality:
                 gated += 1
@@ -164,6 +178,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
             "peer_faces_found": sum(1 for e in peer_probes.values() if e is not None) if fr is not None else None,
             "gated_decision": {"genuine_pairs": genuine, "genuine_accepted": accepted,
                                "false_accepts": false_accepts, "unmatched_quality_pairs": gated},
+            "quality_sweep": _sweep(scored, cfg.match_threshold),
             "ours_ms_p50": round(1000 * float(np.median(ours_s)), 2),
             "peer_ms_p50": round(1000 * float(np.median(peer_s)), 2) if peer_s else None,
         }
