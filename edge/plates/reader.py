@@ -77,6 +77,9 @@ class ReaderParams:
     # Measured (bench/bench_gate_plates.py): "clahe" read 1 more of 36 at 720p and natively, and
     # 0-1 more per degraded seed; "gamma", "sharpen" and "wide" gained nothing or lost.
     variants: tuple[str, ...] = ("clahe",)
+    # ... read only for plates whose plain read's weakest character is below this (1.0: always):
+    # always reading them cost 40 % more CPU per 1280x720 frame.
+    variants_below: float = 0.6
     # Log-prior for the colour's forms when a read contradicts its trusted colour (a green plate
     # read with 7 characters): large enough to decide the length, and the re-read must still pass
     # the character-confidence floor to be published (0: never re-read; the read stays invalid).
@@ -288,7 +291,6 @@ class PlateReader:
             single = warp_band(image, corners, p.line_width, height, band)
             colour = classify_colour(single)
             candidates = [(single, PlateLayout.SINGLE)]
-            candidates += [(v, PlateLayout.SINGLE) for v in self._variants(image, corners, single, crop)]
             if may_be_double_row(corners) and not _single_row_colour(colour):
                 # Yaw and pitch squeeze single-row plates to double-row aspect ratios (CCPD has
                 # single-row plates at 1.9), so an ambiguous plate is read both ways.
@@ -304,6 +306,20 @@ class PlateReader:
         decoded_lines = self._read_lines(lines, widths, biases)
         if self._clp is not None:
             decoded_lines = self._second_opinion(self._clp, lines, biases, decoded_lines)
+        # Test-time variants only for plates whose plain read is weak: a clear read costs nothing more.
+        weak = [q for q in range(len(quads)) if p.variants and self._weak(decoded_lines[owner.index(q)])]
+        extra: list[NDArray[np.uint8]] = []
+        extra_owner: list[int] = []
+        for q in weak:
+            for v in self._variants(image, meta[q][0], lines[owner.index(q)], crop):
+                extra.append(v)
+                extra_owner.append(q)
+        if extra:
+            extra_widths = [_line_width(v) for v in extra]
+            extra_biases = [biases[owner.index(q)] for q in extra_owner]
+            decoded_lines = [*decoded_lines, *self._read_lines(extra, extra_widths, extra_biases)]
+            owner = [*owner, *extra_owner]
+            layout_of = [*layout_of, *([PlateLayout.SINGLE] * len(extra))]
         # Per quad and reading, the variants' reads combined per position; then the better reading.
         groups: dict[tuple[int, PlateLayout], list[Decoded | None]] = {}
         for q, layout, d in zip(owner, layout_of, decoded_lines, strict=True):
@@ -373,6 +389,9 @@ class PlateReader:
             elif name not in ("wide",):
                 raise ValueError(f"unknown plate variant {name!r}")
         return out
+
+    def _weak(self, d: Decoded | None) -> bool:
+        return d is None or d.min_confidence < self.params.variants_below
 
     def _trusted(self, colour: ColourEstimate) -> bool:
         """A colour estimate sure enough to decide the plate's length: green needs its gradient too,
