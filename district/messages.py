@@ -143,7 +143,8 @@ def _storable(body: Any) -> bool:
         text.encode("utf-8")
     except (UnicodeEncodeError, ValueError):
         return False
-    return "\x00" not in text
+    # json.dumps escapes control characters even with ensure_ascii=False, so NUL shows as \\u0000.
+    return "\\u0000" not in text
 
 
 def _int_map(value: Any) -> dict[str, int]:
