@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
 
+from edge.configbase import StrictModel
 from edge.errors import EdgeError, PrivacyError
 from edge.sqlite import connect
 from edge.types import RawIdentifier
@@ -62,6 +63,14 @@ _MAX_DEPTH = 8
 
 JsonValue: TypeAlias = "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
 """A value allowed in audit details: JSON data, no bytes, arrays or raw identifiers."""
+
+
+class AuditConfig(StrictModel):
+    """The hash-chained audit log (queries, purges, enrolments, key rotations, config changes)."""
+
+    path: Path = Path("audit.db")
+    anchor_path: Path | None = None
+    """Default: `<path>.anchor`; put it on another file system or owner to make it worth more."""
 
 
 class AuditError(EdgeError):
@@ -524,3 +533,8 @@ def _check_value(value: object, where: str, depth: int) -> None:
         return
     raise AuditError(f"audit {where} holds a {type(value).__name__}; only JSON data is allowed")
 
+
+def audit_status(audit: AuditLog) -> dict[str, dict[str, object]]:
+    """The status message fragment that lets the platform anchor the audit chain."""
+    head = audit.head()
+    return {"audit_head": {"seq": head.seq, "hash": head.hash}}

@@ -12,7 +12,7 @@ import pytest
 from bench import run as bench_run
 from bench._common import percentiles
 from edge.errors import ModelError
-from edge.models.quantize import _Crops, int8_path, quantize_sface
+from edge.vision.quantize import _Crops, int8_path, quantize_sface
 from tests._models import models_dir, require_faces
 
 pytestmark = pytest.mark.models

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.audit import AuditAction, Problem
-from edge.passages.config import QueryConfig, RateLimitConfig
+from edge.query.config import QueryConfig, RateLimitConfig
 from edge.query.model import (
     Channel,
     Principal,

@@ -37,7 +37,7 @@ from edge.errors import EdgeError
 from edge.passages.config import PassageConfig, RetentionConfig
 from edge.sealed import DestroyedKey, EpochKeyStore, KeyDestroyedError, Sealer
 from edge.sqlite import connect
-from edge.types import Event, EventKind, IdKind, Observation
+from edge.types import Derived, Event, EventKind, IdKind, Observation
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class PassageStore:
 
     # -- CommitObserver ---------------------------------------------------------------------------
 
-    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[tuple[Observation, tuple[str, ...]]]:
+    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
         """Record committed events; never raises (the events are safe in the outbox already)."""
         try:
             self.record(pairs)
@@ -275,7 +275,7 @@ class PassageStore:
             log.error("passage store %s could not record %d event(s): %s", self._path, len(pairs), exc)
         return []
 
-    def tick(self, now: float) -> list[tuple[Observation, tuple[str, ...]]]:
+    def tick(self, now: float) -> list[Derived]:
         """Run the periodic purge when it is due (never on the shutdown tick, whose `now` is infinite)."""
         interval = self._cfg.purge_interval_s
         if interval <= 0 or not math.isfinite(now):

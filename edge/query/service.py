@@ -28,9 +28,10 @@ from edge.audit import AuditAction, AuditLog, JsonValue
 from edge.errors import PrivacyError
 from edge.events import iso_ms
 from edge.ids import uuid7
-from edge.passages.config import QueryConfig
 from edge.passages.store import PassageStore, StoredRecord
-from edge.privacy import Pseudonymiser, normalise
+from edge.privacy.normalise import normalise
+from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.config import QueryConfig
 from edge.query.model import (
     IDENTIFIER_KINDS,
     ROLE_KINDS,
