@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError
 
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import ConfigError
-from edge.privacy.pseudonym import EpochPolicy
+from edge.privacy.config import EpochPolicy
 
 
 class DatabaseConfig(StrictModel):

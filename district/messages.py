@@ -147,6 +147,10 @@ def _storable(body: Any) -> bool:
     return "\\u0000" not in text
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _int_map(value: Any) -> dict[str, int]:
     if not isinstance(value, dict):
         return {}
@@ -168,16 +172,16 @@ def _parse_status(gw: GatewayKey, topic: str, payload: bytes) -> Parsed:
         return _reject(topic, payload, "status is not an object with a boolean 'online'")
     if b"\\u" in payload and not _storable(body):
         return _reject(topic, payload, "status holds a NUL or an unpaired surrogate, which jsonb cannot store")
-    seq = body.get("seq") if isinstance(body.get("seq"), dict) else {}
-    components = body.get("components") if isinstance(body.get("components"), dict) else {}
-    capture = components.get("capture") if isinstance(components.get("capture"), dict) else {}
+    seq = _obj(body.get("seq"))
+    capture = _obj(_obj(body.get("components")).get("capture"))
     head = body.get("audit_head") or capture.get("audit_head")
     audit_seq = audit_hash = None
     if isinstance(head, dict) and isinstance(head.get("hash"), str):
         audit_seq, audit_hash = _opt_int(head.get("seq")), head["hash"][:64]
     models = body.get("models") or capture.get("models")
     age = body.get("oldest_pending_age_s")
-    alarms = body.get("alarms") if isinstance(body.get("alarms"), list) else []
+    alarms_raw = body.get("alarms")
+    alarms: list[Any] = alarms_raw if isinstance(alarms_raw, list) else []
     return StatusRow(
         gw=gw, online=body["online"], boot=_opt_int(body.get("boot")), outbox_depth=_opt_int(body.get("outbox_depth")),
         oldest_pending_age_s=float(age) if isinstance(age, int | float) and math.isfinite(age) else None,

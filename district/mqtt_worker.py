@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -115,7 +115,7 @@ class MqttIngestWorker:
         with self._cond:
             gen = self._gen
         for m in batch:
-            tag_gen, mid, qos = m.tag  # type: ignore[misc]
+            tag_gen, mid, qos = cast(tuple[int, int, int], m.tag)
             if tag_gen == gen and qos > 0:
                 self.client.ack(mid, qos)
 

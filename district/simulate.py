@@ -17,7 +17,7 @@ from edge.types import IdKind
 _SOURCES = ("cam1", "cam2", "reader1", "sniffer1")
 
 
-def event(district: str, community: str, gateway: str, source: str, boot: int, seq: int, *,
+def event(district: str, community: str, gateway: str, source: str, boot: int, seq: int, *,  # noqa: PLR0917
           ts: float | None = None, kind: str | None = None, subject: dict[str, str] | None = None) -> dict[str, Any]:
     """One event object; the kind follows the source's role unless given."""
     now = time.time() if ts is None else ts

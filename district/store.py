@@ -13,6 +13,7 @@ foresee) does not stall ingest: the batch is retried row by row and the refused 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = ("event_id, ts, district, community, gateway, source, boot, seq, kind, subject_type, "
                   "subject_pseudonym, key_id, payload, received_at")
+# Built once from constants (no input reaches them).
+_CREATE_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT {_EVENT_COLUMNS} FROM events WITH NO DATA"  # noqa: S608
+_MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "  # noqa: S608
+               "ON CONFLICT (event_id) DO NOTHING")
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
@@ -83,7 +88,7 @@ class Store:
         conn = connect(self.db_cfg.dsn, timeout_s=self.db_cfg.connect_timeout_s)
         try:
             conn.execute("SET synchronous_commit = on")
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT {_EVENT_COLUMNS} FROM events WITH NO DATA")
+            conn.execute(_CREATE_STAGE)
             conn.commit()
         except psycopg.Error as exc:
             conn.close()
@@ -95,10 +100,8 @@ class Store:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None
 
     # -- batches ---------------------------------------------------------------------------------
@@ -154,8 +157,7 @@ class Store:
                         cp.write_row((e.event_id, e.ts, e.gw.district, e.gw.community, e.gw.gateway, e.source,
                                       e.boot, e.seq, e.kind, e.subject_type, e.subject_pseudonym, e.key_id,
                                       e.payload, now))
-                cur.execute(f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "
-                            "ON CONFLICT (event_id) DO NOTHING")
+                cur.execute(_MOVE_STAGE)
                 result.inserted = max(cur.rowcount, 0)
                 result.duplicates = len(events) - result.inserted
                 cur.execute("TRUNCATE stage")

@@ -146,3 +146,40 @@ def test_replaying_the_whole_stream_changes_no_row(tmp_path: Path, pg: Database,
         w.stop()
     assert pg.query(_TABLE_DIGEST) == before
     assert uuid.UUID(str(pg.scalar("SELECT event_id FROM events ORDER BY event_id LIMIT 1"))).version == 7
+
+
+def _counters(db: Path) -> dict[str, int]:
+    ob = Outbox(db)
+    try:
+        return ob.counters()
+    finally:
+        ob.close()
+
+
+def test_events_lost_in_flight_come_back_by_replay_request(tmp_path: Path, pg: Database, broker: Broker) -> None:
+    """Clean broker sessions: what a killed worker held is gone. The gateway's timeout resend is set far
+    away (600 s), so only the platform's gap detection and replay request can bring those events back."""
+    outbox = tmp_path / "outbox.db"
+    Outbox(outbox).close()
+    cfg = district_config(tmp_path, mqtt={"session_expiry_s": 0}, ingest={"batch_ms": 200})
+    w = worker(cfg, pg, broker.port, tmp_path, client_id="w0")
+    up = uplink_daemon(gateway_config(tmp_path, broker.port, uplink={"ack_mode": "end_to_end", "ack_timeout_s": 600}),
+                       tmp_path)
+    prod = producer(outbox, tmp_path, "--count", "600", "--batch", "5", "--rate", "300")
+    try:
+        assert wait_until(lambda: pg.scalar("SELECT count(*) FROM events") >= 200, 60)
+        w.kill9()  # its uncommitted batch (up to 200 ms of events) is lost with its clean session
+        time.sleep(0.5)  # events published now reach no subscriber at all
+        w = worker(cfg, pg, broker.port, tmp_path, client_id="w0")
+        assert prod.wait(120) == 0
+        acked = set(prod.ids())
+        assert wait_until(lambda: acked <= _stored_ids(pg), 60, 0.2), w.log_path.read_text()[-2000:]
+        assert wait_until(lambda: _depth(outbox) == 0, 30)
+    finally:
+        up.stop()
+        prod.stop()
+        w.stop()
+    counters = _counters(outbox)
+    assert counters.get("replayed", 0) > 0 and counters.get("resent", 0) == 0, counters
+    assert pg.scalar("SELECT count(*) FROM events") == 600
+    assert "asking the gateway to replay them" in w.log_path.read_text()
