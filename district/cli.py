@@ -87,6 +87,112 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _principal(cfg: DistrictConfig, token_file: Path) -> Any:
+    from district.principals import Principals
+    from edge.errors import ConfigError
+
+    if cfg.search.tokens_file is None:
+        raise ConfigError("[search].tokens_file is not set: searches are made under a token's principal")
+    who = Principals.load(cfg.search.tokens_file).authenticate(token_file.read_text().strip())
+    if who is None:
+        raise ConfigError(f"the token in {token_file} is not in {cfg.search.tokens_file}")
+    return who
+
+
+def _search_service(cfg: DistrictConfig) -> Any:
+    from district.db import connect
+    from district.search import KeyService, SearchService
+
+    return SearchService(cfg.search, KeyService.from_config(cfg.search),
+                         lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s))
+
+
+def _when(text: str, *, end: bool = False) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    if end and len(text) == 10:  # a bare date as the end means the whole day
+        dt += timedelta(days=1) - timedelta(milliseconds=1)
+    return dt
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from district.errors import SearchRefusedError
+    from district.search import SearchKind, SearchRequest
+
+    cfg = _config(args)
+    who = _principal(cfg, args.token_file)
+    # "-" reads the value from stdin, so a plate or card number stays out of the shell history.
+    value = sys.stdin.readline().strip() if args.value == "-" else args.value
+    req = SearchRequest(SearchKind(args.kind), value, _when(args.start),
+                        _when(args.end, end=True) if args.end else datetime.now(UTC), args.case, args.officer)
+    try:
+        res = _search_service(cfg).search(who, req)
+    except SearchRefusedError as exc:
+        print(f"refused ({exc.reason}): {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps({"hits": [{"event_id": h.event_id, "ts": h.ts.isoformat(), "gateway":
+                                    f"{h.district}/{h.community}/{h.gateway}", "gate": h.gate, "kind": h.kind}
+                                   for h in res.hits], "epochs": res.epochs, "truncated": res.truncated,
+                          "audit_seq": res.audit_seq}, ensure_ascii=False))
+    else:
+        for h in res.hits:
+            print(f"{h.ts.isoformat()}  {h.district}/{h.community}/{h.gateway}  {h.gate:<12} {h.kind:<14} {h.event_id}")
+        print(f"{len(res.hits)} hit(s) over epochs {', '.join(res.epochs)}; audit record {res.audit_seq}."
+              f" Details: ask each gateway's query door with --case {args.case}.", file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from district.api import create_app
+    from district.principals import Principals
+    from edge.errors import ConfigError
+
+    cfg = _config(args)
+    if cfg.search.tokens_file is None:
+        raise ConfigError("[search].tokens_file is not set: the API admits callers by token only")
+    app = create_app(_search_service(cfg), Principals.load(cfg.search.tokens_file))
+    uvicorn.run(app, host=cfg.http.bind, port=args.port if args.port is not None else cfg.http.port,
+                log_level="info", access_log=False)  # access logs are off: no caller detail in the journal
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from district.db import connect
+    from district.platform_audit import verify
+
+    with connect(_config(args).database.dsn) as conn:
+        c = verify(conn)
+    print(json.dumps({"ok": c.ok, "records": c.records, "head": f"{c.head_seq}:{c.head_hash}",
+                      "first_bad_seq": c.first_bad_seq, "message": c.message}))
+    return 0 if c.ok else 1
+
+
+def _cmd_audit_check(args: argparse.Namespace) -> int:
+    from district.auditcheck import check_against_chain, check_history
+    from district.db import connect
+
+    with connect(_config(args).database.dsn) as conn:
+        if args.gateway_db:
+            if not args.gateway:
+                print("--gateway-db needs --gateway DISTRICT/COMMUNITY/GATEWAY", file=sys.stderr)
+                return 2
+            n, findings = check_against_chain(conn, args.gateway, args.gateway_db)
+        else:
+            n, findings = check_history(conn, args.gateway)
+    for f in findings:
+        print(f"{f.gateway} (head seen {f.seen_at}): {f.problem}")
+    print(f"{n} stored head(s) checked, {len(findings)} problem(s)", file=sys.stderr)
+    return 1 if findings else 0
+
+
 def register(sub: Any) -> None:
     """Add the `district` command group to an argparse sub-parsers object."""
     p = sub.add_parser("district", help="the district platform: ingest, search, audit checks")
@@ -114,11 +220,32 @@ def _add_commands(dsub: Any) -> None:
     r.add_argument("--days", type=int, help="keep this many days (default [retention].events_days)")
     r.set_defaults(func=_cmd_retention)
 
-    for extra in _EXTRA:
-        extra(dsub)
+    s = dsub.add_parser("search", help="district-wide police search by plate, card or MAC (audited)")
+    _common(s)
+    s.add_argument("kind", choices=("plate", "card", "mac"))
+    s.add_argument("value", help="the raw value, or - to read it from stdin (keeps it out of shell history)")
+    s.add_argument("--from", dest="start", required=True, help="ISO date or time (UTC unless it says)")
+    s.add_argument("--to", dest="end", help="ISO date or time (default: now)")
+    s.add_argument("--case", required=True, help="the case id (required)")
+    s.add_argument("--officer", required=True, help="the officer id (required)")
+    s.add_argument("--token-file", required=True, type=Path, help="file holding your API token")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_search)
 
+    v = dsub.add_parser("serve", help="the HTTP API (FastAPI; OpenAPI at /openapi.json)")
+    _common(v)
+    v.add_argument("--port", type=int)
+    v.set_defaults(func=_cmd_serve)
 
-_EXTRA: list[Any] = []
+    av = dsub.add_parser("audit-verify", help="verify the platform's own hash-chained audit log")
+    _common(av)
+    av.set_defaults(func=_cmd_audit_verify)
+
+    ac = dsub.add_parser("audit-check", help="compare the gateways' stored audit heads (tamper evidence)")
+    _common(ac)
+    ac.add_argument("--gateway", help="DISTRICT/COMMUNITY/GATEWAY (default: every gateway)")
+    ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
+    ac.set_defaults(func=_cmd_audit_check)
 
 
 def main(argv: list[str] | None = None) -> int:
