@@ -76,6 +76,9 @@ class IngestConfig(StrictModel):
     accept_past_days: int = Field(default=60, ge=1)
     accept_future_days: int = Field(default=1, ge=0)
     sweep_s: float = Field(default=1.0, gt=0)
+    # Watermarks are advanced (and published) at most this often, over every source touched since:
+    # the protocol allows 50-200 ms, and one advance over many batches costs about what one costs.
+    mark_interval_ms: float = Field(default=100.0, ge=0)
     gap_grace_s: float = Field(default=10.0, gt=0)
     replay_interval_s: float = Field(default=30.0, gt=0)
 

@@ -19,9 +19,9 @@ import psycopg
 
 from district.config import DistrictConfig
 from district.errors import DatabaseError
-from district.messages import GatewayKey, parse
+from district.messages import GatewayKey, StatusRow, parse
 from district.store import Store, WriteResult
-from district.watermarks import ack_body, advance, apply_statuses, due_replays, marks_of, stalled_keys
+from district.watermarks import SourceKey, ack_body, advance, apply_statuses, due_replays, marks_of, stalled_keys
 from edge.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class IngestCore:
         self._next_sweep = 0.0
         self._db_down_since: float | None = None
         self._next_stats = 0.0
+        self._next_advance = 0.0
+        self._touched: set[SourceKey] = set()
+        self._statuses: list[StatusRow] = []
         self._logged: Stats | None = None
 
     def commit(self, batch: Sequence[Incoming]) -> WriteResult | None:
@@ -105,15 +108,29 @@ class IngestCore:
         return None
 
     def after_commit(self, result: WriteResult) -> None:
-        """Advance the marks the batch touched and publish those that moved (errors: the sweep retries)."""
+        """Note what the batch touched; advance and publish the marks if `mark_interval_ms` has passed."""
+        self._touched |= result.touched
+        self._statuses.extend(result.statuses)
+        self._dirty |= result.duplicate_gateways
+        if time.monotonic() >= self._next_advance:
+            self.advance_now()
+
+    def advance_now(self) -> None:
+        """Advance the marks of every source touched since the last time, and publish those that moved."""
+        self._next_advance = time.monotonic() + self.cfg.ingest.mark_interval_ms / 1000.0
+        if not self._touched and not self._statuses:
+            return
+        touched, statuses = self._touched, self._statuses
+        self._touched, self._statuses = set(), []
         try:
             conn = self.store.connection()
-            keys = set(result.touched)
-            if result.statuses:
-                keys |= apply_statuses(conn, result.statuses)
-            self._dirty |= advance(conn, keys) | result.duplicate_gateways
-            self._dirty |= {s.gw for s in result.statuses if s.floors}
+            keys = set(touched)
+            if statuses:
+                keys |= apply_statuses(conn, statuses)
+            self._dirty |= advance(conn, keys)
+            self._dirty |= {s.gw for s in statuses if s.floors}
         except (DatabaseError, psycopg.Error) as exc:
+            # Committed runs stay in seq_runs: the sweep (stalled_keys) advances them later.
             log.warning("cannot advance watermarks now (the sweep will): %s", exc)
             self.store.close()
             return
@@ -153,6 +170,8 @@ class IngestCore:
             if self._logged != self.stats:
                 log.info("ingest %s", self.stats)
                 self._logged = Stats(**vars(self.stats))
+        if now >= self._next_advance:
+            self.advance_now()
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.cfg.ingest.sweep_s

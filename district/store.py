@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 
 from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
@@ -37,6 +39,9 @@ _EVENT_COLUMNS = ("event_id, ts, district, community, gateway, source, boot, seq
 _CREATE_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT {_EVENT_COLUMNS} FROM events WITH NO DATA"  # noqa: S608
 _MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "  # noqa: S608
                "ON CONFLICT (event_id) DO NOTHING")
+_EVENT_TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "text", "text",
+                "jsonb", "timestamptz")
+_RUN_TYPES = ("text", "text", "text", "text", "int8", "int8", "int8")
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
@@ -70,6 +75,34 @@ def seq_runs(rows: Sequence[EventRow]) -> list[tuple[SourceKey, int, int]]:
     return out
 
 
+class _RawJsonb(str):
+    """JSON text that is already valid (the validator parsed it): sent to jsonb as is, not re-encoded."""
+
+
+class _JsonbTextBinaryDumper(Dumper):
+    """Binary jsonb is a version byte (1) and the JSON text: no json.dumps of a str into a JSON string."""
+
+    format = pq.Format.BINARY
+
+    def dump(self, obj: object) -> bytes:
+        return b"\x01" + str(obj).encode("utf-8")
+
+
+def jsonb_passthrough(conn: Conn) -> None:
+    """Make binary COPY send `str` values to jsonb columns as the JSON text they are.
+
+    COPY … (FORMAT BINARY) with set_types() looks dumpers up by column type, so registering this one
+    for jsonb's oid is what the loader's COPY uses; nothing else on the connection changes.
+    """
+    info = conn.adapters.types["jsonb"]
+    assert info is not None
+
+    class _Dumper(_JsonbTextBinaryDumper):
+        oid = info.oid
+
+    conn.adapters.register_dumper(_RawJsonb, _Dumper)
+
+
 class Store:
     """Owns one PostgreSQL connection and writes batches through it."""
 
@@ -78,6 +111,8 @@ class Store:
         self.cfg = ingest
         self.partitions = PartitionCache()
         self._conn: Conn | None = None
+        self._duplicates_likely = False
+        self._stage_batches = 0
 
     # -- connection ------------------------------------------------------------------------------
     def connection(self) -> Conn:
@@ -87,6 +122,7 @@ class Store:
         self.close()
         conn = connect(self.db_cfg.dsn, timeout_s=self.db_cfg.connect_timeout_s)
         try:
+            jsonb_passthrough(conn)
             conn.execute("SET synchronous_commit = on")
             conn.execute(_CREATE_STAGE)
             conn.commit()
@@ -152,17 +188,11 @@ class Store:
         result = WriteResult(rejected=len(rejects), statuses=list(statuses))
         with conn.transaction(), conn.cursor() as cur:
             if events:
-                with cur.copy(f"COPY stage ({_EVENT_COLUMNS}) FROM STDIN") as cp:
-                    for e in events:
-                        cp.write_row((e.event_id, e.ts, e.gw.district, e.gw.community, e.gw.gateway, e.source,
-                                      e.boot, e.seq, e.kind, e.subject_type, e.subject_pseudonym, e.key_id,
-                                      e.payload, now))
-                cur.execute(_MOVE_STAGE)
-                result.inserted = max(cur.rowcount, 0)
-                result.duplicates = len(events) - result.inserted
-                cur.execute("TRUNCATE stage")
+                result.inserted, result.duplicates = self._load(conn, cur, events, now)
                 runs = seq_runs(events)
-                with cur.copy("COPY seq_runs (district, community, gateway, source, boot, lo, hi) FROM STDIN") as cp:
+                with cur.copy("COPY seq_runs (district, community, gateway, source, boot, lo, hi) FROM STDIN "
+                              "(FORMAT BINARY)") as cp:
+                    cp.set_types(_RUN_TYPES)
                     for key, lo, hi in runs:
                         cp.write_row((key.gw.district, key.gw.community, key.gw.gateway, key.source, key.boot, lo, hi))
                 result.touched = {k for k, _, _ in runs}
@@ -183,6 +213,37 @@ class Store:
                       s.oldest_pending_age_s, list(s.alarms), s.models, s.audit_seq, s.audit_hash, s.body)
                      for s in statuses])
         return result
+
+    def _copy(self, cur: psycopg.Cursor[tuple[object, ...]], table: str, events: Sequence[EventRow],
+              now: datetime) -> None:
+        with cur.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(_EVENT_TYPES)
+            for e in events:
+                cp.write_row((e.event_id, e.ts, e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot, e.seq,
+                              e.kind, e.subject_type, e.subject_pseudonym, e.key_id, e.payload, now))
+
+    def _load(self, conn: Conn, cur: psycopg.Cursor[tuple[object, ...]], events: Sequence[EventRow],
+              now: datetime) -> tuple[int, int]:
+        """(inserted, duplicates). Fast path: a binary COPY straight into `events`, which is all a batch
+        of new events needs. If any event_id is already there (a resend, a redelivery), PostgreSQL
+        refuses the whole COPY; back at the savepoint, the batch goes through a stage table and
+        INSERT … ON CONFLICT (event_id) DO NOTHING instead. Either way each event_id is stored once."""
+        if not self._duplicates_likely:
+            try:
+                with conn.transaction():
+                    self._copy(cur, "events", events, now)
+                return len(events), 0
+            except psycopg.errors.UniqueViolation:
+                pass
+        self._copy(cur, "stage", events, now)
+        cur.execute(_MOVE_STAGE)
+        inserted = max(cur.rowcount, 0)
+        cur.execute("TRUNCATE stage")
+        # After a duplicate, more usually follow (a gateway resending its backlog): take the stage
+        # path for a while rather than paying a failed COPY per batch.
+        self._duplicates_likely = inserted < len(events) and self._stage_batches < 20
+        self._stage_batches = self._stage_batches + 1 if self._duplicates_likely else 0
+        return inserted, len(events) - inserted
 
     def _write_rows(self, conn: Conn, events: Sequence[EventRow], statuses: Sequence[StatusRow],
                     rejects: Sequence[Reject], now: datetime) -> WriteResult:
