@@ -195,9 +195,11 @@ class GatewayStats:
 class SimGateway:
     """One simulated gateway: its own event ids, seqs, in-memory outbox and MQTT connection."""
 
-    def __init__(self, host: str, port: int, district: str, community: str, gateway: str, *, prefix: str = "edgegw",
-                 n_sources: int = 4, ack_timeout_s: float = 30.0, window: int = 64, boot: int | None = None) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, ports: tuple[int, ...], district: str, community: str, gateway: str, *,
+                 prefix: str = "edgegw", n_sources: int = 4, ack_timeout_s: float = 30.0, window: int = 64,
+                 boot: int | None = None) -> None:
+        self.host, self.ports = host, ports
+        self._port_i = 0
         self.d, self.c, self.g = district, community, gateway
         self.base = f"{prefix}/{district}/{community}/{gateway}"
         self.sources = sources(n_sources)
@@ -226,21 +228,24 @@ class SimGateway:
                     self.stats.latencies.append(now - p.created)
         elif topic == f"{self.base}/replay" and msg.get("boot") == self.boot:
             for seq in range(int(msg["from"]), int(msg["to"]) + 1):
-                p = self.pending.get((str(msg["source"]), seq))
-                if p is not None:
-                    p.sent = 0.0  # the resend loop sends it next
+                held = self.pending.get((str(msg["source"]), seq))
+                if held is not None:
+                    held.sent = 0.0  # the resend loop sends it next
                     self.stats.replayed += 1
 
     async def connect(self) -> None:
         """Connect (retrying) and subscribe to the watermark and replay topics."""
         while True:
-            m = MqttLite(self.host, self.port, f"sim-{self.g}", on_message=self._on_message)
+            port = self.ports[self._port_i % len(self.ports)]
+            m = MqttLite(self.host, port, f"sim-{self.g}", on_message=self._on_message)
             try:
-                await m.connect(will=(f"{self.base}/status", b'{"online": false, "reason": "connection lost"}'))
-                await m.subscribe(f"{self.base}/ack")
-                await m.subscribe(f"{self.base}/replay")
-            except (OSError, ConnectionError, asyncio.IncompleteReadError):
+                await asyncio.wait_for(m.connect(will=(f"{self.base}/status",
+                                                       b'{"online": false, "reason": "connection lost"}')), 10)
+                await asyncio.wait_for(m.subscribe(f"{self.base}/ack"), 10)
+                await asyncio.wait_for(m.subscribe(f"{self.base}/replay"), 10)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
                 await m.close()
+                self._port_i += 1  # a cluster: try the next node
                 await asyncio.sleep(0.5)
                 continue
             self.mqtt = m
@@ -365,12 +370,14 @@ class FleetResult:
         return self.generated / self.duration_s if self.duration_s else 0.0
 
 
-async def run_fleet(host: str, port: int, *, gateways: int, rate_per_gateway: float, duration_s: float,
+async def run_fleet(host: str, port: int | tuple[int, ...], *, gateways: int, rate_per_gateway: float, duration_s: float,
                     district: str = "dl-gjz", settle_s: float = 60.0, ack_timeout_s: float = 30.0,
                     during: Callable[[float], None] | None = None) -> FleetResult:
     """Run `gateways` simulated gateways concurrently; `during(elapsed)` is called every second (faults)."""
-    fleet = [SimGateway(host, port, district, f"c{i // 10:04d}", f"gw{i:05d}", ack_timeout_s=ack_timeout_s)
-             for i in range(gateways)]
+    ports = port if isinstance(port, tuple) else (port,)
+    # Gateway i starts on node i mod n (and moves on to the next node when its node is down).
+    fleet = [SimGateway(host, ports[i % len(ports):] + ports[:i % len(ports)], district, f"c{i // 10:04d}",
+                        f"gw{i:05d}", ack_timeout_s=ack_timeout_s) for i in range(gateways)]
     start = time.monotonic()
 
     async def ticker() -> None:
