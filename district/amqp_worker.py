@@ -14,6 +14,7 @@ gateway that reconnects gets its mark with the next batch, or when its resend is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -88,10 +89,13 @@ class AmqpIngestWorker:
         log.info("AMQP ingest worker consuming %s", self.cfg.amqp.queue)
         batch_s = self.cfg.ingest.batch_ms / 1000.0
         while not self._stop.is_set():
+            if conn.is_closed:
+                raise pika.exceptions.StreamLostError("the connection closed")
             conn.process_data_events(time_limit=batch_s if not self._buffer else 0.005)
             first = self._buffer[0].received if self._buffer else None
-            if self._buffer and (len(self._buffer) >= self.cfg.ingest.batch_max or time.time() - (first or 0) >= batch_s):
-                batch, self._buffer = self._buffer[: self.cfg.ingest.batch_max], self._buffer[self.cfg.ingest.batch_max:]
+            limit = self.cfg.ingest.batch_max
+            if self._buffer and (len(self._buffer) >= limit or time.time() - (first or 0) >= batch_s):
+                batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
                 result = self.core.commit(batch)
                 if result is None:
                     return  # stopping: unacknowledged, the queue redelivers
@@ -114,17 +118,17 @@ class AmqpIngestWorker:
             delay = 0.5
             try:
                 self._session(conn)
-            except pika.exceptions.AMQPError as exc:
+            except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
+                # (pika raises ValueError from process_data_events when the socket died under it.)
                 # Unacknowledged deliveries return to the queue; what was buffered is simply dropped here.
-                log.warning("AMQP connection lost (%s); reconnecting", exc)
+                log.warning("AMQP connection lost (%s); reconnecting", exc or type(exc).__name__)
+                self._stop.wait(0.5)
             finally:
                 self._channel = None
                 self._buffer = []
                 if conn.is_open:
-                    try:
+                    with contextlib.suppress(pika.exceptions.AMQPError, OSError, ValueError):
                         conn.close()
-                    except pika.exceptions.AMQPError:
-                        pass
         self.core.close()
         log.info("AMQP ingest worker stopped: %s", self.core.stats)
 
