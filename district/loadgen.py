@@ -370,8 +370,8 @@ class FleetResult:
         return self.generated / self.duration_s if self.duration_s else 0.0
 
 
-async def run_fleet(host: str, port: int | tuple[int, ...], *, gateways: int, rate_per_gateway: float, duration_s: float,
-                    district: str = "dl-gjz", settle_s: float = 60.0, ack_timeout_s: float = 30.0,
+async def run_fleet(host: str, port: int | tuple[int, ...], *, gateways: int, rate_per_gateway: float,
+                    duration_s: float, district: str = "dl-gjz", settle_s: float = 60.0, ack_timeout_s: float = 30.0,
                     during: Callable[[float], None] | None = None) -> FleetResult:
     """Run `gateways` simulated gateways concurrently; `during(elapsed)` is called every second (faults)."""
     ports = port if isinstance(port, tuple) else (port,)
@@ -399,7 +399,8 @@ async def run_fleet(host: str, port: int | tuple[int, ...], *, gateways: int, ra
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
-    return FleetResult(gateways, elapsed, sum(g.stats.generated for g in fleet), sum(g.stats.pubacked for g in fleet),
+    return FleetResult(gateways, elapsed, sum(g.stats.generated for g in fleet),
+                       sum(g.stats.pubacked for g in fleet),
                        sum(g.stats.committed for g in fleet), sum(len(g.pending) for g in fleet),
                        sum(g.stats.resent for g in fleet), sum(g.stats.replayed for g in fleet), pct(0.5), pct(0.99),
                        [e for g in fleet for e in g.event_ids])

@@ -13,11 +13,11 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from district.validation import validate_event
 from edge.errors import PrivacyError
-from edge.events import validate
 
 _MAX_STATUS_BYTES = 1 << 20
 
@@ -98,7 +98,8 @@ def split_topic(topic: str, prefix: str) -> tuple[GatewayKey, str, str | None] |
 
 
 def _ts(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # The schema pinned the form (YYYY-MM-DDTHH:MM:SS.mmmZ); fromisoformat reads it ~50x faster than strptime.
+    return datetime.fromisoformat(text)
 
 
 def parse(topic: str, payload: bytes, *, prefix: str = "edgegw", max_bytes: int = 65536) -> Parsed:
@@ -120,7 +121,7 @@ def parse(topic: str, payload: bytes, *, prefix: str = "edgegw", max_bytes: int 
     if b"\\u" in payload and not _storable(body):
         return _reject(topic, payload, "payload holds a NUL or an unpaired surrogate, which jsonb cannot store")
     try:
-        validate(body)
+        validate_event(body)
     except PrivacyError as exc:
         return _reject(topic, payload, str(exc))
     claimed = GatewayKey(body["district"], body["community"], body["gateway"])

@@ -101,7 +101,8 @@ class KeyService:
     def from_config(cls, cfg: SearchConfig) -> KeyService:
         """Load the district key (a 0600 file or a systemd credential)."""
         if not cfg.key_file:
-            raise SearchRefusedError(Refusal.INVALID, "no [search].key_file configured: the search needs the district key")
+            raise SearchRefusedError(Refusal.INVALID,
+                                     "no [search].key_file configured: the search needs the district key")
         return cls(Pseudonymiser(load_secret(cfg.key_file, purpose="district pseudonym"), cfg.epoch))
 
     def pseudonyms(self, kind: SearchKind, value: str, start: datetime, end: datetime) -> list[tuple[str, str]]:
@@ -121,8 +122,8 @@ class SearchService:
         """A new connection to the platform database."""
         return self._connect()
 
-    def _refuse(self, conn: Conn, who: Principal, req_case: str, officer: str, reason: Refusal, message: str,
-                retry: float | None = None) -> SearchRefusedError:
+    def _refuse(self, conn: Conn, who: Principal, req_case: str, officer: str, reason: Refusal,  # noqa: PLR0917
+                message: str, retry: float | None = None) -> SearchRefusedError:
         append(conn, who.name, "search_refused", {"case_id": req_case[:64], "officer": officer[:64],
                                                   "reason": reason.value})
         return SearchRefusedError(reason, message, retry)

@@ -69,9 +69,11 @@ def mosquitto(tmp: Path, port: int | None = None) -> Iterator[int]:
         proc.wait(5)
 
 
-def start_worker(dsn: str, port: int, client_id: str, log_path: Path, *, config: Path | None = None) -> subprocess.Popen[bytes]:
+def start_worker(dsn: str, port: int, client_id: str, log_path: Path, *,
+                 config: Path | None = None) -> subprocess.Popen[bytes]:
     """`python -m district ingest` as a process, logging to `log_path`."""
-    args = [sys.executable, "-m", "district", "ingest", "--dsn", dsn, "--mqtt-port", str(port), "--client-id", client_id]
+    args = [sys.executable, "-m", "district", "ingest", "--dsn", dsn, "--mqtt-port", str(port),
+            "--client-id", client_id]
     if config is not None:
         args += ["--config", str(config)]
     with log_path.open("ab") as log:

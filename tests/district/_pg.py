@@ -5,6 +5,7 @@ The machine's PostgreSQL is never stopped: a test that takes the database away t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -67,9 +68,7 @@ class OwnPostgres:
 
     def close(self) -> None:
         """Stop (if running) and remove everything."""
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)

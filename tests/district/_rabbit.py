@@ -7,6 +7,7 @@ use their own epmd on a free port (ERL_EPMD_PORT), which `stop()` ends too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -121,15 +122,11 @@ class RabbitCluster:
         n = self.nodes[i]
         pid_file = self.root / f"n{i}" / "pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
         if n.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(n.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             n.proc.wait(30)
 
     def restart(self, i: int) -> None:
