@@ -43,7 +43,7 @@ bench: models broker
 	$(BIN)/python bench/run.py
 
 lint: setup
-	$(BIN)/ruff check edge drivers tests bench
+	$(BIN)/ruff check edge drivers district tests bench
 
 typecheck: setup
 	$(BIN)/mypy
