@@ -17,7 +17,9 @@ import psycopg
 
 from tests.conftest import free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest server installed (Debian: /usr/lib/postgresql/<major>/bin).
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
+             default=Path("/usr/lib/postgresql/15/bin"))
 
 
 class OwnPostgres:
@@ -25,7 +27,7 @@ class OwnPostgres:
 
     def __init__(self) -> None:
         if not (PG_BIN / "initdb").exists():
-            raise RuntimeError("PostgreSQL 15 server binaries are not installed (apt-get install postgresql-15)")
+            raise RuntimeError("PostgreSQL server binaries are not installed (apt-get install postgresql)")
         self.root = Path(tempfile.mkdtemp(prefix="edgegw-pg-"))
         self.root.chmod(0o755)
         self.data = self.root / "data"
