@@ -41,7 +41,8 @@ from bench._common import (
     load_face_recognition,
     percentiles,
 )
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.config import RuntimeOptions
+from edge.models.runner import OrtRunner
 from edge.pipeline.config import FaceConfig
 from edge.vision.evaluate import equal_error_rate, tar_at_far
 from edge.vision.faces import FaceAnalyzer

@@ -49,9 +49,9 @@ from edge.app.config import Config, GatewayConfig
 from edge.app.wiring import make_outbox, origin_of
 from edge.framequeue import FrameQueue
 from edge.keys import generate_key_file
-from edge.models.config import ModelsConfig
+from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.models.manifest import model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.runner import OrtRunner
 from edge.pipeline.commit import Committer
 from edge.pipeline.config import FaceConfig, MotionConfig
 from edge.pipeline.faces import FacePath

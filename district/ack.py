@@ -31,7 +31,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ class PlatformConsumer:
     def _store(self, batch: Sequence[Incoming]) -> None:
         touched: set[tuple[str, int, str]] = set()
         floors: list[tuple[str, int, dict[str, int]]] = []
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             for m in batch:
                 try:
                     body = json.loads(m.payload)
@@ -159,10 +158,6 @@ class PlatformConsumer:
             for base, boot, per_source in floors:
                 for source, floor in per_source.items():
                     self._advance(base, boot, source, floor)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def _publish_marks(self) -> None:
         if self._republish.is_set():

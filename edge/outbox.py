@@ -29,6 +29,7 @@ from pydantic import Field
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
+from edge.sqlite import transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -211,15 +212,8 @@ class Outbox:
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                # SQLite rolls some errors back by itself (SQLITE_FULL, for one): then nothing is left to undo.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with transaction(self._db) as db:
+                yield db
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -405,6 +399,23 @@ class Outbox:
         out: list[OutboxRecord] = []
         for r in self._db.execute(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY row_id LIMIT ?",  # noqa: S608
                                   (*args, limit + len(skip))):
+            if int(r[0]) not in skip:
+                out.append(_row(r, self.boot))
+                if len(out) >= limit:
+                    break
+        return out
+
+    @_guarded
+    def pending_priority(self, min_priority: int, after: int, upto: int, limit: int, *,
+                         exclude: Iterable[int] = (), unsent_only: bool = False) -> list[OutboxRecord]:
+        """Up to `limit` rows of at least `min_priority` (alarms) with `after < row_id <= upto`, oldest
+        first, skipping `exclude`. The uplink sends these ahead of both lanes: an SOS press must not
+        wait for a backlog."""
+        skip = {i for i in exclude if after < i <= upto}
+        where = "priority >= ? AND row_id > ? AND row_id <= ?" + (" AND sent_ts IS NULL" if unsent_only else "")
+        out: list[OutboxRecord] = []
+        for r in self._db.execute(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY row_id LIMIT ?",  # noqa: S608
+                                  (min_priority, after, upto, limit + len(skip))):
             if int(r[0]) not in skip:
                 out.append(_row(r, self.boot))
                 if len(out) >= limit:

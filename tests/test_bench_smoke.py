@@ -83,7 +83,8 @@ def test_calibration_reader_feeds_each_batch_once() -> None:
 
 
 def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
-    from edge.models.runner import OrtRunner, RuntimeOptions
+    from edge.models.config import RuntimeOptions
+    from edge.models.runner import OrtRunner
     from edge.vision.faces import FaceAnalyzer
     from tests._models import analyzer, image, labels, runner
 

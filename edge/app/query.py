@@ -27,13 +27,13 @@ from edge.app.wiring import (
     secret_path,
 )
 from edge.audit import AuditLog
-from edge.models.runner import RuntimeOptions
+from edge.models.config import RuntimeOptions
 from edge.passages.store import PassageStore
 from edge.query.http import QueryHttpServer
 from edge.query.mqtt_rr import MqttResponder
 from edge.query.principals import Principals, load_principals
 from edge.query.ratelimit import RateLimiter
-from edge.query.service import PhotoEmbedder, QueryService
+from edge.query.service import PhotoEmbedder, PhotoError, QueryService
 from edge.sdnotify import Notifier
 
 
@@ -45,9 +45,13 @@ class LazyFaceEmbedder:
         self._lock = threading.Lock()
         self._analyzer: object | None = None
 
-    def __call__(self, image: NDArray[np.uint8]) -> NDArray[np.float32] | None:
-        from edge.vision.faces import FaceAnalyzer
+    def __call__(self, photo: bytes) -> NDArray[np.float32] | None:
+        from edge.vision.faces import FaceAnalyzer, ImageError, decode_image
 
+        try:
+            image = decode_image(photo, "the photo")
+        except ImageError as exc:
+            raise PhotoError(str(exc)) from None
         with self._lock:
             if self._analyzer is None:
                 models_dir, options, threshold = self._args

@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.app.config import Config
 from edge.audit import AuditLog
 from edge.keys import load_secret, resolve_secret_path
-from edge.models.runner import RuntimeOptions
+from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
@@ -30,7 +30,7 @@ def origin_of(cfg: Config) -> Origin:
 
 def runtime_options(cfg: Config) -> RuntimeOptions:
     """ONNX Runtime options from config."""
-    return RuntimeOptions(providers=cfg.models.providers, intra_op_threads=cfg.models.intra_op_threads)
+    return cfg.models.runtime_options()
 
 
 def make_outbox(cfg: Config) -> Outbox:

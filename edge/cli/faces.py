@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
+from edge.models.config import RuntimeOptions
 from edge.models.manifest import default_models_dir, load_manifest
-from edge.models.runner import RuntimeOptions
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from edge.app.config import Config, load_config
-from edge.app.query import open_query_stack, open_store_stack, serve
 from edge.errors import ConfigError
 from edge.events import iso_ms
 from edge.query.model import Channel, QueryKind, QueryRefusedError, QueryRequest, QueryResult, View
@@ -102,6 +101,8 @@ def _request(args: argparse.Namespace) -> QueryRequest:
 
 def cmd_query(args: argparse.Namespace) -> int:
     """Run one query as the officer whose token is given."""
+    from edge.app.query import open_query_stack  # the query stack: loaded when a query command runs
+
     cfg = _config(args)
     token = read_token_file(args.token_file)
     request = _request(args)
@@ -151,6 +152,8 @@ def _print(result: QueryResult) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API and the MQTT responder until SIGTERM/SIGINT."""
+    from edge.app.query import serve  # the query stack: loaded when a query command runs
+
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -160,6 +163,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Purge expired passage data now (also done hourly by the capture daemon)."""
+    from edge.app.query import open_store_stack  # the query stack: loaded when a query command runs
+
     audit, store = open_store_stack(_config(args))
     try:
         report = store.purge(actor=f"cli:{getpass.getuser()}")
@@ -176,6 +181,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print record counts and the live and destroyed epoch keys."""
+    from edge.app.query import open_store_stack  # the query stack: loaded when a query command runs
+
     audit, store = open_store_stack(_config(args))
     try:
         counts = store.counts()

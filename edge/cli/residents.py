@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.app.config import load_config
-from edge.app.residents import enrol_photos, open_gallery, remove_resident
 from edge.errors import EdgeError
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
     """Enrol a resident from one or more photos."""
+    from edge.app.residents import enrol_photos  # the face models: loaded for this command only
+
     cfg = load_config(Path(args.config))
     stored, problems = enrol_photos(cfg, args.id, args.consent, [Path(p) for p in args.photos])
     for p in problems:
@@ -27,6 +28,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List enrolled residents (ids and consent references; never embeddings)."""
+    from edge.app.residents import open_gallery
+
     gallery = open_gallery(load_config(Path(args.config)))
     for r in gallery.list():
         when = datetime.fromtimestamp(r.enrolled_ts, UTC).strftime("%Y-%m-%d %H:%M")
@@ -37,6 +40,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Remove a resident (consent withdrawn)."""
+    from edge.app.residents import remove_resident
+
     n = remove_resident(load_config(Path(args.config)), args.id)
     if not n:
         raise EdgeError(f"no resident {args.id} is enrolled")

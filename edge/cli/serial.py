@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from drivers.serial.base import DecodedFrame, DecodeStats
 from drivers.serial.config import SerialSensorConfig
 from drivers.serial.registry import FORMATS, make_decoder
-from drivers.serial.transport import PortStatus, SerialSensor
 from edge.configbase import BackoffConfig
 from edge.errors import ConfigError
 
@@ -105,6 +104,8 @@ def _decode_stream(feed: Callable[[bytes], list[DecodedFrame]], stream: IO[bytes
 
 
 def _sniff(args: argparse.Namespace) -> int:
+    from drivers.serial.transport import PortStatus, SerialSensor  # pyserial: loaded for `sniff` only
+
     try:
         config = SerialSensorConfig(
             id="sniff",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import ModelError
+from edge.models.config import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,6 @@ _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeOptions:
-    """How sessions are built: providers in order of preference, intra-op threads, spinning."""
-
-    providers: tuple[str, ...] = ("cpu",)
-    intra_op_threads: int = 1
-    # Measured here: with 2 threads and several sessions in one pipeline, spinning threads made the
-    # pipeline slower than one thread. Off by default.
-    allow_spinning: bool = False
-    # The arena holds on to peak activations; off trades a little speed for ~60 MB less RSS.
-    memory_arena: bool = True
 
 
 def _ort() -> Any:
