@@ -44,6 +44,7 @@ class MqttIngestWorker:
         self._cond = threading.Condition()
         self._queue: deque[Incoming] = deque()
         self._gen = 0  # connection generation: a message id is only valid on the connection it came on
+        self._holding = 0  # messages taken into the batch being committed (not acknowledged yet)
         self._connected = threading.Event()
         self.core = IngestCore(cfg, self, self._stop)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
@@ -82,6 +83,8 @@ class MqttIngestWorker:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
             self._queue.append(Incoming(msg.topic, bytes(msg.payload), (self._gen, msg.mid, msg.qos), time.time()))
+            held = len(self._queue) + self._holding
+            self.core.note_unacked(held)
             if len(self._queue) >= self.cfg.ingest.batch_max:
                 self._cond.notify()
 
@@ -109,6 +112,7 @@ class MqttIngestWorker:
                     break
                 self._cond.wait(timeout=left)
             n = min(limit, len(self._queue))
+            self._holding = n
             return [self._queue.popleft() for _ in range(n)]
 
     def _ack(self, batch: list[Incoming]) -> None:
@@ -134,6 +138,9 @@ class MqttIngestWorker:
                     result = self.core.commit(batch)
                     if result is None:
                         break  # stopping: leave the batch unacknowledged; it will be delivered again
+                    with self._cond:
+                        # Before the PUBACKs go out: the broker sends more only once it has them.
+                        self._holding = 0
                     self._ack(batch)
                     self.core.after_commit(result)
                 elif self._connected.is_set():

@@ -56,6 +56,8 @@ class Stats:
     db_errors: int = 0
     marks_published: int = 0
     replays_sent: int = 0
+    peak_unacked: int = 0  # most messages held unacknowledged at once
+    peak_unacked_db_down: int = 0  # the same while PostgreSQL was away (what Receive Maximum bounds)
 
 
 class IngestCore:
@@ -91,12 +93,14 @@ class IngestCore:
                 self.stats.db_errors += 1
                 if self._db_down_since is None:
                     self._db_down_since = time.monotonic()
+                    self.stats.peak_unacked_db_down = 0
                     log.warning("cannot commit a batch of %d messages, holding them unacknowledged: %s",
                                 len(batch), exc)
                 self.stop.wait(self._backoff.next_delay())
                 continue
             if self._db_down_since is not None:
-                log.warning("PostgreSQL is back after %.1f s", time.monotonic() - self._db_down_since)
+                log.warning("PostgreSQL is back after %.1f s (at most %d messages were held unacknowledged)",
+                            time.monotonic() - self._db_down_since, self.stats.peak_unacked_db_down)
                 self._db_down_since = None
             self._backoff.reset()
             self.stats.batches += 1
@@ -106,6 +110,12 @@ class IngestCore:
             self.stats.rejected += result.rejected
             return result
         return None
+
+    def note_unacked(self, held: int) -> None:
+        """The transport's count of messages held unacknowledged right now (any thread)."""
+        self.stats.peak_unacked = max(self.stats.peak_unacked, held)
+        if self._db_down_since is not None:
+            self.stats.peak_unacked_db_down = max(self.stats.peak_unacked_db_down, held)
 
     def after_commit(self, result: WriteResult) -> None:
         """Note what the batch touched; advance and publish the marks if `mark_interval_ms` has passed."""

@@ -6,6 +6,7 @@ The database here is our own server (initdb on a free port): the machine's Postg
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,8 +89,13 @@ def _stream_through_faults(tmp_path: Path, db: Database, broker: Broker, *, even
 def test_postgres_crash_outage_and_restart_lose_nothing(tmp_path: Path, own_pg: OwnPostgres, broker: Broker) -> None:
     db = Database("edgegw", own_pg.dsn)
     _stream_through_faults(tmp_path, db, broker, events=1500, rate=200, fault=own_pg, outage_s=3.0)
-    logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
-    assert "holding them unacknowledged" in logs and "PostgreSQL is back" in logs
+    logs = [p.read_text() for p in tmp_path.glob("worker-*.log")]
+    assert all("holding them unacknowledged" in t and "PostgreSQL is back" in t for t in logs)
+    # Bounded while the database was away (the crash, the first outage): no worker held more than its
+    # Receive Maximum (300). Once acknowledgements flow again, mosquitto 2.0.11 releases more than the
+    # window allows (docs/district.md §1), so the second outage may start above it.
+    first = [int(re.findall(r"at most (\d+) messages were held unacknowledged", t)[0]) for t in logs]
+    assert max(first) <= 300, first
 
 
 @pytest.mark.slow
