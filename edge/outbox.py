@@ -29,7 +29,7 @@ from pydantic import Field
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
-from edge.sqlite import transaction
+from edge.sqlite import create_private, transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,10 @@ class Outbox:
 
     # -- opening -------------------------------------------------------------------------------
     def _connect(self, path: Path) -> sqlite3.Connection:
+        create_private(path)  # 0600 whatever the umask; -wal and -shm inherit it (issue 12)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA secure_delete=ON")  # delivered rows are overwritten, not left in free pages
         # FULL: a commit is on stable storage before `append` returns; a power cut loses nothing acked.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
