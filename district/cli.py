@@ -247,6 +247,11 @@ def _add_commands(dsub: Any) -> None:
     ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
     ac.set_defaults(func=_cmd_audit_check)
 
+    # The key service's own commands (issue epoch-key bundles, verify signed heads).
+    from district.keyservice import register as register_keyservice
+
+    register_keyservice(dsub)
+
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m district ...`: the same commands as `edgegw district ...`."""
