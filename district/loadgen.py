@@ -44,6 +44,11 @@ def _packet(kind: int, body: bytes) -> bytes:
     return bytes([kind]) + _remaining_length(len(body)) + body
 
 
+def _seen(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class MqttLite:
     """A minimal asyncio MQTT 3.1.1 client: enough for a simulated gateway, nothing more."""
 
@@ -101,6 +106,9 @@ class MqttLite:
         pid = self._next_pid()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[pid] = fut
+        # Status publishes are fire-and-forget: mark a lost connection's error as seen, so asyncio
+        # does not report "Future exception was never retrieved" for them.
+        fut.add_done_callback(_seen)
         self._send(_packet(0x32 | (0x01 if retain else 0), _string(topic) + struct.pack("!H", pid) + body))
         return fut
 
