@@ -14,12 +14,14 @@ import re
 import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.camera.config import CameraConfig
 from drivers.serial.config import SerialSensorConfig
+from edge.aim import AimConfig
 from edge.audit import AuditConfig
 from edge.configbase import StrictModel
+from edge.console.config import ConsoleConfig
 from edge.errors import ConfigError
 from edge.models.config import ModelsConfig
 from edge.outbox import OutboxConfig
@@ -27,6 +29,7 @@ from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
 from edge.privacy.config import PrivacyConfig
 from edge.query.config import QueryConfig
+from edge.telemetry.config import MetricsConfig
 from edge.uplink.config import MqttConfig, UplinkConfig
 
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -47,6 +50,14 @@ class StorageConfig(StrictModel):
     data_key_file: str = "data.key"
     """Master key for data at rest; separate from the pseudonym key."""
     residents_db: Path = Path("residents.db")
+
+
+class CommissionConfig(StrictModel):
+    """What `edgegw check` compares against."""
+
+    ntp_servers: tuple[str, ...] = ()
+    """host or host:port of the district's NTP servers (empty: ask systemd whether the clock is synced)."""
+    units: tuple[str, ...] = ("edgegw-capture.service", "edgegw-uplink.service")
 
 
 class Config(StrictModel):
@@ -71,6 +82,10 @@ class Config(StrictModel):
     passages: PassageConfig = PassageConfig()
     query: QueryConfig = QueryConfig()
     audit: AuditConfig = AuditConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    aim: AimConfig = AimConfig()
+    commission: CommissionConfig = CommissionConfig()
 
     @field_validator("cameras")
     @classmethod
@@ -80,6 +95,14 @@ class Config(StrictModel):
         if dupes:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _gate_lines_name_cameras(self) -> Config:
+        known = {c.id for c in self.cameras}
+        unknown = sorted(set(self.gate_lines) - known)
+        if unknown:
+            raise ValueError(f"gate_lines name no configured camera: {', '.join(unknown)}")
+        return self
 
     def face_cameras(self) -> list[str]:
         """Ids of the cameras the face path runs on."""

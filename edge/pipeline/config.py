@@ -56,6 +56,9 @@ class MotionConfig(StrictModel):
     """Let a frame through at least this often even without motion (None: never force)."""
 
 
+MIN_GATE_LINE_PX = 10
+
+
 class GateLineConfig(StrictModel):
     """A gate line on the image, from `a` to `b` in pixels; see `GateLine` for which way is in."""
 
@@ -66,6 +69,12 @@ class GateLineConfig(StrictModel):
     def _distinct(self) -> GateLineConfig:
         if self.a == self.b:
             raise ValueError("gate line end points must differ")
+        if min(*self.a, *self.b) < 0:
+            raise ValueError("gate line points are image pixels: x and y must not be negative")
+        length = ((self.a[0] - self.b[0]) ** 2 + (self.a[1] - self.b[1]) ** 2) ** 0.5
+        if length < MIN_GATE_LINE_PX:
+            raise ValueError(f"gate line is {length:.0f} px long: draw it at least {MIN_GATE_LINE_PX} px long, "
+                             "across the whole passage, or tracks will cross around it")
         return self
 
 

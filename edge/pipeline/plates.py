@@ -18,7 +18,7 @@ from edge.plates.colour import PlateColour
 from edge.plates.reader import PlateReader
 from edge.plates.values import PlateRead
 from edge.plates.vote import PlateVote
-from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Scalar, Track
+from edge.types import Box, Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Scalar, Track
 
 
 def _quality(read: PlateRead) -> float:
@@ -40,11 +40,14 @@ class PlatePath:
             source_id, quality=_quality,
             config=TrackerConfig(max_age_s=config.track_max_age_s, min_hits=config.track_min_hits, best_k=8))
         self.plates_read = 0
+        self.last_boxes: list[Box] = []
+        """The plates of the last frame read (for the aiming gauge and the preview)."""
 
     def process(self, frame: Frame) -> list[Observation]:
         """Read the plates in `frame`, update tracks, report vehicles whose track ended."""
         reads = self._reader.read(frame.image)
         self.plates_read += sum(1 for r in reads if r.valid)
+        self.last_boxes = [r.box for r in reads]
         by_det: dict[int, PlateRead] = {}
         dets: list[Detection] = []
         for r in reads:
@@ -52,6 +55,15 @@ class PlatePath:
             by_det[id(det)] = r
             dets.append(det)
         return self._observe(self._tracker.update(frame.ts, dets, lambda d: by_det[id(d)]))
+
+    @property
+    def gate_line(self) -> GateLine | None:
+        """The line crossing which gives a track its direction."""
+        return self._gate
+
+    def set_gate_line(self, line: GateLine | None) -> None:
+        """Replace the gate line (an installer moved it): tracks from now on use the new one."""
+        self._gate = line
 
     def idle(self, ts: float) -> list[Observation]:
         """Nothing moved: end tracks that are too old."""
