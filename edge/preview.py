@@ -59,6 +59,7 @@ class LiveChannel:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._cache: dict[str, tuple[float, PreviewRequest | None]] = {}
+        self._sizes: set[tuple[str, int, int]] = set()
 
     def _ensure(self) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -104,20 +105,33 @@ class LiveChannel:
         self._cache[source_id] = (mono, req)
         return req
 
-    def publish(self, source_id: str, jpeg: bytes) -> None:
-        """Write the newest preview frame (atomically: a reader never sees half a JPEG)."""
+    def publish(self, source_id: str, jpeg: bytes, *, width: int = 0, height: int = 0) -> None:
+        """Write the newest preview frame (atomically: a reader never sees half a JPEG), and the camera's
+        own resolution when it changed (the editor maps clicks on the scaled preview back to it)."""
         self._ensure()
+        meta = self.folder / f"{_name(source_id)}.size"
+        if width and (source_id, width, height) not in self._sizes:
+            _write_atomic(meta, json.dumps({"width": width, "height": height}).encode())
+            self._sizes.add((source_id, width, height))
         _write_atomic(self.folder / f"{_name(source_id)}.jpg", jpeg)
+
+    def size(self, source_id: str) -> tuple[int, int] | None:
+        """The camera's own (width, height), as capture last reported it."""
+        try:
+            raw = json.loads((self.folder / f"{_name(source_id)}.size").read_bytes())
+            return int(raw["width"]), int(raw["height"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     # -- the swipe test ---------------------------------------------------------------------------
     def request_swipes(self) -> None:
         """The console's serial page is open: capture records masked swipes."""
         self._ensure()
-        _write_atomic(self.folder / "serial.want", b"{}")
+        _write_atomic(self.folder / "_serial.want", b"{}")
 
     def swipes_wanted(self) -> bool:
         """Whether the console holds the serial lease (checked at most every 0.5 s)."""
-        return self.wanted("serial") is not None
+        return self.wanted("_serial") is not None
 
     def record_swipe(self, sensor_id: str, masked: str, ts: float) -> None:
         """Append one masked swipe (the raw identifier never reaches this file)."""

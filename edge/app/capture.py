@@ -196,10 +196,10 @@ class CaptureDaemon:
 
     def _status_line(self) -> str:
         cams = self.supervisor.statuses()
-        up = sum(1 for st in cams if st.state.value == "streaming")
+        up = sum(1 for st in cams if st.state == CameraState.CONNECTED)
         ports = self.sensor_hub.status() if self.sensor_hub is not None else {}
         open_ports = sum(1 for k, v in ports.items() if not k.startswith("_") and v.get("connected"))
-        return (f"{up}/{len(cams)} camera(s) streaming, {open_ports}/{len(ports) - (1 if ports else 0)} port(s) open, "
+        return (f"{up}/{len(cams)} camera(s) connected, {open_ports}/{len(ports) - (1 if ports else 0)} port(s) open, "
                 f"{self.committer.committed} event(s) committed")
 
     def _reload_gate_lines(self) -> None:

@@ -131,7 +131,9 @@ class CaptureLive:
                 return
             cam.last_preview = now
             boxes = cam.boxes if now - cam.boxes_ts <= _BOX_HOLD_S else []
-            self.live.publish(source_id, render_preview(frame.image, req, kind, boxes, cam.path.gate_line))
+            h, w = frame.shape
+            self.live.publish(source_id, render_preview(frame.image, req, kind, boxes, cam.path.gate_line),
+                              width=w, height=h)
             cam.previews += 1
 
         return on_frame
@@ -177,8 +179,8 @@ def capture_families(status: Callable[[], dict[str, Any]], committed_by_kind: Ca
         return [
             gauge("edgegw_camera_fps", "Frames per second read from the camera", ("camera",),
                   [((c,), st.get("fps") or 0.0) for c, st in cams.items()]),
-            gauge("edgegw_camera_up", "1 while the camera is streaming", ("camera",),
-                  [((c,), 1.0 if st.get("state") == "streaming" else 0.0) for c, st in cams.items()]),
+            gauge("edgegw_camera_up", "1 while the camera is connected", ("camera",),
+                  [((c,), 1.0 if st.get("state") == "connected" else 0.0) for c, st in cams.items()]),
             gauge("edgegw_camera_last_frame_timestamp_seconds", "Unix time of the camera's last processed frame",
                   ("camera",), [((c,), ts) for c, ts in last_frame_at.items()]),
             counter("edgegw_camera_frames_total", "Frames read from the camera", ("camera",),

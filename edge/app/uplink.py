@@ -28,6 +28,11 @@ def build_uplink(cfg: Config, outbox: Outbox, *, heartbeat: Callable[[], None] |
                   on_acked=on_acked)
 
 
+def published_file(cfg: Config) -> Path:
+    """Where the uplink keeps the last events it published (the console's event list)."""
+    return cfg.path(cfg.console.live_dir) / "published.json"
+
+
 def check_result_file(cfg: Config) -> Path:
     """Where `edgegw check` leaves its last result (the metrics and the console read it)."""
     return cfg.path(Path("check-last.json"))
@@ -37,7 +42,7 @@ def run_uplink(cfg: Config, *, until_empty: bool = False) -> int:
     """Run the uplink daemon until SIGTERM/SIGINT (SIGUSR1: drain, then stop)."""
     outbox = make_outbox(cfg)
     notifier = Notifier()
-    live = UplinkLive(outbox, check_result_file(cfg))
+    live = UplinkLive(outbox, check_result_file(cfg), published_file(cfg))
 
     def beat() -> None:
         # From the drain loop itself: the watchdog, a fresh metrics snapshot, systemd's status line.

@@ -7,8 +7,10 @@ heartbeat refreshes a snapshot (at most every 2 s) that the scrape thread reads.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ CHECK_CODES = {"ok": 0.0, "warn": 1.0, "fail": 2.0, "skip": -1.0}
 class UplinkLive:
     """Counts what the uplink delivers and snapshots the backlog for `/metrics`."""
 
-    def __init__(self, outbox: Outbox, check_file: Path) -> None:
+    def __init__(self, outbox: Outbox, check_file: Path, published_file: Path | None = None) -> None:
         self.telemetry = Telemetry("uplink")
         self._outbox = outbox
         self._check_file = check_file
@@ -35,6 +37,10 @@ class UplinkLive:
         self._next = 0.0
         self.stats: UplinkStats | None = None
         self.beat = time.monotonic()
+        # The last events exactly as published (pseudonyms only, by the event schema), for the console.
+        self._published_file = published_file
+        self._recent: deque[str] = deque(maxlen=50)
+        self._recent_dirty = False
         self.telemetry.add_families(self.families)
 
     def on_acked(self, records: Sequence[OutboxRecord], now: float) -> None:
@@ -42,6 +48,9 @@ class UplinkLive:
         with self._lock:
             for r in records:
                 self.published_by_kind[r.kind.value] = self.published_by_kind.get(r.kind.value, 0) + 1
+                if self._published_file is not None and r.kind.value != "status":
+                    self._recent.append(r.payload.decode("utf-8", "replace"))
+                    self._recent_dirty = True
 
     def refresh(self) -> None:
         """Called from the uplink's loop (its heartbeat): take a fresh snapshot now and then."""
@@ -53,6 +62,20 @@ class UplinkLive:
                 "counters": self._outbox.counters()}
         with self._lock:
             self._snapshot = snap
+            recent = list(self._recent) if self._recent_dirty else None
+            self._recent_dirty = False
+        if recent is not None and self._published_file is not None:
+            self._write_recent(self._published_file, recent)
+
+    @staticmethod
+    def _write_recent(path: Path, payloads: list[str]) -> None:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("[" + ",".join(payloads) + "]", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the console's event list is a convenience; the events themselves are delivered
 
     def _checks(self) -> list[tuple[tuple[str, ...], float]]:
         # `edgegw check` leaves its last result beside the outbox; the exposition carries it.

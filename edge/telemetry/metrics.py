@@ -14,7 +14,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -93,9 +93,6 @@ class Telemetry:
         self.plate_char_px = Histogram(
             "edgegw_plate_char_height_pixels", "Estimated character height of each detected plate", ["camera"],
             buckets=PLATE_CHAR_BUCKETS, registry=self.registry)
-        self.check_status = Gauge(
-            "edgegw_check_status", "Last commissioning result per check: 0 ok, 1 warn, 2 fail, -1 skip", ["check"],
-            registry=self.registry)
 
     def add_families(self, callback: Callable[[], Iterable[Family]]) -> None:
         """Register a callback that yields scrape-time families (state the daemon already keeps)."""
