@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.app.console import GatewayBackend, with_gate_line
 from edge.app.config import load_config
+from edge.app.console import GatewayBackend, with_gate_line
 from edge.audit import AuditLog
 from edge.console.users import LOGIN_LIMITS, Role, UserStore
 from edge.console.web import COOKIE, create_app

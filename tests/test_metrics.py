@@ -4,6 +4,7 @@ capture daemon on a real photo through the real models, and the real uplink agai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -29,7 +30,7 @@ ALLOWED_LABELS = re.compile(r'^(camera|port|model|kind|reason|check|daemon|versi
 
 def _get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback test URL
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -58,10 +59,8 @@ class NotifySocket:
 
     def collect(self, until: float) -> None:
         while time.monotonic() < until:
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                pass
 
     def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout

@@ -120,7 +120,8 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         client = client_of(request)
         if not expected or not hmac.compare_digest(csrf, expected):
             return render(request, "login.html", None, 403, login_csrf=expected, error="The form expired: reload.")
-        wait = users.login_allowed(client)
+        # Per client and user name: one person mistyping does not lock out a whole NATed office.
+        wait = users.login_allowed(f"{client}|{username[:64]}")
         if wait:
             backend.audit(username[:32] or "-", "console_login_throttled", {"client": client})
             resp = render(request, "login.html", None, 429, login_csrf=expected,
