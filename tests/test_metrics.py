@@ -173,6 +173,17 @@ port = {broker.port}
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out
+    # The aim window and the PIPL guard rails ride in capture's status (and so in the retained status).
+    from edge.app.config import load_config
+    from edge.outbox import Outbox
+
+    conf = load_config(cfg)
+    outbox = Outbox(conf.path(conf.outbox.path))
+    status = outbox.get_status()["capture"]
+    outbox.close()
+    assert status["aim"]["gate1"]["measure"] == "face_width"  # type: ignore[index]
+    assert status["pipl"] == {"resident_matching": False, "impact_assessment_id": None, "signage_ref": None,
+                              "card_alternatives": {"gate": []}}
 
 
 @pytest.mark.models

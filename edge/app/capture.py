@@ -41,6 +41,7 @@ from edge.pipeline.sensors import SensorHub
 from edge.pipeline.tracker import GateLine
 from edge.pipeline.worker import CameraWorker, FramePath
 from edge.plates.reader import PlateReader
+from edge.privacy.pipl import status as pipl_status
 from edge.residents import ResidentGallery
 from edge.sdnotify import Notifier
 from edge.telemetry.server import MetricsServer, start_metrics
@@ -110,7 +111,9 @@ class CaptureDaemon:
                 path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line)
             else:
                 faces = faces or self._build_faces()
-                path = FacePath(cam.id, faces[0], faces[1], self.cfg.face, line)
+                # Residents are matched only where the PIPL guard rails hold (the config validator checks).
+                gallery = faces[1] if self.cfg.face.resident_matching else None
+                path = FacePath(cam.id, faces[0], gallery, self.cfg.face, line)
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
             hook = self.live.frame_hook(cam.id, "plate" if cam.id in plate_ids else "face", path)
             self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop,
@@ -160,6 +163,8 @@ class CaptureDaemon:
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
         body["aim"] = self.live.aim_status()
+        body["pipl"] = pipl_status(enabled=self.cfg.face.resident_matching, pipl=self.cfg.pipl,
+                                   card_readers_by_gate=self.cfg.card_readers_by_gate())
         body.update(audit_status(self.audit))
         return body
 

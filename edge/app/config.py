@@ -28,6 +28,7 @@ from edge.outbox import OutboxConfig
 from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
 from edge.privacy.config import PrivacyConfig
+from edge.privacy.pipl import PiplConfig, resident_matching_problems
 from edge.query.config import QueryConfig
 from edge.telemetry.config import MetricsConfig
 from edge.uplink.config import MqttConfig, UplinkConfig
@@ -86,6 +87,7 @@ class Config(StrictModel):
     console: ConsoleConfig = ConsoleConfig()
     aim: AimConfig = AimConfig()
     commission: CommissionConfig = CommissionConfig()
+    pipl: PiplConfig = PiplConfig()
 
     @field_validator("cameras")
     @classmethod
@@ -102,6 +104,33 @@ class Config(StrictModel):
         unknown = sorted(set(self.gate_lines) - known)
         if unknown:
             raise ValueError(f"gate_lines name no configured camera: {', '.join(unknown)}")
+        return self
+
+    def card_readers_by_gate(self) -> dict[str, list[str]]:
+        """Per passage gate, the serial sensors that read cards (the non-biometric alternative)."""
+        from drivers.serial.registry import FORMATS
+        from edge.types import IdKind
+
+        cards = [s.id for s in self.serial if FORMATS[s.format].id_kind is IdKind.CARD]
+        if not self.passages.gates:
+            return {self.passages.default_gate: cards}
+        return {g.id: [c for c in cards if c in g.sources] for g in self.passages.gates}
+
+    def gate_of(self, source_id: str) -> str:
+        """The passage gate a camera or sensor belongs to."""
+        for g in self.passages.gates:
+            if source_id in g.sources:
+                return g.id
+        return self.passages.default_gate
+
+    @model_validator(mode="after")
+    def _pipl_guard_rails(self) -> Config:
+        problems = resident_matching_problems(
+            enabled=self.face.resident_matching, pipl=self.pipl,
+            face_gates={c: self.gate_of(c) for c in self.face_cameras()},
+            card_readers_by_gate=self.card_readers_by_gate())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def face_cameras(self) -> list[str]:

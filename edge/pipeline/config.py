@@ -22,6 +22,10 @@ class FaceConfig(StrictModel):
     track_max_age_s: float = Field(default=0.8, gt=0)
     track_min_hits: int = Field(default=2, ge=1)
     embed_best: int = Field(default=3, ge=1, le=16)
+    resident_matching: bool = False
+    """Match faces against enrolled residents. Off by default: PIPL asks for an impact assessment, notice
+    signs and a non-biometric alternative at the gate first (see [pipl]); off, every face is an unknown
+    visitor under a random reference."""
     cameras: tuple[str, ...] = ()
     """Camera ids this path runs on; empty: every camera not given to the plate path."""
 
