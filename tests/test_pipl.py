@@ -52,7 +52,8 @@ def test_matching_without_a_card_reader_at_that_gate_is_refused(tmp_path: Path,
     rc, out = _check(tmp_path, BASE + REFS, capsys)
     assert rc == 2 and "non-biometric alternative at gate 'gate'" in out
     # A reader at another gate does not count.
-    gates = '\n[passages]\ngates = [{ id = "north", sources = ["gate1-face"] }, { id = "south", sources = ["gate1-card"] }]\n'
+    gates = ('\n[passages]\ngates = [{ id = "north", sources = ["gate1-face"] }, '
+             '{ id = "south", sources = ["gate1-card"] }]\n')
     (tmp_path / "b").mkdir()
     rc, out = _check(tmp_path / "b", BASE + READER + REFS + gates, capsys)
     assert rc == 2 and "gate 'north'" in out and "camera gate1-face" in out
