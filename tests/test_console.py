@@ -186,3 +186,15 @@ def test_with_gate_line_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
     out = with_gate_line(text, "gate1", (1.5, 2.0), (300.0, 2.0))
     assert out.startswith("# top comment") and "# trailing" in out and "[gate_lines.lpr]" in out
     assert "[gate_lines.gate1]" in out and "a = [1.5, 2]" in out
+
+
+def test_the_console_process_loads_no_vision_stack() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys, edge.app.console, edge.console.web, edge.cli.console; "
+            "print(sorted(m for m in ('cv2', 'onnxruntime', 'serial') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
