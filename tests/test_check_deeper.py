@@ -214,6 +214,7 @@ def test_camera_reach_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     stubs.append(stub)
     creds = tmp_path / "cam.cred"
     creds.write_text("admin:p4ss-w0rd-xyz\n")
+    creds.chmod(0o600)
     cfg = _gw(tmp_path, f"""
 [[cameras]]
 id = "lpr"

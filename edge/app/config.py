@@ -28,7 +28,7 @@ from edge.outbox import OutboxConfig
 from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
 from edge.privacy.config import PrivacyConfig
-from edge.privacy.pipl import PiplConfig, resident_matching_problems
+from edge.privacy.pipl import PiplConfig
 from edge.query.config import QueryConfig
 from edge.telemetry.config import MetricsConfig
 from edge.uplink.config import MqttConfig, UplinkConfig
@@ -122,16 +122,6 @@ class Config(StrictModel):
             if source_id in g.sources:
                 return g.id
         return self.passages.default_gate
-
-    @model_validator(mode="after")
-    def _pipl_guard_rails(self) -> Config:
-        problems = resident_matching_problems(
-            enabled=self.face.resident_matching, pipl=self.pipl,
-            face_gates={c: self.gate_of(c) for c in self.face_cameras()},
-            card_readers_by_gate=self.card_readers_by_gate())
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     def face_cameras(self) -> list[str]:
         """Ids of the cameras the face path runs on."""
@@ -228,6 +218,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             where = f"{source}:{line}" if line else source
             problems.append(f"{where}: key '{key}': {err['msg']}")
         raise ConfigError("\n".join(problems)) from exc
+    _check_cross_fields(cfg, text, source)
     if base_dir is not None and not cfg.gateway.data_dir.is_absolute():
         gw = cfg.gateway.model_copy(update={"data_dir": (base_dir / cfg.gateway.data_dir).resolve()})
         models = cfg.models
@@ -238,6 +229,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         models = cfg.models.model_copy(update={"dir": (base_dir / cfg.models.dir).resolve()})
         cfg = cfg.model_copy(update={"models": models})
     return cfg
+
+
+def _check_cross_fields(cfg: Config, text: str, source: str) -> None:
+    from edge.app.crossfield import cross_field_problems  # beside this module; it imports Config
+
+    problems = cross_field_problems(cfg)
+    if problems:
+        lines = _key_lines(text)
+        out = []
+        for loc, message in problems:
+            line = _locate(loc, lines)
+            out.append(f"{source}:{line}: key '{'.'.join(loc)}': {message}" if line
+                       else f"{source}: key '{'.'.join(loc)}': {message}")
+        raise ConfigError("\n".join(out))
 
 
 def load_config(path: Path) -> Config:

@@ -25,6 +25,8 @@ _GROUPS: tuple[str, ...] = (
     "edge.cli.query",
     "edge.cli.plates",
     "edge.cli.console",
+    "edge.cli.inputs",
+    "edge.cli.watchlist",
 )
 
 

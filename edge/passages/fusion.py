@@ -1,8 +1,12 @@
 """Passage fusion: the face, plate, card and phone observations of one gate in one window → one passage.
 
-A face track, a plate read or a card swipe ("anchors") opens a passage at its gate; further anchors
-of other kinds join while all the passage's anchors fit within `window_s` of one another (by observation time, so
-a face track that is committed later than the card swipe still joins it). Phones (`device_seen`)
+Face tracks, plate reads and card swipes ("anchors") wait at their gate until the passage they would
+open is due; then the gate's waiting anchors are grouped by nearest observation time: the closest pair
+of anchors of different kinds joins first, and groups merge only while they hold at most one anchor of
+each kind (one person, one vehicle, one card) and all their anchors fit within `window_s` of one another.
+So when two people pass close behind each other, each card fuses with the face nearest to it in time,
+not with whichever face happened to be committed first (by observation time, so a face track committed
+later than the card swipe still joins it). Phones (`device_seen`)
 never open a passage: they join every passage whose time span their sighting interval overlaps,
 give or take `window_s`. A passage is emitted `window_s + late_s` after its first member arrived
 (by the clock, so observations replayed from old files close promptly), as a `passage`
@@ -47,8 +51,56 @@ class _Group:
     deadline: float
     anchors: list[_Member] = field(default_factory=list)
 
-    def fits(self, ts: float, window_s: float) -> bool:
-        return max(self.hi, ts) - min(self.lo, ts) <= window_s
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    member: _Member
+    deadline: float
+    """When the passage this anchor opened alone would be due: arrival + window_s + late_s."""
+
+
+_MAX_ANCHORS_PENDING = 4096  # per gate: grouping is quadratic in the anchors waiting at one gate
+
+
+def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pending]]:
+    """Group anchors by nearest time: closest cross-kind pairs first, one anchor per kind, span ≤ window_s.
+
+    Deterministic (ties broken by observation time, then event id), so regrouping the same anchors on
+    a later tick gives the same groups.
+    """
+    items = sorted(anchors, key=lambda a: (a.member.lo, a.member.event_id))
+    parent = list(range(len(items)))
+    kinds = [{a.member.kind} for a in items]
+    span = [(a.member.lo, a.member.lo) for a in items]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs: list[tuple[float, int, int]] = []
+    for i, a in enumerate(items):
+        for j in range(i + 1, len(items)):
+            dt = items[j].member.lo - a.member.lo
+            if dt > window_s:
+                break  # sorted by time: every later anchor is farther still
+            if items[j].member.kind is not a.member.kind:
+                pairs.append((dt, i, j))
+    for _dt, i, j in sorted(pairs):
+        ri, rj = root(i), root(j)
+        if ri == rj or kinds[ri] & kinds[rj]:
+            continue
+        lo, hi = min(span[ri][0], span[rj][0]), max(span[ri][1], span[rj][1])
+        if hi - lo > window_s:
+            continue
+        parent[rj] = ri
+        kinds[ri] |= kinds[rj]
+        span[ri] = (lo, hi)
+    groups: dict[int, list[_Pending]] = {}
+    for i, a in enumerate(items):
+        groups.setdefault(root(i), []).append(a)
+    return list(groups.values())
 
 
 def _direction_of(obs: Observation) -> str | None:
@@ -85,7 +137,7 @@ class PassageFusion:
         self._cfg = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._open: dict[str, list[_Group]] = {}
+        self._open: dict[str, list[_Pending]] = {}
         self._devices: dict[str, deque[tuple[float, _Member]]] = {}
         self.emitted = 0
         self.ignored = 0
@@ -121,44 +173,45 @@ class PassageFusion:
     def pending(self) -> int:
         """Passages still open."""
         with self._lock:
-            return sum(len(groups) for groups in self._open.values())
+            return sum(len(group_nearest(pending, self._cfg.window_s)) for pending in self._open.values())
 
     def _add_anchor(self, gate: str, member: _Member, now: float) -> None:
-        groups = self._open.setdefault(gate, [])
-        for group in groups:
-            # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at
-            # the same gate is the next passer-by, however close behind.
-            if group.fits(member.lo, self._cfg.window_s) and all(a.kind is not member.kind for a in group.anchors):
-                group.anchors.append(member)
-                group.lo = min(group.lo, member.lo)
-                group.hi = max(group.hi, member.hi)
-                return
-        deadline = now + self._cfg.window_s + self._cfg.late_s
-        groups.append(_Group(gate, member.lo, member.hi, deadline, [member]))
+        pending = self._open.setdefault(gate, [])
+        if len(pending) >= _MAX_ANCHORS_PENDING:
+            log.warning("fusion: %d anchors waiting at gate %s; the oldest is emitted alone", len(pending), gate)
+            pending.sort(key=lambda a: a.deadline)
+            pending[0] = _Pending(pending[0].member, -float("inf"))  # due on the next pass
+        pending.append(_Pending(member, now + self._cfg.window_s + self._cfg.late_s))
 
     def _due(self, now: float) -> list[Derived]:
         out: list[Derived] = []
         horizon = self._cfg.window_s + self._cfg.late_s
-        for gate, groups in self._open.items():
-            keep: list[_Group] = []
-            for group in groups:
-                if now >= group.deadline:
+        for gate, pending in self._open.items():
+            if not any(a.deadline <= now for a in pending):
+                self._prune_devices(gate, now, horizon, pending)
+                continue
+            keep: list[_Pending] = []
+            for members in group_nearest(pending, self._cfg.window_s):
+                deadline = min(a.deadline for a in members)
+                if now >= deadline:
+                    anchors = [a.member for a in members]
+                    group = _Group(gate, min(m.lo for m in anchors), max(m.hi for m in anchors), deadline, anchors)
                     derived = self._passage(group)
                     if derived is not None:
                         out.append(derived)
                 else:
-                    keep.append(group)
-            groups[:] = keep
+                    keep.extend(members)
+            pending[:] = keep
             self._prune_devices(gate, now, horizon, keep)
         self.emitted += len(out)
         return out
 
-    def _prune_devices(self, gate: str, now: float, horizon: float, still_open: list[_Group]) -> None:
+    def _prune_devices(self, gate: str, now: float, horizon: float, still_open: list[_Pending]) -> None:
         buf = self._devices.get(gate)
         if not buf:
             return
         # A sighting can only still join a passage that is open now or opens within the horizon.
-        oldest_open = min((g.lo for g in still_open), default=float("inf"))
+        oldest_open = min((a.member.lo for a in still_open), default=float("inf"))
         while buf and buf[0][0] < now - 2 * horizon and buf[0][1].hi < oldest_open - self._cfg.window_s:
             buf.popleft()
 

@@ -435,16 +435,20 @@ class PassageStore:
                    f"AND event_id IN ({','.join('?' * len(chunk))})")
             for event_id, epoch_value, blob in self._rows(sql, [SealedField.IDENTIFIER.value, *chunk]):
                 epoch = str(epoch_value)
-                if epoch not in sealers:
-                    try:
-                        sealers[epoch] = self._keys.existing(epoch)
-                    except KeyDestroyedError:
-                        sealers[epoch] = None
-                sealer = sealers[epoch]
+                sealer = self._sealer(epoch, sealers)
                 if sealer is not None:
                     out[str(event_id)] = sealer.open(bytes(blob), _aad(str(event_id), SealedField.IDENTIFIER,
                                                                       epoch)).decode("utf-8")
         return out
+
+    def _sealer(self, epoch: str, cache: dict[str, Sealer | None]) -> Sealer | None:
+        """The epoch's sealer, looked up once per read (None once the epoch key is destroyed)."""
+        if epoch not in cache:
+            try:
+                cache[epoch] = self._keys.existing(epoch)
+            except KeyDestroyedError:
+                cache[epoch] = None
+        return cache[epoch]
 
     def raw_identifier(self, event_id: str) -> str | None:
         """Decrypt a record's raw identifier; None if it has none, it expired or its key was destroyed."""
@@ -473,12 +477,7 @@ class PassageStore:
         for row in self._rows(sql + " ORDER BY s.ts", params):
             record = _record(row[:10])
             epoch, blob = str(row[10]), bytes(row[11])
-            if epoch not in sealers:
-                try:
-                    sealers[epoch] = self._keys.existing(epoch)
-                except KeyDestroyedError:
-                    sealers[epoch] = None
-            sealer = sealers[epoch]
+            sealer = self._sealer(epoch, sealers)
             if sealer is None:
                 continue
             raw = sealer.open(blob, _aad(record.event_id, SealedField.EMBEDDING, epoch))

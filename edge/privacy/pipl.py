@@ -28,24 +28,26 @@ class PiplConfig(StrictModel):
 
 
 def resident_matching_problems(*, enabled: bool, pipl: PiplConfig, face_gates: Mapping[str, str],
-                               card_readers_by_gate: Mapping[str, Iterable[str]]) -> list[str]:
-    """What is missing before resident face matching may run; empty when it may (or is off).
+                               card_readers_by_gate: Mapping[str, Iterable[str]]) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, message) for what is missing before resident face matching may run; empty when it may.
 
     `face_gates` maps each face camera to its gate; `card_readers_by_gate` lists card readers per gate.
     """
     if not enabled:
         return []
-    problems = []
+    problems: list[tuple[tuple[str, ...], str]] = []
     if not pipl.impact_assessment_id:
-        problems.append("key 'pipl.impact_assessment_id' is required when face.resident_matching = true "
-                        "(the PIPL impact assessment covering this gateway)")
+        problems.append((("pipl", "impact_assessment_id"),
+                         "required when face.resident_matching = true (the PIPL impact assessment covering "
+                         "this gateway)"))
     if not pipl.signage_ref:
-        problems.append("key 'pipl.signage_ref' is required when face.resident_matching = true "
-                        "(the notice signs at the capture points)")
+        problems.append((("pipl", "signage_ref"),
+                         "required when face.resident_matching = true (the notice signs at the capture points)"))
     for camera, gate in sorted(face_gates.items()):
         if not list(card_readers_by_gate.get(gate, ())):
-            problems.append(f"face.resident_matching needs a non-biometric alternative at gate '{gate}' "
-                            f"(camera {camera}): add a card reader ([[serial]] with a card format) to that gate")
+            problems.append((("face", "resident_matching"),
+                             f"needs a non-biometric alternative at gate '{gate}' (camera {camera}): add a card "
+                             "reader ([[serial]] with a card format) to that gate"))
     return problems
 
 
