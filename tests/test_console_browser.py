@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Gateway:
     capture: subprocess.Popen[str]
     console: subprocess.Popen[str]
     card_master: int
+    capture_log: list[str]
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +114,15 @@ port = {port}
     _cli("console", "user", "add", "lou", "--role", "installer", "--password", "lockout-pass-1", "--config", str(cfg))
     _cli("console", "user", "add", "vic", "--role", "viewer", "--password", "viewer-pass-12", "--config", str(cfg))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    gw = Gateway(cfg, f"http://127.0.0.1:{port}", password, capture, console, master)
+    log: list[str] = []
+
+    def drain() -> None:  # a full pipe would stall capture; the lines are read by the editor test
+        assert capture.stdout is not None
+        for line in capture.stdout:
+            log.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    gw = Gateway(cfg, f"http://127.0.0.1:{port}", password, capture, console, master, log)
     yield gw
     _stop(console)
     _stop(capture)
@@ -177,7 +187,7 @@ def test_first_login_must_change_password_then_dashboard(gateway: Gateway, brows
         (ARTIFACTS / "failed.html").write_text(page.content())
         raise
     # The tiles refresh through htmx (served by the gateway): wait until capture's state shows up.
-    page.wait_for_function("document.querySelector('#tile-camera-gate1').innerText.includes('connected')",
+    page.wait_for_function("() => document.querySelector('#tile-camera-gate1').innerText.includes('connected')",
                            timeout=30_000)
     page.wait_for_selector("#tile-port-reader1")
     page.screenshot(path=str(ARTIFACTS / "03-dashboard.png"), full_page=True)
@@ -188,10 +198,10 @@ def test_preview_overlay_and_aiming(gateway: Gateway, installer: object) -> None
     page = installer.new_page()  # type: ignore[attr-defined]
     page.goto(gateway.url + "/camera/gate1")
     t0 = time.monotonic()
-    page.wait_for_function("document.getElementById('preview').naturalWidth > 0", timeout=5_000)
+    page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0", timeout=5_000)
     assert time.monotonic() - t0 < 5.0  # a preview frame within 5 s
-    page.wait_for_function("document.getElementById('gauge') && document.getElementById('gauge').innerText"
-                           ".includes(' px')", timeout=20_000)
+    page.wait_for_function("() => document.getElementById('gauge') !== null && "
+                           "document.getElementById('gauge').innerText.includes(' px')", timeout=20_000)
     time.sleep(1.0)
     with_overlay = page.locator("#preview").screenshot()
     page.screenshot(path=str(ARTIFACTS / "04-preview-overlay.png"), full_page=True)
@@ -211,7 +221,7 @@ def test_preview_overlay_and_aiming(gateway: Gateway, installer: object) -> None
 def test_gate_line_editor_refuses_bad_and_saves_good(gateway: Gateway, installer: object) -> None:
     page = installer.new_page()  # type: ignore[attr-defined]
     page.goto(gateway.url + "/camera/gate1/editor")
-    page.wait_for_function("document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+    page.wait_for_function("() => document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
     for field, value in (("ax", "120"), ("ay", "80"), ("bx", "120"), ("by", "80")):
         page.fill(f"#{field}", value)
     page.click("#save")
@@ -219,7 +229,7 @@ def test_gate_line_editor_refuses_bad_and_saves_good(gateway: Gateway, installer
     assert "gate line end points must differ" in error.inner_text()
     page.screenshot(path=str(ARTIFACTS / "06-editor-refused.png"), full_page=True)
     # A good line, drawn by clicking two points on the snapshot.
-    page.wait_for_function("document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+    page.wait_for_function("() => document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
     box = page.locator("#drawing").bounding_box()
     assert box is not None
     page.mouse.click(box["x"] + 5, box["y"] + box["height"] * 0.6)
@@ -236,21 +246,15 @@ def test_gate_line_editor_refuses_bad_and_saves_good(gateway: Gateway, installer
     assert "gate line(s) updated without a restart: gate1" in out
 
 
-def _capture_log_until(gateway: Gateway, needle: str, timeout: float = 20.0) -> str:
-    # Reading the daemon's stdout without blocking: a thread would be simpler, but the pipe is line
-    # buffered and the needle arrives within one status interval.
-    import selectors
-
-    assert gateway.capture.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(gateway.capture.stdout, selectors.EVENT_READ)
-    seen = ""
+def _capture_log_until(gateway: Gateway, needle: str, timeout: float = 30.0) -> str:
+    # The capture log is drained by a thread (see the fixture): wait until the needle shows up.
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and needle not in seen:
-        if sel.select(timeout=0.5):
-            seen += gateway.capture.stdout.readline()
-    sel.close()
-    return seen
+    while time.monotonic() < deadline:
+        seen = "".join(gateway.capture_log)
+        if needle in seen:
+            return seen
+        time.sleep(0.2)
+    return "".join(gateway.capture_log)
 
 
 def test_serial_swipe_test_shows_masked_card(gateway: Gateway, installer: object) -> None:

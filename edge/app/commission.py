@@ -160,10 +160,14 @@ def _swipe(sensor: object, opts: CheckOptions, opened: str) -> Outcome:
     def on_reading(reading: Reading) -> None:
         seen.append(mask(reading.identifier.value))
 
-    opts.prompt(f"swipe a card at {sensor.id} now ({opts.swipe_wait_s:.0f} s)...")
     reader = SerialSensor(sensor, on_reading)
     reader.start()
     try:
+        # Ask only once the port is open: opening flushes what arrived before.
+        ready_by = time.monotonic() + 5.0
+        while not reader.status().connected and time.monotonic() < ready_by:
+            time.sleep(0.05)
+        opts.prompt(f"swipe a card at {sensor.id} now ({opts.swipe_wait_s:.0f} s)...")
         deadline = time.monotonic() + opts.swipe_wait_s
         while not seen and time.monotonic() < deadline:
             time.sleep(0.05)
