@@ -72,9 +72,15 @@ class LiveChannel:
         _write_atomic(self.folder / f"{_name(source_id)}.want", body)
 
     def release(self, source_id: str) -> None:
-        """The viewer left: capture stops encoding at once."""
+        """The viewer left: capture stops encoding, and the last frame is deleted (frames are not kept)."""
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"{_name(source_id)}.want").unlink()
+        self.discard(source_id)
+
+    def discard(self, source_id: str) -> None:
+        """Delete the camera's preview frame, if any."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / f"{_name(source_id)}.jpg").unlink()
 
     def latest(self, source_id: str) -> tuple[float, bytes] | None:
         """(mtime, JPEG bytes) of the newest preview frame, or None."""

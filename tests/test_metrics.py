@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.preview import LiveChannel, PreviewRequest
+from edge.preview import LEASE_S, LiveChannel, PreviewRequest
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker, free_port, new_gateway
 
 OBAMA = SHARED_DATA / "faces" / "face_recognition" / "obama" / "obama.jpg"
@@ -162,11 +162,11 @@ port = {broker.port}
         assert got is not None
         img = cv2.imdecode(__import__("numpy").frombuffer(got[1], "uint8"), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[0] <= 360
-        live.release("gate1")
-        time.sleep(1.5)
-        first = live.latest("gate1")
-        time.sleep(1.5)
-        assert live.latest("gate1") == first  # released: capture stopped encoding
+        (live.folder / "gate1.want").unlink()  # the lease ends without a release (a console killed)
+        time.sleep(LEASE_S + 1.5)
+        assert live.latest("gate1") is None  # capture stopped encoding and deleted the last frame
+        time.sleep(1.0)
+        assert live.latest("gate1") is None
         # STATUS= kept current after READY.
         notify.collect(time.monotonic() + 6.0)
         assert any(m.startswith("STATUS=") and "committed" in m for m in notify.messages)

@@ -56,6 +56,7 @@ class _CameraLive:
     boxes_ts: float = 0.0
     last_preview: float = 0.0
     previews: int = 0
+    previewing: bool = False
 
 
 def render_preview(image: NDArray[np.uint8], req: PreviewRequest, kind: str, boxes: Iterable[Box],
@@ -127,8 +128,14 @@ class CaptureLive:
                         cam.aim.add_plate(b.height, now)
                         char_hist.observe(b.height * 90 / 140)
             req = self.live.wanted(source_id, now)
-            if req is None or now - cam.last_preview < 1.0 / req.fps:
+            if req is None:
+                if cam.previewing:  # the lease lapsed: no frame of it stays on disk
+                    cam.previewing = False
+                    self.live.discard(source_id)
                 return
+            if now - cam.last_preview < 1.0 / req.fps:
+                return
+            cam.previewing = True
             cam.last_preview = now
             boxes = cam.boxes if now - cam.boxes_ts <= _BOX_HOLD_S else []
             h, w = frame.shape
