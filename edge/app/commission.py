@@ -11,6 +11,7 @@ through the credential redactor, and the swipe test shows only a card's last fou
 from __future__ import annotations
 
 import fnmatch
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,13 @@ from edge.app.commission_camera import CameraSession
 from edge.app.commission_system import check_storage, check_time, check_tls, check_units
 from edge.app.config import Config
 from edge.app.uplink import probe_broker
-from edge.app.wiring import data_key, district_key, make_outbox, mqtt_password
+from edge.app.wiring import data_key, make_outbox, mqtt_password, pseudonymiser
+from edge.diskbudget import describe_outage
 from edge.errors import EdgeError
 from edge.models.fetch import verify
 from edge.models.manifest import load_manifest
+from edge.privacy.pseudonym import epoch_label
+from edge.types import IdKind
 
 Status = Literal["ok", "warn", "fail", "skip"]
 DOCS = "docs/commissioning.md"
@@ -116,9 +120,16 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 
 
 def _keys(cfg: Config) -> str:
-    district_key(cfg)
+    if cfg.privacy.district_key_file is not None:
+        raise EdgeError("privacy.district_key_file is set: a gateway must not hold the district root key (a stolen "
+                        "gateway would expose the whole district); import epoch keys instead (docs/keys.md)")
     data_key(cfg)
-    return "district and data keys load (mode 0600 or systemd credentials)"
+    # The pseudonym key of the current epoch must be here, or every identifier is refused at the boundary.
+    now = time.time()
+    pseudonymiser(cfg).pseudonym_at(IdKind.PLATE, "京A12345", now)
+    label = epoch_label(cfg.privacy.epoch, now)
+    return (f"gateway identity, data key and this epoch's ({label}) pseudonym keys load (mode 0600 or "
+            f"systemd credentials)")
 
 
 def _models(cfg: Config) -> str:
@@ -216,6 +227,37 @@ def _outbox(cfg: Config) -> str:
     return f"{depth} event(s) pending{backlog}"
 
 
+def _disk(cfg: Config) -> str:
+    free = shutil.disk_usage(cfg.gateway.data_dir).free
+    need = int(cfg.outbox.max_mb * 1024 * 1024)
+    outbox = make_outbox(cfg)
+    try:
+        st = outbox.storage()
+    finally:
+        outbox.close()
+    # What the free space buys: the outbox's room under the quota in force (reserve and WAL headroom
+    # set aside) at the recent event rate. Not a failure on its own: a short disk sheds by policy.
+    buffer = describe_outage(st.outage_s, st.rate_eps)
+    if st.disk_full:
+        raise EdgeError(f"the disk holding {cfg.gateway.data_dir} is full ({free / 2**10:.0f} KiB free): "
+                        "commits are refused until space is freed")
+    if free < need:
+        raise EdgeError(f"{free / 2**20:.0f} MiB free in {cfg.gateway.data_dir}, less than the outbox quota "
+                        f"({cfg.outbox.max_mb:.0f} MiB): lower outbox.max_mb or free space ({buffer})")
+    return (f"{free / 2**30:.1f} GiB free in {cfg.gateway.data_dir}; state files {st.state_bytes / 2**20:.1f} MiB, "
+            f"outbox quota {st.quota_bytes / 2**20:.0f} MiB; {buffer}")
+
+
+def _storage(cfg: Config) -> Outcome:
+    # The free-space thresholds, then what the space buys the outbox (docs/delivery.md).
+    status, detail, hint = check_storage(cfg.gateway.data_dir, int(cfg.outbox.max_mb * 2**20))
+    try:
+        buffer = _disk(cfg).split("; ", 1)[-1]
+    except EdgeError as exc:
+        return "fail", str(exc), hint or "free space or lower outbox.max_mb"
+    return status, f"{detail}; {buffer}", hint
+
+
 def build_checks(cfg: Config, config_dir: Path, opts: CheckOptions) -> list[Check]:
     """Every check for this gateway, in run order, with stable ids."""
     checks = [
@@ -239,8 +281,7 @@ def build_checks(cfg: Config, config_dir: Path, opts: CheckOptions) -> list[Chec
         checks.append(Check(f"serial:{sensor.id}", "serial port", "serial",
                             lambda i=i: _serial(cfg, config_dir, i, opts)))  # type: ignore[misc]
     checks += [
-        Check("storage", "storage", "storage",
-              lambda: check_storage(cfg.gateway.data_dir, int(cfg.outbox.max_mb * 2**20))),
+        Check("storage", "storage", "storage", lambda: _storage(cfg)),
         Check("outbox", "outbox", "outbox", lambda: _outbox(cfg)),
         Check("time", "time sync", "time", lambda: check_time(cfg.commission.ntp_servers)),
         Check("units", "systemd units", "units", lambda: check_units(cfg.commission.units)),

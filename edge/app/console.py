@@ -139,7 +139,11 @@ class GatewayBackend:
                 parse_config(new, str(self.config_path), self.config_path.parent)
             except ConfigError as exc:
                 raise ConfigRejectedError(str(exc)) from None
-            write_atomically(self.config_path, new)
+            try:
+                write_atomically(self.config_path, new)
+            except OSError as exc:
+                raise ConfigRejectedError(f"the line is valid but {self.config_path} cannot be written "
+                                          f"({exc.strerror}): see docs/console.md, gate-line edits") from None
             digest = hashlib.sha256(new.encode()).hexdigest()
             self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
                 "by": "console", "change": "gate_line", "camera": camera_id, "file_sha256": digest,
@@ -200,8 +204,8 @@ def run_console(config_path: Path) -> int:
     certfile: str | None = None
     keyfile: str | None = None
     if c.tls:
-        cert = c.cert_file or cfg.path(Path("console-cert.pem"))
-        key = c.key_file or cfg.path(Path("console-key.pem"))
+        cert = c.cert_file or cfg.path(c.db).parent / "console-cert.pem"
+        key = c.key_file or cfg.path(c.db).parent / "console-key.pem"
         created, fp = ensure_self_signed(cert, key, c.host) if c.cert_file is None else (False, "")
         if fp:
             print(f"edgegw console: TLS certificate {'created' if created else 'in use'}, SHA-256 fingerprint {fp}",

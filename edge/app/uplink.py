@@ -29,8 +29,9 @@ def build_uplink(cfg: Config, outbox: Outbox, *, heartbeat: Callable[[], None] |
 
 
 def published_file(cfg: Config) -> Path:
-    """Where the uplink keeps the last events it published (the console's event list)."""
-    return cfg.path(cfg.console.live_dir) / "published.json"
+    """Where the uplink keeps the last events it published (the console's event list): beside the outbox,
+    the one place the uplink may write and the console may read."""
+    return cfg.path(cfg.outbox.path).parent / "published.json"
 
 
 def check_result_file(cfg: Config) -> Path:

@@ -29,7 +29,7 @@ class ConsoleConfig(StrictModel):
     """Serve HTTPS; a self-signed certificate is made on first start unless cert/key files are given."""
     cert_file: Path | None = None
     key_file: Path | None = None
-    db: Path = Path("console.db")
+    db: Path = Path("console/console.db")
     """Users, sessions and the login throttle (relative to gateway.data_dir)."""
     live_dir: Path = Path("live")
     """Where capture and the console exchange preview frames (relative to gateway.data_dir)."""
