@@ -80,7 +80,7 @@ def test_ids_are_stable_listed_and_selectable(tmp_path: Path, capsys: pytest.Cap
 
 def test_exit_codes_strict_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _gw(tmp_path, "[commission]\nunits = []\n")
-    (tmp_path / "data" / "district.key").chmod(0o644)
+    (tmp_path / "data" / "data.key").chmod(0o644)
     rc, body = _json(capsys, "--config", str(cfg), "--only", "keys")
     assert rc == 1 and body["summary"]["fail"] == 1  # type: ignore[index]
     keys = body["checks"][0]  # type: ignore[index]

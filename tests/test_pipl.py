@@ -33,7 +33,8 @@ signage_ref = "DOC-signage-gate1"
 
 
 def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    cfg = new_gateway(tmp_path, text)
+    cfg = new_gateway(tmp_path)  # provisioned with a valid config first, then the text under test
+    cfg.write_text(cfg.read_text() + text)
     capsys.readouterr()
     rc = main(["config", "check", str(cfg)])
     cap = capsys.readouterr()
