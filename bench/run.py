@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 from bench._common import ROOT, SkipSection, env_summary, percentiles
 
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("faces", "pipeline", "plates", "outbox")
+SECTIONS = ("faces", "pipeline", "plates", "outbox", "district")
 STAGES = ("decode", "motion_gate", "detect", "align", "embed", "plate_detect", "plate_read", "outbox_commit")
 TARGETS = {
     "face_speedup_vs_face_recognition": ">= 10x",
@@ -129,6 +129,12 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         else:
             kw: dict[str, Any] = {"backlog": 5_000, "seconds": 2.0} if args.quick else {}
             res["outbox"] = _section("outbox", lambda: bench_outbox.run(**kw))
+    if "district" in only:
+        bench_district = _optional("bench_district")
+        if bench_district is None:
+            res["district"] = {"skipped": "bench/bench_district.py is not in this checkout"}
+        else:
+            res["district"] = _section("district", lambda: bench_district.run(quick=args.quick))
     res["load_avg_end"] = os.getloadavg()[0]
     res.update(headline(res))
     return res
@@ -241,6 +247,19 @@ def table(res: dict[str, Any]) -> str:
                      f"{_fmt(outbox.get('commit_single_eps'), '', 0)} / {_fmt(outbox.get('commit_batch_eps'), '', 0)}",
                      "", "", ""))
         rows.append(("outbox drain to mosquitto, events/s", _fmt(outbox.get("drain_eps"), "", 0), "", "", ""))
+    district = res.get("district") or {}
+    if district and "skipped" not in district and "error" not in district:
+        db, e2e = district.get("db", {}), district.get("end_to_end", {})
+        rows.append(("district DB path rows/s vs bare binary COPY (same rows, same run)",
+                     _fmt(db.get("db_path_rows_per_s"), "", 0), _fmt(db.get("bare_copy_rows_per_s"), "", 0) + " COPY",
+                     _fmt(db.get("db_path_pct_of_bare_copy"), " %"), ">= 50 %"))
+        rows.append((f"district end to end, {e2e.get('gateways')} simulated gateways → mosquitto → 2 workers, events/s",
+                     _fmt(e2e.get("events_per_s"), "", 0), "", "", ">= 3000"))
+        rows.append(("  event → committed (watermark at the gateway) p50 / p99 ms; lost",
+                     f"{_fmt(e2e.get('event_to_committed_p50_ms'))} / {_fmt(e2e.get('event_to_committed_p99_ms'))}; "
+                     f"{e2e.get('missing_in_db')}", "", "", "p99 <= 2000; 0"))
+    elif district:
+        rows.append(("district", "n/a", "", "", _why(district, "")))
     for name in STAGES:
         st = res["stage_latency_ms"][name]
         rows.append((f"stage {name}, p50 / p90 ms (n)",

@@ -25,6 +25,7 @@ _GROUPS: tuple[str, ...] = (
     "edge.cli.query",
     "edge.cli.plates",
     "edge.cli.console",
+    "district.cli",
     "edge.cli.inputs",
     "edge.cli.watchlist",
 )
