@@ -27,8 +27,10 @@ def test_swipe_a_card_now_shows_it_masked(tmp_path: Path) -> None:
         def swipe_when_asked() -> None:
             for line in proc.stderr:  # type: ignore[union-attr]
                 if "swipe a card at reader1 now" in line:
-                    time.sleep(0.5)
-                    os.write(master, encode(CARD))
+                    # Swipe until the check ends, as a person would if the first swipe went unseen.
+                    while proc.poll() is None:
+                        time.sleep(0.5)
+                        os.write(master, encode(CARD))
                     return
 
         t = threading.Thread(target=swipe_when_asked, daemon=True)

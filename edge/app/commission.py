@@ -103,7 +103,7 @@ class CheckOptions:
 
 FAMILIES: tuple[tuple[str, str], ...] = (
     ("config", "the config file validates (errors exit 2 before any check runs)"),
-    ("keys", "district and data keys load with safe permissions"),
+    ("keys", "gateway identity, data key and this epoch's pseudonym keys load with safe permissions"),
     ("models", "every model file present and sha256-verified"),
     ("camera.reach", "the camera answers: distinct fixes for refused / 401 / 404 / timeout"),
     ("camera.frame", "a non-black, non-frozen frame within the camera timeout"),
