@@ -156,6 +156,9 @@ class Uplink:
                            now=self._clock(), disk=self._disk)
         if self._status_extra is not None:
             body.update(self._status_extra())
+        # The uplink's own figures live in memory: the copy in the outbox's status table is written
+        # only on (re)connect and stop, so the body would carry a stale "published 0".
+        body.setdefault("components", {})["uplink"] = uplink_state(self.stats, self.protocol)
         return body
 
     def publish_status(self, online: bool) -> None:
@@ -286,11 +289,12 @@ class Uplink:
             return
         self.stats.connected = False  # our own DISCONNECT is not a connection loss to report
         try:
-            self.publish_status(online=False)
             deadline = time.monotonic() + 2.0
             while self.window.inflight and time.monotonic() < deadline:
                 pump(client, 0.05)
                 self.window.settle()
+            # After the last acknowledgements: the final retained status carries the final counts.
+            self.publish_status(online=False)
             pump(client, 0.1)
             client.disconnect()  # a clean DISCONNECT: the broker discards the will
             pump(client, 0.1)
