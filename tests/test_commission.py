@@ -49,8 +49,11 @@ def test_every_check_passes_on_a_healthy_gateway(tmp_path: Path, broker: Broker,
         os.close(master)
         os.close(slave)
     out = capsys.readouterr().out
-    for name in ("keys", "models", "camera gate1", "serial reader1", "disk", "outbox", "broker"):
-        assert f"{name}: ok" in out, out
+    lines = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) > 2}
+    for check_id in ("keys", "models", "camera.reach:gate1", "camera.frame:gate1", "serial:reader1", "storage",
+                     "outbox", "broker"):
+        assert lines.get(check_id) == "ok", out
+    assert lines["camera.density:gate1"] == "skip"  # grey rectangles: nobody to measure
     assert "first frame 640x480" in out and "all checks passed" in out
 
 
@@ -61,10 +64,10 @@ def test_failures_are_named_and_explained(tmp_path: Path, broker: Broker, capsys
     capsys.readouterr()
     assert main(["check", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
-    assert "keys: FAIL" in out and "chmod 600" in out
-    assert "serial reader1: FAIL" in out and "no-such-tty" in out
-    assert "broker: FAIL" in out and "connection refused" in out
-    assert "camera gate1: ok" in out and "models: ok" in out
+    assert "fail keys" in out and "chmod 600" in out
+    assert "fail serial:reader1" in out and "no-such-tty" in out and "fix: check the adapter" in out
+    assert "fail broker" in out and "connection refused" in out
+    assert "ok   camera.reach:gate1" in out and "ok   models" in out
     assert "3 check(s) failed" in out
 
 

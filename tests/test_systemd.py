@@ -17,12 +17,14 @@ UNITS = sorted((ROOT / "systemd").glob("*.service"))
 
 def test_units_exist_and_declare_notify_watchdog_and_credentials() -> None:
     names = {u.name for u in UNITS}
-    assert names == {"edgegw-capture.service", "edgegw-uplink.service", "edgegw-query.service"}
+    assert names == {"edgegw-capture.service", "edgegw-uplink.service", "edgegw-query.service",
+                     "edgegw-console.service"}
     for unit in UNITS:
         text = unit.read_text()
         assert "Type=notify" in text and "WatchdogSec=" in text  # the query unit too (issue 12)
-        assert "NoNewPrivileges=yes" in text
-        assert "LoadCredentialEncrypted=" in text and "LoadCredential=" not in text
+        assert "NoNewPrivileges=yes" in text and "LoadCredential=" not in text
+        if unit.name != "edgegw-console.service":  # the console holds no key at all
+            assert "LoadCredentialEncrypted=" in text
     capture = (ROOT / "systemd" / "edgegw-capture.service").read_text()
     assert "DeviceAllow=char-video4linux rw" in capture and "DeviceAllow=char-ttyUSB rw" in capture
     assert "video dialout" in _directive(capture, "SupplementaryGroups")
@@ -68,7 +70,7 @@ def test_each_daemon_runs_as_its_own_user_and_reaches_only_its_meeting_places() 
         # Nothing a daemon creates on its own is readable by another; shared files are pre-created 0660.
         assert _directive(text, "UMask") == "0077"
         assert "StateDirectory=" not in text  # it would chown the shared tree to one daemon
-    assert len(users) == 3 and "edgegw-console" in members
+    assert len(users) == 4 and "edgegw-console" in members
     # The attacks of issue 12, as permissions: the capture daemon reaches no query tokens and cannot
     # write the query daemon's private state; the uplink (facing the network) reaches only the outbox
     # and holds no key but its broker password.

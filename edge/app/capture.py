@@ -22,7 +22,8 @@ import numpy as np
 from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
 from drivers.inputs.poller import InputPoller
-from edge.app.config import Config
+from edge.app.capture_live import CaptureLive, capture_families
+from edge.app.config import Config, load_config
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
@@ -42,12 +43,14 @@ from edge.pipeline.motion import MotionGate
 from edge.pipeline.plates import PlatePath
 from edge.pipeline.sensors import SensorHub
 from edge.pipeline.tracker import GateLine
-from edge.pipeline.worker import CameraWorker, FramePath
+from edge.pipeline.worker import CameraWorker
 from edge.pipeline.zonepath import ZonedPath
 from edge.pipeline.zones import DwellMonitor, ZoneWatcher
 from edge.plates.reader import PlateReader
+from edge.privacy.pipl import status as pipl_status
 from edge.residents import ResidentGallery
 from edge.sdnotify import Notifier
+from edge.telemetry.server import MetricsServer, start_metrics
 from edge.vision.faces import FaceAnalyzer
 from edge.vision.quantize import load_int8_runner
 
@@ -57,10 +60,15 @@ log = logging.getLogger(__name__)
 class CaptureDaemon:
     """The composition root of the capture side."""
 
-    def __init__(self, cfg: Config, config_dir: Path | None = None) -> None:
+    def __init__(self, cfg: Config, config_dir: Path | None = None, config_file: Path | None = None) -> None:
         self.cfg = cfg
         self._config_dir = config_dir or Path.cwd()
+        self._config_file = config_file
+        self._config_mtime = config_file.stat().st_mtime if config_file is not None else 0.0
         self._stop = threading.Event()
+        self.live = CaptureLive(cfg.path(cfg.console.live_dir), cfg.aim)
+        self._metrics: MetricsServer | None = None
+        self._loop_beat = time.monotonic()
         self.outbox = make_outbox(cfg)
         self.boundary = privacy_boundary(cfg)
         # The passage store first: a passage's members are on disk before the passage that links them.
@@ -111,14 +119,16 @@ class CaptureDaemon:
             line_cfg = self.cfg.gate_lines.get(cam.id)
             line = GateLine.from_config(line_cfg) if line_cfg else None
             dwell = DwellMonitor(cam.id, zones) if any(z.rule == "dwell" for z in zones) else None
-            path: FramePath | None = None
+            path: FacePath | PlatePath | ZonedPath | None = None
             if cam.id in plate_ids:
                 plate_reader = plate_reader or PlateReader(self.cfg.models.dir, runtime_options(self.cfg))
                 path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line,
                                  dwell=dwell)
             elif cam.id in face_ids:
                 faces = faces or self._build_faces()
-                path = FacePath(cam.id, faces[0], faces[1], self.cfg.face, line, dwell=dwell)
+                # Residents are matched only where the PIPL guard rails hold (the config validator checks).
+                gallery = faces[1] if self.cfg.face.resident_matching else None
+                path = FacePath(cam.id, faces[0], gallery, self.cfg.face, line, dwell=dwell)
             elif dwell is not None:
                 log.warning("camera %s: dwell zones need the face or plate path on it; they are not watched", cam.id)
             if zones:
@@ -129,7 +139,9 @@ class CaptureDaemon:
                                  backgrounds / f"zones-{cam.id}.npy")
             assert path is not None
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
-            self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))
+            hook = self.live.frame_hook(cam.id, "plate" if cam.id in plate_ids else "face", path)
+            self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop,
+                                             on_frame=hook))
 
     def _build_faces(self) -> tuple[FaceAnalyzer, ResidentGallery]:
         embedder = None
@@ -154,7 +166,8 @@ class CaptureDaemon:
                 s if "://" in s.port or Path(s.port).is_absolute()
                 else s.model_copy(update={"port": str(self._config_dir / s.port)})
                 for s in self.cfg.serial)
-            self.sensor_hub = SensorHub(sensors, self.committer, self._stop, self.cfg.devices)
+            self.sensor_hub = SensorHub(sensors, self.committer, self._stop, self.cfg.devices,
+                                        on_reading=self.live.on_reading)
 
     def _build_inputs(self) -> None:
         # One thread per module; each press is committed (durable) before the module is read again.
@@ -190,8 +203,75 @@ class CaptureDaemon:
             body["inputs"] = {p.cfg.id: p.status() for p in self.inputs}
         if self.watchlist is not None:
             body["watch_hits"] = self.watchlist.hits
+        body["aim"] = self.live.aim_status()
+        body["pipl"] = pipl_status(enabled=self.cfg.face.resident_matching, pipl=self.cfg.pipl,
+                                   card_readers_by_gate=self.cfg.card_readers_by_gate())
         body.update(audit_status(self.audit, self._sign_head))
         return body
+
+    # -- health (systemd, /livez, /readyz) --------------------------------------------------------
+    def _sources_up(self) -> bool:
+        # Ready: the first frame arrived, or a serial port opened (or there is nothing to wait for).
+        if not self.workers and self.sensor_hub is None:
+            return True
+        if self.live.last_frame_at:
+            return True
+        return self.sensor_hub is not None and any(s.status().connected for s in self.sensor_hub.sensors)
+
+    def _workers_alive(self) -> bool:
+        # A worker thread that died while its camera still streams is a wedged pipeline: withhold
+        # the watchdog so systemd restarts us. A finished source's worker may end.
+        finished = {st.source_id for st in self.supervisor.statuses()
+                    if st.state in (CameraState.FINISHED, CameraState.STOPPED)}
+        return all(w.is_alive() or w.source_id in finished for w in self.workers)
+
+    def liveness(self) -> tuple[bool, str]:
+        """The main loop turned recently and every camera's pipeline thread is alive."""
+        age = time.monotonic() - self._loop_beat
+        if age > 10.0:
+            return False, f"main loop stalled for {age:.0f} s"
+        if not self._workers_alive():
+            return False, "a camera pipeline thread died"
+        return True, "capture loop running"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Config and keys loaded (we exist), and a first frame arrived or a port opened."""
+        if not self._sources_up():
+            return False, "waiting for the first frame or an open serial port"
+        return self.liveness()
+
+    def _status_line(self) -> str:
+        cams = self.supervisor.statuses()
+        up = sum(1 for st in cams if st.state == CameraState.CONNECTED)
+        ports = self.sensor_hub.status() if self.sensor_hub is not None else {}
+        open_ports = sum(1 for k, v in ports.items() if not k.startswith("_") and v.get("connected"))
+        return (f"{up}/{len(cams)} camera(s) connected, {open_ports}/{len(ports) - (1 if ports else 0)} port(s) open, "
+                f"{self.committer.committed} event(s) committed")
+
+    def _reload_gate_lines(self) -> None:
+        # The console's editor writes the config atomically; gate lines apply without a restart.
+        if self._config_file is None:
+            return
+        try:
+            mtime = self._config_file.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            new = load_config(self._config_file)
+        except Exception as exc:  # a bad edit never reaches here through the console; a hand edit might
+            log.error("config %s changed but does not validate; keeping the running one: %s", self._config_file, exc)
+            return
+        lines = {cam: GateLine.from_config(gl) for cam, gl in new.gate_lines.items()}
+        changed = self.live.set_gate_lines(dict(lines))
+        if changed:
+            log.info("gate line(s) updated without a restart: %s", ", ".join(changed))
+            self.cfg = self.cfg.model_copy(update={"gate_lines": new.gate_lines})
+            self._audit_config_change()
+        if new.model_copy(update={"gate_lines": self.cfg.gate_lines}) != self.cfg:
+            log.warning("config %s changed beyond gate lines: restart capture to apply it", self._config_file)
 
     def _publish_status(self) -> None:
         try:
@@ -209,18 +289,29 @@ class CaptureDaemon:
             self.sensor_hub.start()
         for poller in self.inputs:
             poller.start()
-        self._notifier.ready(f"{len(self.workers)} camera(s), {n_sensors} sensor(s), "
-                             f"{len(self.inputs)} input module(s)")
+        self.live.telemetry.add_families(capture_families(
+            self.status, lambda: dict(self.committer.committed_by_kind), self.live.last_frame_at))
+        self._metrics = start_metrics(self.live.telemetry, self.cfg.metrics.host, self.cfg.metrics.port_for("capture"),
+                                      live=self.liveness, ready=self.readiness)
         log.info("capture running: %d camera pipeline(s), %d sensor(s), %d input module(s)",
                  len(self.workers), n_sensors, len(self.inputs))
         next_status = 0.0
+        ready = False
         tick = min(status_interval_s, self._notifier.watchdog_interval_s or status_interval_s)
         while not self._stop.is_set():
             now = time.monotonic()
+            self._loop_beat = now
+            if not ready and self._sources_up():
+                ready = True
+                self._notifier.ready(self._status_line())
             if now >= next_status:
                 self._publish_status()
+                self._reload_gate_lines()
+                if ready:
+                    self._notifier.status(self._status_line())
                 next_status = now + status_interval_s
-            self._notifier.watchdog()
+            if self._workers_alive():
+                self._notifier.watchdog()
             self.committer.tick(time.time(), self._stop)
             # Finite input means recorded camera files: once they are done, so is the run (sensors
             # are live and never "done"; they are stopped and flushed with everything else).
@@ -233,6 +324,9 @@ class CaptureDaemon:
 
     def _shutdown(self, drain: bool) -> None:
         self._notifier.stopping()
+        if self._metrics is not None:
+            self._metrics.close()
+        self.live.close()
         self.supervisor.stop()
         if drain:
             # Let the workers empty their queues (closed by the supervisor) and flush their tracks.

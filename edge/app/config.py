@@ -19,8 +19,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from drivers.camera.config import CameraConfig
 from drivers.inputs.config import InputModuleConfig
 from drivers.serial.config import SerialSensorConfig
+from edge.aim import AimConfig
 from edge.audit import AuditConfig
 from edge.configbase import StrictModel
+from edge.console.config import ConsoleConfig
 from edge.errors import ConfigError
 from edge.models.config import ModelsConfig
 from edge.outbox import OutboxConfig
@@ -28,7 +30,9 @@ from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
 from edge.pipeline.zoneconfig import ZonesConfig
 from edge.privacy.config import PrivacyConfig
+from edge.privacy.pipl import PiplConfig
 from edge.query.config import QueryConfig
+from edge.telemetry.config import MetricsConfig
 from edge.uplink.config import MqttConfig, UplinkConfig
 from edge.watchlistconfig import WatchlistConfig
 
@@ -50,6 +54,14 @@ class StorageConfig(StrictModel):
     data_key_file: str = "data.key"
     """Master key for data at rest; separate from the pseudonym key."""
     residents_db: Path = Path("residents.db")
+
+
+class CommissionConfig(StrictModel):
+    """What `edgegw check` compares against."""
+
+    ntp_servers: tuple[str, ...] = ()
+    """host or host:port of the district's NTP servers (empty: ask systemd whether the clock is synced)."""
+    units: tuple[str, ...] = ("edgegw-capture.service", "edgegw-uplink.service")
 
 
 class Config(StrictModel):
@@ -90,6 +102,11 @@ class Config(StrictModel):
         if dupes:
             raise ValueError(f"input module ids must be unique; repeated: {', '.join(dupes)}")
         return v
+    metrics: MetricsConfig = MetricsConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    aim: AimConfig = AimConfig()
+    commission: CommissionConfig = CommissionConfig()
+    pipl: PiplConfig = PiplConfig()
 
     @field_validator("cameras")
     @classmethod
@@ -107,6 +124,31 @@ class Config(StrictModel):
         if unknown:
             raise ValueError(f"zones are drawn on cameras that are not configured: {', '.join(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _gate_lines_name_cameras(self) -> Config:
+        known = {c.id for c in self.cameras}
+        unknown = sorted(set(self.gate_lines) - known)
+        if unknown:
+            raise ValueError(f"gate_lines name no configured camera: {', '.join(unknown)}")
+        return self
+
+    def card_readers_by_gate(self) -> dict[str, list[str]]:
+        """Per passage gate, the serial sensors that read cards (the non-biometric alternative)."""
+        from drivers.serial.registry import FORMATS
+        from edge.types import IdKind
+
+        cards = [s.id for s in self.serial if FORMATS[s.format].id_kind is IdKind.CARD]
+        if not self.passages.gates:
+            return {self.passages.default_gate: cards}
+        return {g.id: [c for c in cards if c in g.sources] for g in self.passages.gates}
+
+    def gate_of(self, source_id: str) -> str:
+        """The passage gate a camera or sensor belongs to."""
+        for g in self.passages.gates:
+            if source_id in g.sources:
+                return g.id
+        return self.passages.default_gate
 
     def face_cameras(self) -> list[str]:
         """Ids of the cameras the face path runs on."""

@@ -7,13 +7,16 @@ the same way) refuses a config that would run with a door open:
 - a photo-query threshold at or below zero matches nearly every stored face: remote identification
   of strangers, not a search;
 - the HTTP query door bound beyond loopback must have TLS (bearer tokens and decrypted identifiers
-  would cross the LAN in clear).
+  would cross the LAN in clear);
+- resident face matching needs the PIPL references and a card reader at each face camera's gate.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from typing import TYPE_CHECKING
+
+from edge.privacy.pipl import resident_matching_problems
 
 if TYPE_CHECKING:  # edge.app.config calls this module while parsing: no import cycle at run time
     from edge.app.config import Config
@@ -44,4 +47,9 @@ def cross_field_problems(cfg: Config) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("query", "http", "bind"),
                          f"the HTTP query door binds {http.bind} beyond loopback without TLS; set "
                          f"query.http.tls_cert_file and tls_key_file, or bind 127.0.0.1"))
+    # PIPL: resident face matching needs the deployment's references and a card reader at the gate.
+    problems += resident_matching_problems(
+        enabled=cfg.face.resident_matching, pipl=cfg.pipl,
+        face_gates={c: cfg.gate_of(c) for c in cfg.face_cameras()},
+        card_readers_by_gate=cfg.card_readers_by_gate())
     return problems

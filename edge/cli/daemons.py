@@ -40,7 +40,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from edge.app.capture import CaptureDaemon  # the vision stack: loaded only for `capture`
 
     cfg = _load(args)
-    daemon = CaptureDaemon(cfg, Path(args.config).resolve().parent)
+    daemon = CaptureDaemon(cfg, Path(args.config).resolve().parent, Path(args.config).resolve())
     _on_signals(daemon.stop, signal.SIGTERM, signal.SIGINT)
     # Capture's status rides on the uplink's status message: no point refreshing it more slowly.
     return daemon.run(exit_when_done=args.exit_when_done, status_interval_s=min(5.0, cfg.uplink.status_interval_s))

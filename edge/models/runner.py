@@ -6,7 +6,8 @@ Model adapters are pure numpy; they hand inputs to an `OrtRunner` and get output
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
 }
+
+
+TimingObserver = Callable[[str, float], None]
+"""Told (model file stem, seconds) after each call; set by a daemon that exports metrics."""
+_timing: TimingObserver | None = None
+
+
+def set_timing_observer(observer: TimingObserver | None) -> None:
+    """Have every runner in this process report its call times (None: stop)."""
+    global _timing
+    _timing = observer
 
 
 def _ort() -> Any:
@@ -74,8 +86,12 @@ class OrtRunner:
     def run(self, inputs: Mapping[str, NDArray[Any]] | NDArray[Any]) -> list[NDArray[Any]]:
         """Run the model; a bare array feeds the first input. Returns outputs in declared order."""
         feed = {self.input_names[0]: inputs} if isinstance(inputs, np.ndarray) else dict(inputs)
+        t0 = time.perf_counter()
         try:
             out: Sequence[NDArray[Any]] = self._session.run(None, feed)
         except Exception as exc:
             raise ModelError(f"{self.path.name} failed: {exc}") from exc
+        observer = _timing
+        if observer is not None:
+            observer(self.path.stem, time.perf_counter() - t0)
         return list(out)

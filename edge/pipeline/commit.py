@@ -68,6 +68,7 @@ class Committer:
         self._clock = clock
         self.observers = list(observers)
         self.committed = 0
+        self.committed_by_kind: dict[str, int] = {}
         self.failures = 0
         self.refused = 0
         self.full_refusals = 0
@@ -115,6 +116,8 @@ class Committer:
                 with self._lock:
                     result = self._outbox.append(batch)
                     self.committed += len(result.records)
+                    for _, event in pairs:
+                        self.committed_by_kind[event.kind.value] = self.committed_by_kind.get(event.kind.value, 0) + 1
                     derived: list[Derived] = []
                     for observer in self.observers:
                         derived += observer.committed(pairs)

@@ -22,6 +22,10 @@ class FaceConfig(StrictModel):
     track_max_age_s: float = Field(default=0.8, gt=0)
     track_min_hits: int = Field(default=2, ge=1)
     embed_best: int = Field(default=3, ge=1, le=16)
+    resident_matching: bool = False
+    """Match faces against enrolled residents. Off by default: PIPL asks for an impact assessment, notice
+    signs and a non-biometric alternative at the gate first (see [pipl]); off, every face is an unknown
+    visitor under a random reference."""
     early_min_hits: int = Field(default=3, ge=0)
     """Decide a face track while it is open once it has this many hits, at least `embed_best` of
     them good enough to embed (0: only when the track ends)."""
@@ -69,6 +73,9 @@ class MotionConfig(StrictModel):
     """Let a frame through at least this often even without motion (None: never force)."""
 
 
+MIN_GATE_LINE_PX = 10
+
+
 class GateLineConfig(StrictModel):
     """A gate line on the image, from `a` to `b` in pixels; see `GateLine` for which way is in."""
 
@@ -79,6 +86,12 @@ class GateLineConfig(StrictModel):
     def _distinct(self) -> GateLineConfig:
         if self.a == self.b:
             raise ValueError("gate line end points must differ")
+        if min(*self.a, *self.b) < 0:
+            raise ValueError("gate line points are image pixels: x and y must not be negative")
+        length = ((self.a[0] - self.b[0]) ** 2 + (self.a[1] - self.b[1]) ** 2) ** 0.5
+        if length < MIN_GATE_LINE_PX:
+            raise ValueError(f"gate line is {length:.0f} px long: draw it at least {MIN_GATE_LINE_PX} px long, "
+                             "across the whole passage, or tracks will cross around it")
         return self
 
 

@@ -21,7 +21,7 @@ from edge.pipeline.early import EarlyDecisions
 from edge.pipeline.tracker import GateLine, IouTracker, TrackerConfig, track_direction
 from edge.pipeline.zones import DwellMonitor
 from edge.residents import ResidentGallery
-from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Track
+from edge.types import Box, Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Track
 from edge.vision.face_quality import assess
 from edge.vision.faces import FaceAnalyzer
 
@@ -65,12 +65,15 @@ class FacePath:
         self.tracks_finished = 0
         self.decisions = EarlyDecisions()
         self.faces_detected = 0
+        self.last_boxes: list[Box] = []
+        """The faces of the last frame detection ran on (for the aiming gauge and the preview)."""
 
     def process(self, frame: Frame) -> list[Observation]:
         """Detect faces in `frame`, update tracks, and report the tracks that ended."""
         min_px = self._cfg.min_face_px
         dets = [d for d in self._analyzer.detect(frame.image) if min(d.box.width, d.box.height) >= min_px]
         self.faces_detected += len(dets)
+        self.last_boxes = [d.box for d in dets]
 
         def sample(det: Detection) -> FaceSample:
             aligned = self._analyzer.align(frame.image, det)
@@ -78,6 +81,15 @@ class FacePath:
 
         ended = self._observe(self._tracker.update(frame.ts, dets, sample))
         return ended + self._early(frame.ts) + self._dwelling(frame.ts, frame.shape)
+
+    @property
+    def gate_line(self) -> GateLine | None:
+        """The line crossing which gives a track its direction."""
+        return self._gate
+
+    def set_gate_line(self, line: GateLine | None) -> None:
+        """Replace the gate line (an installer moved it): tracks from now on use the new one."""
+        self._gate = line
 
     def idle(self, ts: float) -> list[Observation]:
         """No detection ran on this frame (nothing moved): end tracks that are too old."""

@@ -22,7 +22,7 @@ from edge.plates.colour import PlateColour
 from edge.plates.reader import PlateReader
 from edge.plates.values import PlateRead
 from edge.plates.vote import PlateVote, VotedPlate
-from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Scalar, Track
+from edge.types import Box, Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Scalar, Track
 
 
 def _quality(read: PlateRead) -> float:
@@ -46,6 +46,8 @@ class PlatePath:
             source_id, quality=_quality,
             config=TrackerConfig(max_age_s=config.track_max_age_s, min_hits=config.track_min_hits, best_k=8))
         self.plates_read = 0
+        self.last_boxes: list[Box] = []
+        """The plates of the last frame read (for the aiming gauge and the preview)."""
         self.decisions = EarlyDecisions()
 
     def process(self, frame: Frame) -> list[Observation]:
@@ -53,6 +55,7 @@ class PlatePath:
         plate is already read with confidence (early; see edge.pipeline.early)."""
         reads = self._reader.read(frame.image)
         self.plates_read += sum(1 for r in reads if r.valid)
+        self.last_boxes = [r.box for r in reads]
         by_det: dict[int, PlateRead] = {}
         dets: list[Detection] = []
         for r in reads:
@@ -69,6 +72,15 @@ class PlatePath:
         plates = {t.track_id: RawIdentifier(IdKind.PLATE, read_at[t.last_box].text) for t in live
                   if t.last_ts == frame.ts and t.last_box in read_at}
         return ended + early + self._dwell.update(live, frame.ts, frame.shape, plates)
+
+    @property
+    def gate_line(self) -> GateLine | None:
+        """The line crossing which gives a track its direction."""
+        return self._gate
+
+    def set_gate_line(self, line: GateLine | None) -> None:
+        """Replace the gate line (an installer moved it): tracks from now on use the new one."""
+        self._gate = line
 
     def idle(self, ts: float) -> list[Observation]:
         """Nothing moved: end tracks that are too old."""

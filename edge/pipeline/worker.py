@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from edge.framequeue import FrameQueue, QueueClosedError
@@ -31,11 +32,15 @@ class FramePath(Protocol):
         ...
 
 
+FrameHook = Callable[[Frame, bool, float], None]
+"""Told (frame, whether detection ran on it, seconds spent) after each frame: metrics, aim, preview."""
+
+
 class CameraWorker(threading.Thread):
     """Pulls frames of one camera through the motion gate and its path, committing what it sees."""
 
     def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, *, gate: MotionGate | None,
-                 committer: Committer, stop: threading.Event) -> None:
+                 committer: Committer, stop: threading.Event, on_frame: FrameHook | None = None) -> None:
         super().__init__(name=f"pipeline-{source_id}", daemon=True)
         self.source_id = source_id
         self._queue = queue
@@ -46,6 +51,7 @@ class CameraWorker(threading.Thread):
         self.frames = 0
         self.detected_frames = 0
         self.busy_s = 0.0
+        self._on_frame = on_frame
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -57,9 +63,11 @@ class CameraWorker(threading.Thread):
                 continue
             t0 = time.perf_counter()
             self.frames += 1
+            detected = False
             try:
                 if self._gate is None or self._gate.check(frame):
                     self.detected_frames += 1
+                    detected = True
                     obs = self._path.process(frame)
                 else:
                     obs = self._path.idle(frame.ts)
@@ -67,5 +75,11 @@ class CameraWorker(threading.Thread):
                 log.exception("pipeline %s failed on frame %d; skipping it", self.source_id, frame.index)
                 continue
             self._committer.commit(obs, self._stop_event)
-            self.busy_s += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
+            self.busy_s += spent
+            if self._on_frame is not None:
+                try:
+                    self._on_frame(frame, detected, spent)
+                except Exception:  # telemetry and preview must never stop the pipeline
+                    log.exception("frame hook of %s failed", self.source_id)
         self._committer.commit(self._path.finish(), self._stop_event)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from edge.pipeline.tracker import GateLine
 from edge.pipeline.worker import FramePath
 from edge.pipeline.zones import ZoneWatcher
-from edge.types import Frame, Observation
+from edge.types import Box, Frame, Observation
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,23 @@ class ZonedPath:
         self._background_file = background_file
         if background_file is not None and watcher.model.load(background_file):
             log.info("camera %s: zone background loaded from %s", watcher.camera, background_file)
+
+    @property
+    def last_boxes(self) -> list[Box]:
+        """What the inner path detected on the last frame (for the console's overlay and aim gauge)."""
+        return list(getattr(self._inner, "last_boxes", []))
+
+    @property
+    def gate_line(self) -> GateLine | None:
+        """The inner path's gate line."""
+        line: GateLine | None = getattr(self._inner, "gate_line", None)
+        return line
+
+    def set_gate_line(self, line: GateLine | None) -> None:
+        """Give the inner path a new gate line (the console's editor); zones have none."""
+        setter = getattr(self._inner, "set_gate_line", None)
+        if setter is not None:
+            setter(line)
 
     def process(self, frame: Frame) -> list[Observation]:
         """The inner path's observations for the frame, then the zones'."""

@@ -1,0 +1,251 @@
+"""The console's composition: the gateway backend (status, config edits, audit, checks, events) and the server.
+
+The console is its own process (`edgegw console`, unit edgegw-console.service). It reads what capture and
+the uplink record in the outbox, edits the config file through the root validator (atomically, keeping the
+previous file, audited) and meets capture only over edge.preview. It never opens a camera or a port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from edge.app.config import Config, load_config, parse_config
+from edge.app.uplink import check_result_file, gateway_status, published_file
+from edge.app.wiring import open_audit
+from edge.audit import AuditAction
+from edge.console.backend import CameraInfo, ConfigRejectedError
+from edge.console.config import is_loopback
+from edge.console.users import UserStore
+from edge.errors import ConfigError
+from edge.preview import LiveChannel
+
+log = logging.getLogger(__name__)
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Replace `path` with `text` (fsynced, same mode), keeping the previous file as `<name>.prev`."""
+    prev = path.with_name(path.name + ".prev")
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        with contextlib.suppress(FileNotFoundError):
+            prev.unlink()
+        os.link(path, prev)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return prev
+
+
+def with_gate_line(text: str, camera_id: str, a: tuple[float, float], b: tuple[float, float]) -> str:
+    """The config text with `[gate_lines.<camera>]` set to a→b; comments and layout elsewhere kept."""
+    doc = tomlkit.parse(text)
+    lines = doc.get("gate_lines")
+    if lines is None:
+        lines = tomlkit.table(is_super_table=True)
+        doc["gate_lines"] = lines
+    entry = tomlkit.table()
+
+    def num(v: float) -> int | float:
+        return int(v) if float(v).is_integer() else round(v, 1)
+
+    entry["a"] = [num(a[0]), num(a[1])]
+    entry["b"] = [num(b[0]), num(b[1])]
+    lines[camera_id] = entry
+    return tomlkit.dumps(doc)
+
+
+class GatewayBackend:
+    """The console's view of this gateway (implements edge.console.backend.ConsoleBackend)."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path.resolve()
+        self.cfg = load_config(self.config_path)
+        self.live = LiveChannel(self.cfg.path(self.cfg.console.live_dir))
+        self._audit = open_audit(self.cfg)
+        self._lock = threading.Lock()
+        self._models: list[dict[str, str]] | None = None
+
+    def close(self) -> None:
+        """Close the audit log."""
+        self._audit.close()
+
+    def _config(self) -> Config:
+        # Re-read so a saved edit shows at once; a hand edit that broke the file keeps the last good one.
+        try:
+            self.cfg = load_config(self.config_path)
+        except ConfigError as exc:
+            log.warning("config does not validate, showing the last good one: %s", exc)
+        return self.cfg
+
+    def status(self) -> dict[str, Any]:
+        """The status body the uplink publishes, read from the outbox."""
+        with self._lock:
+            body, _ = gateway_status(self.cfg)
+        return body
+
+    def cameras(self) -> list[CameraInfo]:
+        """The configured cameras with their path and gate line."""
+        cfg = self._config()
+        faces, plates = set(cfg.face_cameras()), set(cfg.plate_cameras())
+        out = []
+        for cam in cfg.cameras:
+            gl = cfg.gate_lines.get(cam.id)
+            out.append(CameraInfo(cam.id, "plate" if cam.id in plates else "face" if cam.id in faces else "none",
+                                  cam.kind, (gl.a, gl.b) if gl else None))
+        return out
+
+    def serial_ports(self) -> list[dict[str, str]]:
+        """The configured serial sensors."""
+        return [{"id": s.id, "format": s.format, "port": s.port} for s in self._config().serial]
+
+    def models(self) -> list[dict[str, str]]:
+        """Model names, pinned digests and whether they verified (hashed once per console start)."""
+        if self._models is None:
+            from edge.models.fetch import verify
+            from edge.models.manifest import load_manifest
+
+            manifest = load_manifest()
+            statuses = {s.name: s.ok for s in verify(manifest, self.cfg.models.dir)}
+            self._models = [{"name": m.name, "version": m.sha256[:12], "ok": "yes" if statuses.get(m.name) else "no"}
+                            for m in manifest.models]
+        return self._models
+
+    def save_gate_line(self, camera_id: str, a: tuple[float, float], b: tuple[float, float], actor: str) -> str:
+        """Validate with the root validator, write atomically (previous kept), audit; capture reloads it."""
+        with self._lock:
+            text = self.config_path.read_text(encoding="utf-8")
+            new = with_gate_line(text, camera_id, a, b)
+            try:
+                parse_config(new, str(self.config_path), self.config_path.parent)
+            except ConfigError as exc:
+                raise ConfigRejectedError(str(exc)) from None
+            try:
+                write_atomically(self.config_path, new)
+            except OSError as exc:
+                raise ConfigRejectedError(f"the line is valid but {self.config_path} cannot be written "
+                                          f"({exc.strerror}): see docs/console.md, gate-line edits") from None
+            digest = hashlib.sha256(new.encode()).hexdigest()
+            self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
+                "by": "console", "change": "gate_line", "camera": camera_id, "file_sha256": digest,
+                "a": [a[0], a[1]], "b": [b[0], b[1]]})
+        log.info("gate line of %s saved by %s", camera_id, actor)
+        return digest
+
+    def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
+        """Append an audit record."""
+        self._audit.append(actor, action, details)
+
+    def last_checks(self) -> dict[str, Any] | None:
+        """The last `edgegw check` result."""
+        try:
+            body: dict[str, Any] = json.loads(check_result_file(self.cfg).read_text(encoding="utf-8"))
+            return body
+        except (OSError, ValueError):
+            return None
+
+    def run_checks(self) -> dict[str, Any]:
+        """`edgegw check --json` without the device checks (capture holds cameras and ports)."""
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", "check", "--config", str(self.config_path), "--json",
+                               "--skip", "camera.*,serial"], capture_output=True, text=True, timeout=90, check=False)
+        try:
+            body: dict[str, Any] = json.loads(proc.stdout)
+        except ValueError:
+            return {"summary": {"status": "fail", "ok": 0, "warn": 0, "fail": 1, "skip": 0},
+                    "checks": [{"id": "config", "status": "fail", "detail": proc.stderr.strip()[-500:],
+                                "hint": "fix the config (edgegw config check)", "docs": "", "duration_ms": 0}]}
+        return body
+
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last events the uplink published, newest first."""
+        try:
+            events: list[dict[str, Any]] = json.loads(published_file(self.cfg).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return list(reversed(events))[:limit]
+
+
+def run_console(config_path: Path) -> int:
+    """Serve the console until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from edge.console.tls import ensure_self_signed
+    from edge.console.web import create_app
+    from edge.sdnotify import Notifier
+
+    backend = GatewayBackend(config_path)
+    cfg = backend.cfg
+    c = cfg.console
+    users = UserStore(cfg.path(c.db), session_ttl_s=c.session_ttl_s)
+    first = users.first_boot()
+    if first is not None:
+        # The journal is the one place an installer with root can read it; it must be changed at first login.
+        print(f"edgegw console: first start: log in as 'admin' with password {first} (you must change it)",
+              file=sys.stderr, flush=True)
+    certfile: str | None = None
+    keyfile: str | None = None
+    if c.tls:
+        cert = c.cert_file or cfg.path(c.db).parent / "console-cert.pem"
+        key = c.key_file or cfg.path(c.db).parent / "console-key.pem"
+        created, fp = ensure_self_signed(cert, key, c.host) if c.cert_file is None else (False, "")
+        if fp:
+            print(f"edgegw console: TLS certificate {'created' if created else 'in use'}, SHA-256 fingerprint {fp}",
+                  file=sys.stderr, flush=True)
+        certfile, keyfile = str(cert), str(key)
+    elif not is_loopback(c.host):  # the config validator refuses this already; never serve it anyway
+        raise ConfigError("console.host is not loopback and console.tls is off")
+    a = cfg.aim
+    app = create_app(backend, users, secure_cookies=c.tls, preview_fps=c.preview_fps,
+                     preview_max_height=c.preview_max_height,
+                     aim_thresholds={"face_fail": a.face_fail_px, "face_warn": a.face_warn_px,
+                                     "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px})
+    notifier = Notifier()
+    scheme = "https" if c.tls else "http"
+    print(f"edgegw console on {scheme}://{c.host}:{c.port}/", file=sys.stderr, flush=True)
+
+    config = uvicorn.Config(app, host=c.host, port=c.port, log_level="warning", access_log=False,
+                            proxy_headers=False, server_header=False, ssl_certfile=certfile,
+                            ssl_keyfile=keyfile)
+    server = uvicorn.Server(config)
+    watchdog = threading.Event()
+
+    def beat() -> None:
+        while not watchdog.wait(max(1.0, (notifier.watchdog_interval_s or 10.0))):
+            if server.started:
+                notifier.watchdog()
+
+    threading.Thread(target=beat, name="console-watchdog", daemon=True).start()
+
+    def ready() -> None:
+        while not server.started and not watchdog.wait(0.1):
+            pass
+        notifier.ready(f"console on {scheme}://{c.host}:{c.port}/")
+
+    threading.Thread(target=ready, name="console-ready", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        watchdog.set()
+        notifier.stopping()
+        users.close()
+        backend.close()
+    return 0

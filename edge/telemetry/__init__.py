@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus exposition, liveness and readiness for each daemon (loopback only)."""
