@@ -42,11 +42,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
 
+from edge.compat import StrEnum
 from edge.errors import EdgeError, PrivacyError
 from edge.sqlite import connect
 from edge.types import RawIdentifier

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.audit import AuditAction
+from edge.compat import UTC
 from edge.config import Config, load_config
 from edge.errors import EdgeError
 from edge.passages.factory import open_audit

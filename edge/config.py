@@ -8,7 +8,6 @@ credential names).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from drivers.camera.config import CameraConfig
 from drivers.serial.config import SerialSensorConfig
+from edge.compat import tomllib
 from edge.configbase import BackoffConfig, StrictModel
 from edge.devices import DeviceConfig
 from edge.errors import ConfigError

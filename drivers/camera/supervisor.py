@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from drivers.camera.base import CameraDriver
@@ -23,6 +22,7 @@ from drivers.camera.config import CameraConfig
 from drivers.camera.redact import redact_text
 from drivers.camera.registry import create_driver
 from edge.backoff import Backoff
+from edge.compat import StrEnum
 from edge.configbase import BackoffConfig
 from edge.errors import ConfigError, DriverError
 from edge.framequeue import FrameQueue

@@ -15,12 +15,12 @@ import hashlib
 import hmac
 import os
 import stat
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
 
+from edge.compat import tomllib
 from edge.configbase import StrictModel
 from edge.errors import ConfigError, KeyFileError
 from edge.keys import resolve_secret_path
