@@ -35,8 +35,12 @@ class FileCameraConfig(_CameraBase):
     kind: Literal["file"] = "file"
     path: str
     """A video file (anything OpenCV reads, GIF included), an image, a folder of images, or a glob."""
-    pace: Literal["realtime", "fast"] = "realtime"
-    """`realtime` releases frames at `fps`; `fast` as quickly as the pipeline takes them."""
+    pace: Literal["realtime", "lossless", "fast"] = "realtime"
+    """`realtime` releases frames at `fps` and drops what the pipeline cannot take, as a live camera
+    would (frames stamped with the wall clock at release); `lossless` releases every frame, never
+    faster than `fps` and slower when the pipeline is slower (stamped on the clip's timeline, so the
+    result does not depend on the machine's speed); `fast` releases every frame as quickly as the
+    pipeline takes it (stamped on the clip's timeline, placed so it never runs ahead of the wall clock)."""
     fps: float | None = Field(default=None, gt=0.0, le=240.0)
     """Frame rate: for images the clip's rate (default 10); for video overrides the file's own."""
     hold_frames: int = Field(default=1, ge=1, le=10_000)

@@ -8,6 +8,14 @@ give or take `window_s`. A passage is emitted `window_s + late_s` after its firs
 (by the clock, so observations replayed from old files close promptly), as a `passage`
 observation linking its members' event_ids; the direction is the majority of the members'
 `direction` (or card reader `side`) attributes.
+
+Every source stamps on one clock (the wall clock at capture), but a camera observation reaches
+fusion only after its pipeline's latency: the track has to end and inference takes time, seconds
+on a slow gateway. Fusion tolerates that latency twice, bounded by `max_latency_s`: a camera member
+stands for its whole interval from capture to commit (a card swiped when the gate's display showed
+the recognised face fuses with it), and a passage waits for late members as long as the gate's
+cameras have lately taken to deliver (measured; at least `latency_s`). A passage with too few
+members to publish keeps waiting for a late camera member up to `max_latency_s` in any case.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ Derived = tuple[Observation, tuple[str, ...]]
 """An observation derived by an observer, with the event_ids it links (as in edge.capture)."""
 
 ANCHORS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE, EventKind.CARD_SWIPE})
+CAMERA_KINDS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE})
+"""Anchors that come through a vision pipeline, with its latency."""
+_LATENCY_SAMPLES = 32  # per gate: the latest camera latencies, whose maximum a passage waits for
 _MAX_LINKS = 64  # the event schema's maxItems for links
 _MAX_DEVICES_BUFFERED = 4096  # per gate; a sniffer at a busy street must not grow memory without bound
 
@@ -41,16 +52,22 @@ class _Member:
     direction: str | None
 
 
+def _gap(a: _Member, b: _Member) -> float:
+    """Seconds between two members' intervals (0 when they overlap)."""
+    return max(0.0, a.lo - b.hi, b.lo - a.hi)
+
+
 @dataclass
 class _Group:
     gate: str
     lo: float
     hi: float
-    deadline: float
+    opened: float
     anchors: list[_Member] = field(default_factory=list)
 
-    def fits(self, ts: float, window_s: float) -> bool:
-        return max(self.hi, ts) - min(self.lo, ts) <= window_s
+    def fits(self, member: _Member, window_s: float) -> bool:
+        # Pairwise: for point members this is "all within window_s of one another", as before.
+        return all(_gap(a, member) <= window_s for a in self.anchors)
 
 
 def _direction_of(obs: Observation) -> str | None:
@@ -89,6 +106,7 @@ class PassageFusion:
         self._lock = threading.Lock()
         self._open: dict[str, list[_Group]] = {}
         self._devices: dict[str, deque[tuple[float, _Member]]] = {}
+        self._latencies: dict[str, deque[float]] = {}
         self.emitted = 0
         self.ignored = 0
 
@@ -108,8 +126,22 @@ class PassageFusion:
                     buf = self._devices.setdefault(gate, deque(maxlen=_MAX_DEVICES_BUFFERED))
                     buf.append((now, _Member(event.event_id, obs.kind, lo, hi, None)))
                 else:
-                    self._add_anchor(gate, _Member(event.event_id, obs.kind, obs.ts, obs.ts, _direction_of(obs)), now)
+                    hi = obs.ts
+                    if obs.kind in CAMERA_KINDS:
+                        latency = min(max(0.0, now - obs.ts), self._cfg.max_latency_s)
+                        self._latencies.setdefault(gate, deque(maxlen=_LATENCY_SAMPLES)).append(latency)
+                        hi = obs.ts + latency
+                    self._add_anchor(gate, _Member(event.event_id, obs.kind, obs.ts, hi, _direction_of(obs)), now)
             return self._due(now)
+
+    def latency(self, gate: str) -> float:
+        """How much longer a passage at `gate` waits for late camera members (seconds)."""
+        with self._lock:
+            return self._latency(gate)
+
+    def _latency(self, gate: str) -> float:
+        measured = max(self._latencies.get(gate, ()), default=0.0)
+        return min(max(self._cfg.latency_s, measured), self._cfg.max_latency_s)
 
     def tick(self, now: float) -> list[Derived]:
         """Emit the passages whose window (plus `late_s`) has passed by `now`."""
@@ -130,26 +162,34 @@ class PassageFusion:
         for group in groups:
             # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at
             # the same gate is the next passer-by, however close behind.
-            if group.fits(member.lo, self._cfg.window_s) and all(a.kind is not member.kind for a in group.anchors):
+            if group.fits(member, self._cfg.window_s) and all(a.kind is not member.kind for a in group.anchors):
                 group.anchors.append(member)
                 group.lo = min(group.lo, member.lo)
                 group.hi = max(group.hi, member.hi)
                 return
-        deadline = now + self._cfg.window_s + self._cfg.late_s
-        groups.append(_Group(gate, member.lo, member.hi, deadline, [member]))
+        groups.append(_Group(gate, member.lo, member.hi, now, [member]))
 
     def _due(self, now: float) -> list[Derived]:
         out: list[Derived] = []
         horizon = self._cfg.window_s + self._cfg.late_s
         for gate, groups in self._open.items():
             keep: list[_Group] = []
+            # Decided now, not when the passage opened: a latency measured since counts too.
+            wait = horizon + self._latency(gate)
+            patience = horizon + self._cfg.max_latency_s
             for group in groups:
-                if now >= group.deadline:
-                    derived = self._passage(group)
-                    if derived is not None:
-                        out.append(derived)
-                else:
+                if now < group.opened + wait:
                     keep.append(group)
+                    continue
+                derived = self._passage(group)
+                if derived is None and now < group.opened + patience:
+                    # Too few members to publish yet, so waiting costs nothing: a camera member
+                    # delayed by a slow pipeline (the first passer-by, before any latency was
+                    # measured) may still come.
+                    keep.append(group)
+                    continue
+                if derived is not None:
+                    out.append(derived)
             groups[:] = keep
             self._prune_devices(gate, now, horizon, keep)
         self.emitted += len(out)
