@@ -30,9 +30,8 @@ from edge.outbox import Outbox
 from edge.passages.config import PassageConfig
 from edge.types import EventKind, Frame
 from tests._passages import CARDS, GATES, T0, card_obs, face_obs, make_env, plate_obs, shared_plates
+from tests._slow import slowed_env
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway
-
-SLOWDOWN_DIR = Path(__file__).parent / "_slowdown"
 
 
 def _clip(folder: Path, n: int) -> Path:
@@ -202,14 +201,6 @@ def _letterboxed(photo: Path) -> np.ndarray:
     return canvas
 
 
-def slowed_env(factor: float) -> dict[str, str]:
-    """The environment for a child process whose every inference takes `factor` times as long."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SLOWDOWN_DIR), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["EDGEGW_TEST_SLOWDOWN"] = str(factor)
-    return env
-
-
 @pytest.mark.models
 def test_slow_inference_still_fuses_the_face_with_the_card_swiped_as_it_passed(tmp_path: Path) -> None:
     faces = SHARED_DATA / "faces" / "face_recognition"
@@ -250,7 +241,7 @@ window_s = 1
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "capture", "--config", str(cfg_path),
                              "--exit-when-done"], stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=slowed_env(8.0))
+                            env=slowed_env())
     assert proc.stderr is not None
     lines: list[str] = []
 
@@ -284,3 +275,21 @@ window_s = 1
     # One clock: the face carries the wall time at which its clip frame was shown, not clip time.
     face_ts = datetime.fromisoformat(face["ts"].replace("Z", "+00:00")).timestamp()
     assert started - 0.01 <= face_ts <= rows["face_passage"].created_ts
+
+
+def test_behind_a_backlog_a_reactive_swipe_joins_the_face_just_reported(tmp_path: Path) -> None:
+    # Two passers-by seen 1.2 s apart, reported 3 and 4 s later: the card swiped when the second was
+    # reported fits both their intervals, and belongs to the second.
+    env = make_env(tmp_path, passage_cfg=PassageConfig(gates=GATES, window_s=3.0, purge_interval_s=0))
+    try:
+        env.clock.now = T0 + 3.0
+        first = env.commit([face_obs("cam-face-n", T0)])
+        env.clock.now = T0 + 5.2
+        second = env.commit([face_obs("cam-face-n", T0 + 1.2)])
+        env.clock.now = T0 + 5.6
+        card = env.commit([card_obs("reader-n", T0 + 5.6, CARDS[0])])
+        (p,) = env.flush()
+        assert set(p.links) == {second[0].event_id, card[0].event_id}
+        assert first[0].event_id not in p.links
+    finally:
+        env.close()

@@ -159,14 +159,20 @@ class PassageFusion:
 
     def _add_anchor(self, gate: str, member: _Member, now: float) -> None:
         groups = self._open.setdefault(gate, [])
-        for group in groups:
-            # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at
-            # the same gate is the next passer-by, however close behind.
-            if group.fits(member, self._cfg.window_s) and all(a.kind is not member.kind for a in group.anchors):
-                group.anchors.append(member)
-                group.lo = min(group.lo, member.lo)
-                group.hi = max(group.hi, member.hi)
-                return
+        # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at the
+        # same gate is the next passer-by, however close behind.
+        candidates = [g for g in groups if g.fits(member, self._cfg.window_s)
+                      and all(a.kind is not member.kind for a in g.anchors)]
+        if candidates:
+            # With a slow pipeline several passers-by's intervals may fit: join the nearest, by
+            # interval gap and then by capture time (the swipe after the face just reported, not
+            # the one reported before it).
+            group = min(candidates, key=lambda g: (max(_gap(a, member) for a in g.anchors),
+                                                   max(abs(a.lo - member.lo) for a in g.anchors)))
+            group.anchors.append(member)
+            group.lo = min(group.lo, member.lo)
+            group.hi = max(group.hi, member.hi)
+            return
         groups.append(_Group(gate, member.lo, member.hi, now, [member]))
 
     def _due(self, now: float) -> list[Derived]:
