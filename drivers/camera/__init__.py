@@ -1,15 +1,17 @@
-"""Camera drivers (file, RTSP, USB/V4L2, fake), their configs, registry and supervisor."""
+"""Camera drivers (file, RTSP, USB/V4L2, CSI/libcamera, fake), their configs, registry and supervisor."""
 
 from drivers.camera.base import CameraDriver, DriverStatus
 from drivers.camera.capture import RtspCamera, UsbCamera
 from drivers.camera.config import (
     CameraConfig,
+    CsiCameraConfig,
     FakeCameraConfig,
     FileCameraConfig,
     ResizeConfig,
     RtspCameraConfig,
     UsbCameraConfig,
 )
+from drivers.camera.csi import CsiCamera
 from drivers.camera.fake import FakeCamera
 from drivers.camera.file import FileCamera
 from drivers.camera.redact import redact_text, redact_url
@@ -24,6 +26,8 @@ __all__ = [
     "CameraStatus",
     "CameraSupervisor",
     "CameraThread",
+    "CsiCamera",
+    "CsiCameraConfig",
     "DriverStatus",
     "FakeCamera",
     "FakeCameraConfig",

@@ -102,6 +102,23 @@ class UsbCameraConfig(_CameraBase):
         return device
 
 
+class CsiCameraConfig(_CameraBase):
+    """A Raspberry Pi camera module on the CSI connector, read through libcamera (picamera2)."""
+
+    kind: Literal["csi"] = "csi"
+    camera_num: int = Field(default=0, ge=0, le=7)
+    """Which camera: the index in `Picamera2.global_camera_info()` (0 on a Pi with one camera)."""
+    width: int = Field(default=1280, ge=64, le=4608)
+    height: int = Field(default=720, ge=64, le=3496)
+    fps: float = Field(default=15.0, gt=0.0, le=120.0)
+    hflip: bool = False
+    vflip: bool = False
+    """Both flips: the module is mounted upside down."""
+    buffer_count: int = Field(default=4, ge=2, le=16)
+    """libcamera buffers; each held request pins one, so the driver returns them at once."""
+    capture_timeout_s: float = Field(default=5.0, gt=0.0)
+
+
 class FakeCameraConfig(_CameraBase):
     """Synthetic frames (rectangles moving across a grey field) for tests and dry runs."""
 
@@ -123,7 +140,7 @@ class FakeCameraConfig(_CameraBase):
 
 
 CameraConfig = Annotated[
-    FileCameraConfig | RtspCameraConfig | UsbCameraConfig | FakeCameraConfig,
+    FileCameraConfig | RtspCameraConfig | UsbCameraConfig | CsiCameraConfig | FakeCameraConfig,
     Field(discriminator="kind"),
 ]
 """Any camera's config, told apart by `kind`."""
