@@ -28,7 +28,7 @@ from edge.backoff import Backoff
 from edge.config import Config
 from edge.errors import ModelError, OutboxError, PrivacyError
 from edge.framequeue import FrameQueue, QueueClosedError
-from edge.models.runner import RuntimeOptions
+from edge.models.runner import RuntimeOptions, chosen_providers
 from edge.motion import MotionGate
 from edge.outbox import Outbox, OutboxLimits
 from edge.passages.factory import audit_status, build_passage_observers, open_audit
@@ -338,6 +338,7 @@ class CaptureDaemon:
             "committed": self.committer.committed,
             "commit_failures": self.committer.failures,
             "refused_at_boundary": self.committer.refused,
+            "inference": chosen_providers(),  # per model file: the ONNX Runtime provider it runs on
         }
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()

@@ -10,6 +10,7 @@ from typing import Any
 from edge.models.fetch import extract_sample_images, fetch, verify
 from edge.models.manifest import default_models_dir, load_manifest
 from edge.models.quantize import add_quantize_command
+from edge.models.warmup import add_warmup_command
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -104,3 +105,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=24, help="at most this many images")
     p.set_defaults(func=cmd_samples)
     add_quantize_command(sub)
+    add_warmup_command(sub)
