@@ -6,13 +6,15 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# --system-site-packages on a Raspberry Pi with a CSI camera: picamera2 comes from apt (docs/platforms.md).
+VENV_ARGS ?=
 
 .PHONY: setup models broker demo test test-slow bench gpu-check arm64-smoke lint typecheck typecheck-py310 check clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "edgegw needs Python 3.10 or newer")'
 	@$(PY) -m venv --help >/dev/null 2>&1 || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv)
-	$(PY) -m venv $(VENV)
+	$(PY) -m venv $(VENV_ARGS) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
