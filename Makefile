@@ -67,7 +67,7 @@ arm64-smoke:
 	scripts/arm64-smoke
 
 lint: setup
-	$(BIN)/ruff check edge drivers tests bench
+	$(BIN)/ruff check edge drivers district tests bench
 
 typecheck: setup
 	$(BIN)/mypy
@@ -76,7 +76,7 @@ typecheck: setup
 # statically (typeshed knows which stdlib names are 3.11+; ruff's target is py310 too).
 typecheck-py310: setup
 	$(BIN)/mypy --python-version 3.10
-	$(BIN)/ruff check --target-version py310 edge drivers tests bench
+	$(BIN)/ruff check --target-version py310 edge drivers district tests bench
 
 check: lint typecheck test
 

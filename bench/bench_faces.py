@@ -41,9 +41,10 @@ from bench._common import (
     load_face_recognition,
     percentiles,
 )
-from edge.cli_faces import equal_error_rate, tar_at_far
-from edge.config import FaceConfig
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.config import RuntimeOptions
+from edge.models.runner import OrtRunner
+from edge.pipeline.config import FaceConfig
+from edge.vision.evaluate import equal_error_rate, tar_at_far
 from edge.vision.faces import FaceAnalyzer
 
 FAR_TARGET = 0.001
@@ -167,10 +168,10 @@ def _embed_latency(analyzer: FaceAnalyzer, frames: list[BenchFrame], stages: Sta
 
 def int8_variant(analyzer: FaceAnalyzer, crops: dict[str, NDArray[np.uint8] | None],
                  models_dir: Path) -> dict[str, Any]:
-    """Quantise SFace (edge.models.quantize) here and now; its speed and accuracy beside the float model."""
+    """Quantise SFace (edge.vision.quantize) here and now; its speed and accuracy beside the float model."""
     from edge.models.fetch import extract_sample_images
-    from edge.models.quantize import calibration_crops, quantize_sface
     from edge.vision.faces import read_image
+    from edge.vision.quantize import calibration_crops, quantize_sface
 
     with tempfile.TemporaryDirectory(prefix="edgegw-int8-") as tmp:
         try:

@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge import outbox as outbox_mod  # noqa: E402
-from edge.config import MqttConfig, UplinkConfig  # noqa: E402
 from edge.configbase import BackoffConfig  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
-from edge.privacy import PrivacyBoundary, Pseudonymiser  # noqa: E402
+from edge.privacy.boundary import PrivacyBoundary  # noqa: E402
+from edge.privacy.pseudonym import Pseudonymiser  # noqa: E402
 from edge.types import Event, EventKind, IdKind, Observation, Origin, OutboxRecord, RawIdentifier  # noqa: E402
-from edge.uplink import Uplink  # noqa: E402
+from edge.uplink.config import MqttConfig, UplinkConfig  # noqa: E402
+from edge.uplink.uplink import Uplink  # noqa: E402
 
 ORIGIN = Origin("bench-district", "c0001", "gw01")
 

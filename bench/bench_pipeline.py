@@ -45,15 +45,20 @@ from bench._common import (
 from drivers.camera.base import DriverStatus
 from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraSupervisor
-from edge.capture import CameraWorker, Committer, make_outbox, origin_of
-from edge.config import Config, FaceConfig, GatewayConfig, ModelsConfig
-from edge.face_path import FacePath
+from edge.app.config import Config, GatewayConfig
+from edge.app.wiring import make_outbox, origin_of
 from edge.framequeue import FrameQueue
 from edge.keys import generate_key_file
+from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.models.manifest import model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
-from edge.motion import MotionConfig, MotionGate
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.models.runner import OrtRunner
+from edge.pipeline.commit import Committer
+from edge.pipeline.config import FaceConfig, MotionConfig
+from edge.pipeline.faces import FacePath
+from edge.pipeline.motion import MotionGate
+from edge.pipeline.worker import CameraWorker
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.residents import ResidentGallery
 from edge.types import Frame, Observation
 from edge.vision.faces import FaceAnalyzer
@@ -69,13 +74,12 @@ class TimedCommitter(Committer):
         super().__init__(*args, **kwargs)
         self.seconds: list[float] = []
 
-    def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None,
-               links: Sequence[tuple[str, ...]] | None = None) -> None:
+    def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None) -> None:
         """Commit as the gateway does; time the calls that carry events."""
         if not observations:
             return
         t0 = time.perf_counter()
-        super().commit(observations, stop, links)
+        super().commit(observations, stop)
         self.seconds.append(time.perf_counter() - t0)
 
 
@@ -104,12 +108,12 @@ class Gateway:
     """The commit side of the gateway (boundary, outbox, gallery) for pipelines built here."""
 
     def __init__(self, cfg: Config) -> None:
-        from edge.secrets import data_key, district_key
+        from edge.app.wiring import data_key, district_key
 
         self.cfg = cfg
         self.outbox = make_outbox(cfg)
         boundary = PrivacyBoundary(Pseudonymiser(district_key(cfg), cfg.privacy.epoch), origin_of(cfg))
-        self.committer = TimedCommitter(self.outbox, boundary, cfg)
+        self.committer = TimedCommitter(self.outbox, boundary, cfg.outbox.commit_backoff)
         self.gallery = ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
 
     def close(self) -> None:
@@ -359,7 +363,7 @@ def peak_rss_child(folder: Path, clip: Path, plate_clip: Path | None, *, hold: i
 
 def _rss_child(args: dict[str, Any]) -> dict[str, Any]:
     """In the child: all models loaded, 4 cameras (2 face + 2 plate when the plate path exists)."""
-    from edge.capture import CaptureDaemon
+    from edge.app.capture import CaptureDaemon
 
     folder = Path(args["folder"])
     models_dir = Path(args["models_dir"])
@@ -367,22 +371,9 @@ def _rss_child(args: dict[str, Any]) -> dict[str, Any]:
     cams = [FileCameraConfig(id=f"cam{i}", path=args["clip" if i < 2 else "plate_clip"], pace="fast", fps=CLIP_FPS,
                              hold_frames=args["hold"]) for i in range(4)]
     note = ""
-    extra_runners: list[OrtRunner] = []
-    try:
-        import edge.plate_path  # noqa: F401  (the plate engineer's module; optional here)
-
-        plates = cfg.plates.model_copy(update={"cameras": ("cam2", "cam3")})
-        cfg = cfg.model_copy(update={"cameras": tuple(cams), "plates": plates})
-        note = "2 face + 2 plate cameras through CaptureDaemon"
-    except ImportError:
-        cfg = cfg.model_copy(update={"cameras": tuple(cams)})
-        note = ("4 face cameras (2 on plate scenes) through CaptureDaemon; edge.plate_path absent, so the plate models "
-                "(clp_det, ppocr_rec, clp_rec) are loaded and run once at 1280x720 beside them")
-        opts = RuntimeOptions(intra_op_threads=1)
-        extra_runners = [OrtRunner(model_path(models_dir, n), opts) for n in ("clp_det", "ppocr_rec", "clp_rec")]
-        extra_runners[0].run(np.zeros((1, 3, 720, 1280), np.float32))
-        extra_runners[1].run(np.zeros((1, 3, 48, 320), np.float32))
-        extra_runners[2].run(np.zeros((1, 3, 32, 100), np.float32))
+    plates = cfg.plates.model_copy(update={"cameras": ("cam2", "cam3")})
+    cfg = cfg.model_copy(update={"cameras": tuple(cams), "plates": plates})
+    note = "2 face + 2 plate cameras through CaptureDaemon"
     daemon = CaptureDaemon(cfg, folder)
     t0 = time.perf_counter()
     daemon.run(exit_when_done=True, status_interval_s=60.0)

@@ -48,7 +48,7 @@ from bench._common import (
     letterbox,
     percentiles,
 )
-from edge.models.runner import RuntimeOptions
+from edge.models.config import RuntimeOptions
 from edge.plates.reader import PlateReader, ReaderParams
 
 PLATES = SHARED_DATA / "plates"

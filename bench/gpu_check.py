@@ -32,8 +32,9 @@ from numpy.typing import NDArray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import MODELS_DIR, SHARED_DATA, SkipSection, csv_rows, face_frames, letterbox, percentiles
+from edge.models.config import RuntimeOptions
 from edge.models.manifest import model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.runner import OrtRunner
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider", "cpu": "CPUExecutionProvider"}
 WARM_CALLS = 3  # first calls per model: kernel selection, engine builds; reported apart

@@ -77,7 +77,7 @@ def plate_stages(quick: bool) -> dict[str, Any]:
     import cv2
 
     from bench._common import SHARED_DATA, csv_rows
-    from edge.models.runner import RuntimeOptions
+    from edge.models.config import RuntimeOptions
     from edge.plates.reader import PlateReader
 
     reader = PlateReader(ROOT / "models", RuntimeOptions(intra_op_threads=1))

@@ -47,8 +47,9 @@ from types import TracebackType
 from typing import TypeAlias
 
 from edge.compat import StrEnum
+from edge.configbase import StrictModel
 from edge.errors import EdgeError, PrivacyError
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 from edge.types import RawIdentifier
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,14 @@ _MAX_DEPTH = 8
 
 JsonValue: TypeAlias = "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
 """A value allowed in audit details: JSON data, no bytes, arrays or raw identifiers."""
+
+
+class AuditConfig(StrictModel):
+    """The hash-chained audit log (queries, purges, enrolments, key rotations, config changes)."""
+
+    path: Path = Path("audit.db")
+    anchor_path: Path | None = None
+    """Default: `<path>.anchor`; put it on another file system or owner to make it worth more."""
 
 
 class AuditError(EdgeError):
@@ -245,26 +254,17 @@ class AuditLog:
         if not _ACTION_RE.fullmatch(action):
             raise AuditError(f"audit action must be lowercase snake_case, got {action!r}")
         details_text = canonical_details(details)
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    head = self._head()
-                    seq = head.seq + 1
-                    ts_ms = self._clock()
-                    digest = record_hash(seq=seq, ts_ms=ts_ms, actor=actor, action=action, details=details_text,
-                                         prev_hash=head.hash)
-                    self._db.execute(
-                        f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                        (seq, ts_ms, actor, action, details_text, head.hash, digest),
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise AuditError(f"cannot append to audit log {self._path}: {exc}") from exc
+        failed = lambda exc: AuditError(f"cannot append to audit log {self._path}: {exc}")  # noqa: E731
+        with self._lock, transaction(self._db, failed):
+            head = self._head()
+            seq = head.seq + 1
+            ts_ms = self._clock()
+            digest = record_hash(seq=seq, ts_ms=ts_ms, actor=actor, action=action, details=details_text,
+                                 prev_hash=head.hash)
+            self._db.execute(
+                f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (seq, ts_ms, actor, action, details_text, head.hash, digest),
+            )
         record = AuditRecord(seq, ts_ms, actor, action, details_text, head.hash, digest)
         try:
             self._advance_anchor(ChainHead(seq, digest))
@@ -524,3 +524,8 @@ def _check_value(value: object, where: str, depth: int) -> None:
         return
     raise AuditError(f"audit {where} holds a {type(value).__name__}; only JSON data is allowed")
 
+
+def audit_status(audit: AuditLog) -> dict[str, dict[str, object]]:
+    """The status message fragment that lets the platform anchor the audit chain."""
+    head = audit.head()
+    return {"audit_head": {"seq": head.seq, "hash": head.hash}}

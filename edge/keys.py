@@ -49,12 +49,14 @@ _ACL_OTHER = 0x20
 _ACL_READ_WRITE = 0x06
 
 
-def resolve_secret_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """Where a secret lives: a bare name is a systemd credential in $CREDENTIALS_DIRECTORY, if present there.
+def resolve_secret_path(name_or_path: str | os.PathLike[str], base_dir: Path | None = None) -> Path:
+    """Where a secret lives: the one rule for key files, token files and passwords.
 
-    A value with a path separator (or `.`/`..`) is always a path. A bare name that is not a credential
-    of this service falls back to a path relative to the working directory. The environment is read on
-    each call (never at import), so the composition root and tests control it.
+    A bare name that is a systemd credential of this service (a file of that name in
+    $CREDENTIALS_DIRECTORY) resolves there. Anything else is a path: absolute as given, relative to
+    `base_dir` (the gateway's data directory) when one is given, else to the working directory. A
+    value with a path separator (or `.`/`..`) is never taken as a credential name. The environment is
+    read on each call (never at import), so the composition root and tests control it.
     """
     text = os.fspath(name_or_path)
     if _is_credential_name(text):
@@ -63,12 +65,14 @@ def resolve_secret_path(name_or_path: str | os.PathLike[str]) -> Path:
             candidate = Path(cred_dir) / text
             if os.path.lexists(candidate):
                 return candidate
-    return Path(text)
+    path = Path(text)
+    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
-def load_secret(name_or_path: str | os.PathLike[str], *, purpose: str, min_bytes: int = 32) -> bytes:
+def load_secret(name_or_path: str | os.PathLike[str], *, purpose: str, min_bytes: int = 32,
+                base_dir: Path | None = None) -> bytes:
     """Resolve a credential name or path (`resolve_secret_path`) and load the key (`load_key_file`)."""
-    return load_key_file(resolve_secret_path(name_or_path), purpose=purpose, min_bytes=min_bytes)
+    return load_key_file(resolve_secret_path(name_or_path, base_dir), purpose=purpose, min_bytes=min_bytes)
 
 
 def load_key_file(path: Path, *, purpose: str, min_bytes: int = 32) -> bytes:

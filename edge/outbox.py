@@ -24,8 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from pydantic import Field
+
+from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
+from edge.sqlite import transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,22 @@ def _disk_free(path: Path) -> int:
     """Bytes available to this (unprivileged) process on the filesystem holding `path`."""
     st = os.statvfs(path)
     return int(st.f_bavail) * int(st.f_frsize)
+
+
+class OutboxConfig(StrictModel):
+    """The durable outbox file and its quota."""
+
+    path: Path = Path("outbox.db")
+    max_events: int = Field(default=1_000_000, ge=100)
+    max_mb: float = Field(default=512.0, gt=0)
+    retention_days: float = Field(default=7.0, gt=0)
+    commit_backoff: BackoffConfig = BackoffConfig(initial_s=1.0, max_s=60.0)
+    """How capture retries a commit the outbox refused (locked, disk full); events wait, never drop."""
+
+    def limits(self) -> OutboxLimits:
+        """The quota and retention the outbox enforces."""
+        return OutboxLimits(max_events=self.max_events, max_bytes=int(self.max_mb * 1024 * 1024),
+                            retention_s=self.retention_days * 86400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,15 +224,8 @@ class Outbox:
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                # SQLite rolls some errors back by itself (SQLITE_FULL, for one): then nothing is left to undo.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with transaction(self._db) as db:
+                yield db
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from edge.errors import EdgeError
 from edge.sealed import Sealer
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 
 EMBEDDING_DIM = 128
 
@@ -87,18 +87,12 @@ class ResidentGallery:
             raise GalleryError("enrolment needs a resident id and a consent reference")
         emb = np.asarray(embeddings, np.float32).reshape(-1, EMBEDDING_DIM)
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for i, row in enumerate(emb):
-                    ts = now + i * 1e-6
-                    blob = self._sealer.seal(row.astype("<f4").tobytes(), self._aad(resident_id, ts))
-                    self._db.execute("INSERT INTO embeddings(resident_id, consent_ref, enrolled_ts, sealed) "
-                                     "VALUES(?,?,?,?)", (resident_id, consent_ref, ts, blob))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            for i, row in enumerate(emb):
+                ts = now + i * 1e-6
+                blob = self._sealer.seal(row.astype("<f4").tobytes(), self._aad(resident_id, ts))
+                self._db.execute("INSERT INTO embeddings(resident_id, consent_ref, enrolled_ts, sealed) "
+                                 "VALUES(?,?,?,?)", (resident_id, consent_ref, ts, blob))
         return len(emb)
 
     def remove(self, resident_id: str) -> int:

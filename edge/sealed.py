@@ -23,6 +23,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import EdgeError
 from edge.keys import key_id
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 
 log = logging.getLogger(__name__)
 
@@ -368,25 +369,8 @@ class EpochKeyStore:
             log.warning("WAL checkpoint of %s was blocked by a reader; old key pages may linger in the WAL "
                         "until the next checkpoint", self._path)
 
-    def _write(self) -> _Immediate:
-        return _Immediate(self._db)
-
-
-class _Immediate:
-    """A `BEGIN IMMEDIATE` transaction: takes the write lock up front, so read-then-write is atomic."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if et is None:
-            self._db.execute("COMMIT")
-        elif self._db.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
-            self._db.execute("ROLLBACK")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
 
 def _wrap_aad(label: str) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -28,3 +30,28 @@ def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secu
         db.close()
         raise
     return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection,
+                error: Callable[[sqlite3.Error], Exception] | None = None) -> Iterator[sqlite3.Connection]:
+    """`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any exception: the one write transaction of edgegw.
+
+    IMMEDIATE takes the write lock up front, so a read-then-write inside is atomic across threads and
+    processes (the busy timeout waits for the lock). SQLite rolls some errors back by itself (SQLITE_FULL,
+    for one); then nothing is left to undo. With `error`, an sqlite3.Error (from the body, the BEGIN or
+    the COMMIT) is raised as `error(exc)`, so each store reports failures in its own words.
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if error is None:
+            raise
+        raise error(exc) from exc

@@ -188,6 +188,14 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class Derived:
+    """An observation a commit observer derived (a fused passage), with the event_ids it links."""
+
+    observation: Observation
+    links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Subject:
     """Who or what an event is about, in publishable form: a keyed pseudonym or a random reference."""
 

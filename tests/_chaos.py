@@ -74,15 +74,6 @@ def observations(n: int, start: int = 0, kinds: str = "mixed") -> list[Any]:
     return out
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from edge.config import Config
-
-    return Config.model_validate({
-        "gateway": {"district": ORIGIN[0], "community": ORIGIN[1], "gateway": ORIGIN[2], "data_dir": "/tmp"},
-        "uplink": {"backoff": {"initial_s": 0.05, "max_s": 0.5}},
-    })
-
-
 class _PrintIds:
     """Commit observer: prints each event_id after its commit returned (= acknowledged)."""
 
@@ -97,9 +88,11 @@ class _PrintIds:
 
 def produce_main(argv: Sequence[str]) -> int:
     """The producer process: commit events in batches at a rate, print acknowledged ids."""
-    from edge.capture import Committer
+    from edge.configbase import BackoffConfig
     from edge.outbox import Outbox, OutboxLimits
-    from edge.privacy import PrivacyBoundary, Pseudonymiser
+    from edge.pipeline.commit import Committer
+    from edge.privacy.boundary import PrivacyBoundary
+    from edge.privacy.pseudonym import Pseudonymiser
     from edge.types import Origin
 
     p = argparse.ArgumentParser()
@@ -111,10 +104,9 @@ def produce_main(argv: Sequence[str]) -> int:
     p.add_argument("--kinds", default="mixed")
     p.add_argument("--max-events", type=int, default=1_000_000)
     args = p.parse_args(argv)
-    cfg = _config(args)
     outbox = Outbox(args.db, limits=OutboxLimits(max_events=args.max_events))
     boundary = PrivacyBoundary(Pseudonymiser(b"k" * 32), Origin(*ORIGIN))
-    committer = Committer(outbox, boundary, cfg, observers=[_PrintIds()])
+    committer = Committer(outbox, boundary, BackoffConfig(initial_s=0.05, max_s=0.5), observers=[_PrintIds()])
     sys.stderr.write("ready\n")
     sys.stderr.flush()
     t0 = time.monotonic()
@@ -236,7 +228,7 @@ def uplink_daemon(config: Path, log_dir: Path) -> Proc:
 
 def platform_consumer(db: Path, port: int, log_dir: Path) -> Proc:
     """Start the reference platform consumer (end-to-end mode) as a process."""
-    return Proc([sys.executable, "-m", "edge.platform_ack", "--port", str(port), "--db", str(db)],
+    return Proc([sys.executable, "-m", "district.ack", "--port", str(port), "--db", str(db)],
                 log_dir / f"consumer-{time.monotonic_ns()}.log")
 
 

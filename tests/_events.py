@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Event, EventKind, IdKind, Observation, Origin, RawIdentifier
 
 ORIGIN = Origin("dl-district", "c0001", "gw01")

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from edge.models.config import RuntimeOptions
 from edge.models.fetch import fetch, verify
 from edge.models.manifest import Manifest, load_manifest, model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.runner import OrtRunner
 from edge.vision.faces import FaceAnalyzer, read_image
 
 ROOT = Path(__file__).resolve().parents[1]

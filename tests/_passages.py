@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.app.config import Config, GatewayConfig
 from edge.audit import AuditLog
-from edge.capture import Committer
-from edge.config import Config, GatewayConfig
 from edge.outbox import Outbox, OutboxLimits
-from edge.passages.config import GateConfig, PassageConfig, QueryConfig, RateLimitConfig, RetentionConfig
+from edge.passages.config import GateConfig, PassageConfig, RetentionConfig
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.pipeline.commit import Committer
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.config import QueryConfig, RateLimitConfig
 from edge.query.model import Principal, Role
 from edge.query.ratelimit import RateLimiter
 from edge.query.service import PhotoEmbedder, QueryService
@@ -145,7 +147,8 @@ def make_env(
     fusion = PassageFusion(pcfg, clock=clock)
     outbox = Outbox(tmp_path / "outbox.db", limits=OutboxLimits(min_free_bytes=0), clock=clock)
     recorder = Recorder()
-    committer = Committer(outbox, PrivacyBoundary(pseudonymiser, ORIGIN), cfg, [recorder, store, fusion])
+    committer = Committer(outbox, PrivacyBoundary(pseudonymiser, ORIGIN), cfg.outbox.commit_backoff,
+                          [recorder, store, fusion])
     limiter = RateLimiter(tmp_path / "rate.db", qcfg.rate_limit.max_queries, qcfg.rate_limit.per_s)
     service = QueryService(store, pseudonymiser, audit, qcfg, limiter, embedder=embedder, clock=clock)
     return Env(tmp_path, clock, pseudonymiser, audit, store, fusion, committer, outbox, recorder, service, limiter,

@@ -12,7 +12,7 @@ import pytest
 from bench import run as bench_run
 from bench._common import percentiles
 from edge.errors import ModelError
-from edge.models.quantize import _Crops, int8_path, quantize_sface
+from edge.vision.quantize import _Crops, int8_path, quantize_sface
 from tests._models import models_dir, require_faces
 
 pytestmark = pytest.mark.models
@@ -83,7 +83,8 @@ def test_calibration_reader_feeds_each_batch_once() -> None:
 
 
 def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
-    from edge.models.runner import OrtRunner, RuntimeOptions
+    from edge.models.config import RuntimeOptions
+    from edge.models.runner import OrtRunner
     from edge.vision.faces import FaceAnalyzer
     from tests._models import analyzer, image, labels, runner
 

@@ -8,18 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from drivers.camera import (
-    DRIVERS,
-    CameraConfig,
-    CameraDriver,
-    FakeCamera,
-    FakeCameraConfig,
-    FileCamera,
-    RtspCamera,
-    UsbCamera,
-    UsbCameraConfig,
-    create_driver,
-)
+from drivers.camera.base import CameraDriver
+from drivers.camera.capture import RtspCamera, UsbCamera
+from drivers.camera.config import CameraConfig, FakeCameraConfig, UsbCameraConfig
+from drivers.camera.fake import FakeCamera
+from drivers.camera.file import FileCamera
+from drivers.camera.registry import DRIVERS, create_driver
 from edge.errors import DriverError
 
 ADAPTER: TypeAdapter[CameraConfig] = TypeAdapter(CameraConfig)

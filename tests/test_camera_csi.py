@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from drivers.camera import CameraDriver, CameraState, CameraSupervisor, CsiCamera, CsiCameraConfig
 from drivers.camera import picamera2_fake as fake
-from drivers.camera.config import CameraConfig
-from drivers.camera.csi import sensor_time_to_wall
+from drivers.camera.base import CameraDriver
+from drivers.camera.config import CameraConfig, CsiCameraConfig
+from drivers.camera.csi import CsiCamera, sensor_time_to_wall
 from drivers.camera.registry import create_driver
+from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.configbase import BackoffConfig
 from edge.errors import DriverError
 from edge.framequeue import FrameQueue

@@ -11,14 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.camera import (
-    CameraState,
-    CameraSupervisor,
-    FileCamera,
-    FileCameraConfig,
-    ResizeConfig,
-)
-from drivers.camera.file import list_images
+from drivers.camera.config import FileCameraConfig, ResizeConfig
+from drivers.camera.file import FileCamera, list_images
+from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.errors import DriverError
 from edge.types import Frame
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from drivers.camera import CameraState, CameraSupervisor, RtspCamera, RtspCameraConfig, redact_text, redact_url
-from drivers.camera.capture import read_credentials
+from drivers.camera.capture import RtspCamera, read_credentials
+from drivers.camera.config import RtspCameraConfig
+from drivers.camera.redact import redact_text, redact_url
+from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.configbase import BackoffConfig
 from edge.errors import DriverError
 
@@ -177,7 +179,8 @@ _PROBE = """
 import logging, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.DEBUG)
-from drivers.camera import CameraSupervisor, RtspCameraConfig
+from drivers.camera.config import RtspCameraConfig
+from drivers.camera.supervisor import CameraSupervisor
 from edge.configbase import BackoffConfig
 sup = CameraSupervisor()
 sup.add_camera(RtspCameraConfig(id="gate", url=sys.argv[1], credentials_file=Path(sys.argv[2]),

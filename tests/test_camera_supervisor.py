@@ -8,13 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.camera import (
-    CameraState,
-    CameraSupervisor,
-    DriverStatus,
-    FakeCamera,
-    FakeCameraConfig,
-)
+from drivers.camera.base import DriverStatus
+from drivers.camera.config import FakeCameraConfig
+from drivers.camera.fake import FakeCamera
+from drivers.camera.supervisor import CameraState, CameraSupervisor
 from edge.configbase import BackoffConfig
 from edge.errors import ConfigError, DriverError
 from edge.framequeue import FrameQueue

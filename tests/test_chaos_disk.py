@@ -19,24 +19,20 @@ from pathlib import Path
 import pytest
 
 from edge import outbox as outbox_mod
-from edge.capture import Committer
-from edge.config import Config, MqttConfig, UplinkConfig
 from edge.configbase import BackoffConfig
 from edge.errors import OutboxError
 from edge.events import PRIORITY
 from edge.outbox import Outbox, OutboxFullError, OutboxLimits
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.pipeline.commit import Committer
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import EventKind, Origin
-from edge.uplink import Uplink
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.uplink import Uplink
 from tests._chaos import ORIGIN, Subscriber, observations, producer, wait_until
 from tests.conftest import Broker
 
 FAST = UplinkConfig(window=16, status_interval_s=0.3, backoff=BackoffConfig(initial_s=0.05, max_s=0.3))
-
-
-def _config() -> Config:
-    return Config.model_validate({"gateway": {"district": ORIGIN[0], "community": ORIGIN[1], "gateway": ORIGIN[2]},
-                                  "uplink": {"backoff": {"initial_s": 0.02, "max_s": 0.2}}})
 
 
 def _uplink(ob: Outbox, broker: Broker) -> tuple[Uplink, threading.Thread]:
@@ -112,7 +108,7 @@ def test_disk_full_capture_retries_drops_nothing_and_recovers_when_the_uplink_fr
     size = db.stat().st_size
     # The capture side's "disk": the file may grow by ~100 KiB, far less than what it will be given.
     cap = Outbox(db, limits=OutboxLimits(file_cap_bytes=size + 100 * 1024))
-    committer = Committer(cap, boundary, _config())
+    committer = Committer(cap, boundary, BackoffConfig(initial_s=0.02, max_s=0.2))
     full_seen = threading.Event()
     done = threading.Event()
     batches = [observations(50, i * 50) for i in range(12)]

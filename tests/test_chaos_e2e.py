@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from edge.config import MqttConfig, UplinkConfig
+from district.ack import PlatformConsumer
 from edge.configbase import BackoffConfig
 from edge.outbox import Outbox, OutboxLimits
-from edge.platform_ack import PlatformConsumer
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Origin
-from edge.uplink import Uplink
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.uplink import Uplink
 from tests._chaos import ORIGIN, gateway_config, observations, platform_consumer, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
 

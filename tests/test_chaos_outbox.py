@@ -8,13 +8,14 @@ import threading
 import time
 from pathlib import Path
 
-from edge.config import MqttConfig, UplinkConfig
 from edge.configbase import BackoffConfig
 from edge.errors import OutboxError
 from edge.outbox import Outbox, OutboxLimits
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Event, Origin
-from edge.uplink import Uplink
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.uplink import Uplink
 from tests._chaos import ORIGIN, Subscriber, observations, wait_until
 from tests.conftest import Broker
 

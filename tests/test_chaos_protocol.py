@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import MqttConfig, UplinkConfig
 from edge.configbase import BackoffConfig
 from edge.outbox import Outbox, OutboxLimits
-from edge.privacy import PrivacyBoundary, Pseudonymiser
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Origin
-from edge.uplink import Uplink
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.uplink import Uplink
 from tests._chaos import ORIGIN, Subscriber, V311OnlyProxy, observations, wait_until
 from tests.conftest import Broker
 

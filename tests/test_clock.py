@@ -21,10 +21,12 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers.camera import CameraSupervisor, FileCamera, FileCameraConfig
 from drivers.camera.base import DriverStatus
+from drivers.camera.config import FileCameraConfig
+from drivers.camera.file import FileCamera
+from drivers.camera.supervisor import CameraSupervisor
 from drivers.serial.rdm6300 import encode
-from edge.config import load_config
+from edge.app.config import load_config
 from edge.framequeue import FrameQueue, QueueClosedError
 from edge.outbox import Outbox
 from edge.passages.config import PassageConfig

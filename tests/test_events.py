@@ -56,7 +56,8 @@ def test_wrong_types_and_missing_subject_are_refused() -> None:
 
 
 def test_aggregate_attributes_are_numbers_only() -> None:
-    from edge.privacy import PrivacyBoundary, Pseudonymiser
+    from edge.privacy.boundary import PrivacyBoundary
+    from edge.privacy.pseudonym import Pseudonymiser
 
     b = PrivacyBoundary(Pseudonymiser(b"k" * 32), ORIGIN)
     ev = b.to_event(Observation(EventKind.DEVICE_AGGREGATE, "s", 1.0, attrs={"mac": "3c:22:fb:12:34:56"}))

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.app.config import load_config
+from edge.app.wiring import data_key
 from edge.cli import main
-from edge.config import load_config
-from edge.face_path import FacePath
 from edge.outbox import Outbox
+from edge.pipeline.faces import FacePath
 from edge.residents import ResidentGallery
-from edge.secrets import data_key
 from edge.types import EventKind, Frame, IdKind
 from edge.vision.faces import FaceAnalyzer
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway

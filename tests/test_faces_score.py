@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import cli_faces
-from edge.cli_faces import equal_error_rate, tar_at_far
+from edge.cli import faces as cli_faces
 from edge.errors import ConfigError
+from edge.vision.evaluate import equal_error_rate, score_pairs, tar_at_far
 from edge.vision.faces import FaceAnalyzer
 from tests._models import SHARED_DATA, models_dir, pairs, require_faces
 
@@ -122,7 +122,7 @@ def test_score_rejects_a_csv_without_the_path_columns(tmp_path: Path) -> None:
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
     analyzer = FaceAnalyzer(detector=_Unused(), embedder=_Unused())
     with pytest.raises(ConfigError, match="missing column"):
-        cli_faces.score_pairs(analyzer, bad, tmp_path, 0.001, io.StringIO())
+        score_pairs(analyzer, bad, tmp_path, 0.001, io.StringIO())
 
 
 class _Unused:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge import cli_models
+from edge.cli import models as cli_models
 from edge.errors import ConfigError, ModelError
 from edge.models.fetch import CACHE_DIR, STATE_FILE, extract_sample_images, fetch, verify
 from edge.models.manifest import load_manifest, model_path

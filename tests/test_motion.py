@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from drivers.camera import FakeCamera, FakeCameraConfig, FileCamera, FileCameraConfig, ResizeConfig
-from edge.motion import MotionConfig, MotionGate
+from drivers.camera.config import FakeCameraConfig, FileCameraConfig, ResizeConfig
+from drivers.camera.fake import FakeCamera
+from drivers.camera.file import FileCamera
+from edge.pipeline.config import MotionConfig
+from edge.pipeline.motion import MotionGate
 from edge.types import Frame
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -156,8 +156,8 @@ def test_card_reader_side_attribute_gives_the_direction() -> None:
                       attrs={"format": "wiegand", "side": "out"})
     ev = Event("0190aaaa-0000-7000-8000-000000000001", EventKind.CARD_SWIPE, ORIGIN, "r1", T0)
     assert fusion.committed([(obs, ev)]) == []
-    ((passage, links),) = fusion.tick(T0 + 1.0)
-    assert passage.attrs["direction"] == "out" and links == (ev.event_id,)
+    (derived,) = fusion.tick(T0 + 1.0)
+    assert derived.observation.attrs["direction"] == "out" and derived.links == (ev.event_id,)
 
 
 def test_config_refuses_a_source_at_two_gates_and_retention_beyond_records() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.keys import load_key_file
-from edge.privacy import Pseudonymiser
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
 from tests._mqtt import RAW_IDENTIFIERS, Collector
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker, new_gateway

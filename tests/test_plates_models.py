@@ -17,9 +17,11 @@ import pytest
 from numpy.typing import NDArray
 
 from edge.cli import main
+from edge.models.config import RuntimeOptions
 from edge.models.manifest import load_manifest, model_path
-from edge.models.runner import RuntimeOptions
-from edge.plates import PlateColour, PlateLayout, PlateReader, ReaderParams, is_valid_plate
+from edge.plates.colour import PlateColour, PlateLayout
+from edge.plates.grammar import is_valid_plate
+from edge.plates.reader import PlateReader, ReaderParams
 
 pytestmark = pytest.mark.models
 

@@ -8,7 +8,10 @@ import hmac
 import pytest
 
 from edge.errors import PrivacyError
-from edge.privacy import EpochPolicy, PrivacyBoundary, Pseudonymiser, epoch_label, epochs_between, normalise
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.config import EpochPolicy
+from edge.privacy.normalise import normalise
+from edge.privacy.pseudonym import Pseudonymiser, epoch_label, epochs_between
 from edge.types import EventKind, IdKind, Observation, Origin, RawIdentifier
 
 KEY = bytes(range(32))

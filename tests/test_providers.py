@@ -16,7 +16,8 @@ import pytest
 
 from edge.cli import main
 from edge.errors import ModelError
-from edge.models.runner import OrtRunner, RuntimeOptions, chosen_providers, plan_providers
+from edge.models.config import RuntimeOptions
+from edge.models.runner import OrtRunner, chosen_providers, plan_providers
 from tests.conftest import MODELS_DIR
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"

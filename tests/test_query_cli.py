@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import AuditLog
+from edge.app.config import Config, load_config
+from edge.app.wiring import build_passage_observers, data_key, district_key, open_audit
+from edge.audit import AuditLog, audit_status
 from edge.cli import main
-from edge.config import Config, load_config
 from edge.keys import generate_key_file
-from edge.passages.factory import audit_status, build_passage_observers, open_audit
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
-from edge.privacy import PrivacyBoundary, Pseudonymiser
-from edge.secrets import data_key, district_key
+from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Event, EventKind, Observation, Origin
 from tests._passages import (
     CARDS,
@@ -65,9 +65,9 @@ class Gateway:
             pairs = list(zip(observations, events, strict=True))
             store.committed(pairs)
             fusion.committed(pairs)
-            for obs, links in fusion.tick(float("inf")):
-                passage = boundary.to_event(obs, links=links)
-                store.committed([(obs, passage)])
+            for derived in fusion.tick(float("inf")):
+                passage = boundary.to_event(derived.observation, links=derived.links)
+                store.committed([(derived.observation, passage)])
                 events.append(passage)
             return events
         finally:
@@ -207,8 +207,8 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.cli_query import serve
-    from edge.passages.config import HttpConfig, MqttQueryConfig, QueryConfig
+    from edge.app.query import serve
+    from edge.query.config import HttpConfig, MqttQueryConfig
     from edge.query.mqtt_rr import open_reply, request_properties, seal_request
     from tests._mqtt import Collector
     from tests._passages import PLATFORM
@@ -217,8 +217,8 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
     host, port = broker.host, broker.port  # type: ignore[attr-defined]
     gw.config.write_text(gw.config.read_text() + f'[mqtt]\nhost = "{host}"\nport = {port}\n')
     cfg = load_config(gw.config)
-    monkeypatch.setattr("edge.cli_query.query_config",
-                        lambda _cfg: QueryConfig(http=HttpConfig(port=0), mqtt=MqttQueryConfig(enabled=True)))
+    cfg = cfg.model_copy(update={"query": cfg.query.model_copy(
+        update={"http": HttpConfig(port=0), "mqtt": MqttQueryConfig(enabled=True)})})
     plate = shared_plates(1)[0]
     now = time.time()
     gw.commit([plate_obs("cam1", now - 60, plate)], at=now)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError, KeyFileError
-from edge.passages.config import HttpConfig, QueryConfig, RateLimitConfig
+from edge.query.config import HttpConfig, QueryConfig, RateLimitConfig
 from edge.query.http import QueryHttpServer
 from edge.query.principals import load_principals
 from tests._passages import (

@@ -13,10 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import MqttConfig
-from edge.passages.config import MqttQueryConfig
+from edge.query.config import MqttQueryConfig
 from edge.query.mqtt_rr import MqttResponder, ReplyError, open_reply, request_properties, seal_request
 from edge.query.principals import load_principals
+from edge.uplink.config import MqttConfig
 from tests._events import assert_no_raw_identifiers
 from tests._mqtt import Collector
 from tests._passages import (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.audit import AuditAction, Problem
-from edge.passages.config import QueryConfig, RateLimitConfig
+from edge.query.config import QueryConfig, RateLimitConfig
 from edge.query.model import (
     Channel,
     Principal,
@@ -295,8 +295,10 @@ def test_photo_query_finds_the_same_person_in_another_photo(tmp_path: Path) -> N
 
     fa = analyzer()
 
-    def embed(img: np.ndarray) -> np.ndarray | None:
-        sample = fa.largest_face_embedding(img)
+    def embed(photo: bytes) -> np.ndarray | None:
+        from edge.vision.faces import decode_image
+
+        sample = fa.largest_face_embedding(decode_image(photo))
         return None if sample is None else sample.embedding
 
     people = _face_sets()
@@ -367,3 +369,35 @@ def test_passage_members_of_a_photo_hit_include_the_plate(tmp_path: Path) -> Non
         assert [m.kind for m in hit.members] == [EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE]
     finally:
         env.close()
+
+
+def test_an_answer_costs_the_same_store_round_trips_for_3_or_12_passages(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store answers in one pass: no read (or decryption) per hit or per member.
+    calls: dict[int, int] = {}
+    for n in (3, 12):
+        (tmp_path / str(n)).mkdir()
+        env = make_env(tmp_path / str(n))
+        try:
+            plates = shared_plates(n)
+            for i in range(n):
+                env.commit([plate_obs("cam-plate-n", T0 + 60 * i, plates[i]),
+                            card_obs("reader-n", T0 + 60 * i + 1, CARDS[i % len(CARDS)])])
+            env.flush()
+            rows = env.store._rows
+            count = [0]
+
+            def counted(sql: str, params: object, rows: object = rows, count: list[int] = count) -> object:
+                count[0] += 1
+                return rows(sql, params)  # type: ignore[operator]
+
+            monkeypatch.setattr(env.store, "_rows", counted)
+            result = env.service.run(POLICE, QueryRequest(QueryKind.RANGE, "C-1", "0042", T0 - 1, T0 + DAY),
+                                     Channel.CLI)
+            monkeypatch.undo()
+            assert len(result.hits) == n and all(len(h.members) == 2 for h in result.hits)
+            assert {m.raw for h in result.hits for m in h.members} >= set(plates)  # raw view, decrypted
+            calls[n] = count[0]
+        finally:
+            env.close()
+    assert calls[3] == calls[12] <= 6

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.serial import FORMATS
 from drivers.serial.rdm6300 import encode
+from drivers.serial.registry import FORMATS
 from drivers.serial.wiegand import encode_bits
 from edge.cli import build_parser, main
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.serial import FORMATS, DecodedFrame, SerialDecoder, make_decoder
+from drivers.serial.base import DecodedFrame, SerialDecoder
 from drivers.serial.rdm6300 import ETX, STX, checksum, encode
+from drivers.serial.registry import FORMATS, make_decoder
 from drivers.serial.wiegand import encode_bits, parity_ok
 from edge.errors import ConfigError
 from edge.types import IdKind

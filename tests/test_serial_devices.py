@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.devices import DeviceConfig, DeviceObserver, is_randomised_mac
+from edge.pipeline.config import DeviceConfig
+from edge.pipeline.devices import DeviceObserver, is_randomised_mac
 from edge.types import EventKind, IdKind, Observation, RawIdentifier, Reading
 
 T0 = 1_700_000_100.0  # inside an aggregate period that starts at 1_700_000_100 - 100 for period 300
@@ -176,7 +177,8 @@ def test_config_rejects_non_positive_windows(window_s: float) -> None:
 
 def test_ble_random_addresses_flagged_by_the_sniffer_are_only_counted() -> None:
     from drivers.serial.registry import make_decoder
-    from edge.devices import DeviceConfig, DeviceObserver
+    from edge.pipeline.config import DeviceConfig
+    from edge.pipeline.devices import DeviceObserver
     from edge.types import EventKind
 
     decoder = make_decoder("sniffer-csv")

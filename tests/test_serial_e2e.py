@@ -15,7 +15,7 @@ from pathlib import Path
 
 from drivers.serial.rdm6300 import encode
 from edge.keys import load_key_file
-from edge.privacy import Pseudonymiser
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
 from tests._mqtt import RAW_IDENTIFIERS, Collector
 from tests.conftest import ROOT, Broker, new_gateway

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.serial import FORMATS, DecodedFrame, SerialDecoder, make_decoder
+from drivers.serial.base import DecodedFrame, SerialDecoder
 from drivers.serial.rdm6300 import ETX, STX, checksum
+from drivers.serial.registry import FORMATS, make_decoder
 from drivers.serial.wiegand import encode_bits
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

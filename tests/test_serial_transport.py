@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from drivers.serial import ReadingQueue, SerialSensor, SerialSensorConfig
+from drivers.serial.config import SerialSensorConfig
 from drivers.serial.rdm6300 import encode as rdm_frame
+from drivers.serial.transport import ReadingQueue, SerialSensor
 from edge.configbase import BackoffConfig
-from edge.devices import DeviceConfig, DeviceObserver
 from edge.events import to_wire, validate
-from edge.privacy import Pseudonymiser
+from edge.pipeline.config import DeviceConfig
+from edge.pipeline.devices import DeviceObserver
 from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import EventKind, IdKind, Observation, Origin, Reading
 
 FAST_BACKOFF = BackoffConfig(initial_s=0.05, max_s=0.2, factor=2.0)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from drivers.camera import FakeCamera, FakeCameraConfig
-from edge.tracker import Direction, GateLine, GateLineConfig, IouTracker, TrackerConfig, track_direction
+from drivers.camera.config import FakeCameraConfig
+from drivers.camera.fake import FakeCamera
+from edge.pipeline.config import GateLineConfig
+from edge.pipeline.tracker import Direction, GateLine, IouTracker, TrackerConfig, track_direction
 from edge.types import Box, Detection, Track
 
 FPS = 10.0

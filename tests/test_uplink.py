@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import MqttConfig, UplinkConfig
 from edge.configbase import BackoffConfig
 from edge.outbox import Outbox
-from edge.uplink import Uplink
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.uplink import Uplink
 from tests._events import ORIGIN, assert_no_raw_identifiers, events
 from tests._mqtt import Collector
 from tests.conftest import Broker

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import ModelError
+from edge.models.config import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,6 @@ _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeOptions:
-    """How sessions are built: providers in order of preference, intra-op threads, spinning."""
-
-    providers: tuple[str, ...] = ("cpu",)
-    intra_op_threads: int = 1
-    # Measured here: with 2 threads and several sessions in one pipeline, spinning threads made the
-    # pipeline slower than one thread. Off by default.
-    allow_spinning: bool = False
-    # The arena holds on to peak activations; off trades a little speed for ~60 MB less RSS.
-    memory_arena: bool = True
-    trt_cache_dir: Path | None = None
-    """Where TensorRT keeps its engines and timing cache; None: `trt-cache/` beside the model."""
-    trt_fp16: bool = True
-    """Let TensorRT run layers in FP16 (Jetson's GPUs are much faster at it; embeddings move ~1e-3)."""
-    device_id: int = 0
 
 
 ProviderPlan = list[tuple[str, dict[str, str]]]

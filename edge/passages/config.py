@@ -1,20 +1,12 @@
-"""Config models for passage fusion, the passage store, the query service and the audit log.
-
-`Config` gets three sections from here: `passages`, `query` and `audit`. Until it has them, the
-accessors at the bottom return the defaults, so code and tests work either way.
-"""
+"""Config of passage fusion and the local encrypted passage store (gates, windows, retention)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
 from edge.configbase import StrictModel
-
-if TYPE_CHECKING:
-    from edge.config import Config
 
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -94,74 +86,3 @@ class PassageConfig(StrictModel):
             if source_id in gate.sources:
                 return gate.id
         return None
-
-
-class HttpConfig(StrictModel):
-    """The local HTTP query API."""
-
-    enabled: bool = True
-    bind: str = "127.0.0.1"
-    port: int = Field(default=8087, ge=0, le=65535)
-    """0 picks a free port (tests)."""
-    max_body_mb: float = Field(default=8.0, gt=0, le=64)
-
-
-class MqttQueryConfig(StrictModel):
-    """MQTT 5 request/response for the district platform (uses the [mqtt] broker settings)."""
-
-    enabled: bool = False
-    topics: tuple[str, ...] = ()
-    """Request topics; empty: `{prefix}/{district}/{community}/{gateway}/query/request` and the
-    district-wide fan-out topic `{prefix}/{district}/query/request`."""
-    max_skew_s: float = Field(default=300.0, gt=0)
-    """Requests older or newer than this (by their timestamp) are refused; nonces are remembered as long."""
-    reply_expiry_s: int = Field(default=300, ge=1)
-
-
-class RateLimitConfig(StrictModel):
-    """Per-officer query budget: at most `max_queries` in any `per_s` seconds."""
-
-    max_queries: int = Field(default=30, ge=1)
-    per_s: float = Field(default=3600.0, gt=0)
-
-
-class QueryConfig(StrictModel):
-    """The police query service and its front doors."""
-
-    tokens_file: str = "query-tokens.toml"
-    """Principals (token → name, role, officer); mode 0600. A path or a systemd credential name."""
-    rate_db: Path = Path("query-rate.db")
-    rate_limit: RateLimitConfig = RateLimitConfig()
-    photo_threshold: float = Field(default=0.363, gt=-1, lt=1)
-    """Cosine similarity a stored face must reach to match a query photo (SFace)."""
-    max_results: int = Field(default=500, ge=1, le=100_000)
-    max_range_days: float = Field(default=93.0, gt=0)
-    max_photo_mb: float = Field(default=8.0, gt=0, le=64)
-    http: HttpConfig = HttpConfig()
-    mqtt: MqttQueryConfig = MqttQueryConfig()
-
-
-class AuditConfig(StrictModel):
-    """The hash-chained audit log (queries, purges, enrolments, key rotations, config changes)."""
-
-    path: Path = Path("audit.db")
-    anchor_path: Path | None = None
-    """Default: `<path>.anchor`; put it on another file system or owner to make it worth more."""
-
-
-def passage_config(cfg: Config) -> PassageConfig:
-    """`cfg.passages`, or the defaults while Config has no such section."""
-    value = getattr(cfg, "passages", None)
-    return value if isinstance(value, PassageConfig) else PassageConfig()
-
-
-def query_config(cfg: Config) -> QueryConfig:
-    """`cfg.query`, or the defaults while Config has no such section."""
-    value = getattr(cfg, "query", None)
-    return value if isinstance(value, QueryConfig) else QueryConfig()
-
-
-def audit_config(cfg: Config) -> AuditConfig:
-    """`cfg.audit`, or the defaults while Config has no such section."""
-    value = getattr(cfg, "audit", None)
-    return value if isinstance(value, AuditConfig) else AuditConfig()

@@ -28,12 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edge.passages.config import PassageConfig
-from edge.types import Event, EventKind, Observation, Scalar
+from edge.types import Derived, Event, EventKind, Observation, Scalar
 
 log = logging.getLogger(__name__)
 
-Derived = tuple[Observation, tuple[str, ...]]
-"""An observation derived by an observer, with the event_ids it links (as in edge.capture)."""
 
 ANCHORS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE, EventKind.CARD_SWIPE})
 CAMERA_KINDS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE})
@@ -234,4 +232,4 @@ class PassageFusion:
             "direction": vote_direction([m.direction for m in anchors]),
         }
         obs = Observation(EventKind.PASSAGE, group.gate, group.lo, attrs=attrs)
-        return obs, tuple(m.event_id for m in members)
+        return Derived(obs, tuple(m.event_id for m in members))

@@ -36,8 +36,8 @@ from edge.compat import UTC, StrEnum
 from edge.errors import EdgeError
 from edge.passages.config import PassageConfig, RetentionConfig
 from edge.sealed import DestroyedKey, EpochKeyStore, KeyDestroyedError, Sealer
-from edge.sqlite import connect
-from edge.types import Event, EventKind, IdKind, Observation
+from edge.sqlite import connect, transaction
+from edge.types import Derived, Event, EventKind, IdKind, Observation
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class PassageStore:
 
     # -- CommitObserver ---------------------------------------------------------------------------
 
-    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[tuple[Observation, tuple[str, ...]]]:
+    def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
         """Record committed events; never raises (the events are safe in the outbox already)."""
         try:
             self.record(pairs)
@@ -275,7 +275,7 @@ class PassageStore:
             log.error("passage store %s could not record %d event(s): %s", self._path, len(pairs), exc)
         return []
 
-    def tick(self, now: float) -> list[tuple[Observation, tuple[str, ...]]]:
+    def tick(self, now: float) -> list[Derived]:
         """Run the periodic purge when it is due (never on the shutdown tick, whose `now` is infinite)."""
         interval = self._cfg.purge_interval_s
         if interval <= 0 or not math.isfinite(now):
@@ -324,23 +324,14 @@ class PassageStore:
                     sealed.append(blob)
         if not rows:
             return 0
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)  # noqa: S608
-                    self._db.executemany("INSERT OR IGNORE INTO sealed (event_id, field, data_class, epoch, ts, blob) "
-                                         "VALUES (?,?,?,?,?,?)", sealed)
-                    self._db.executemany("INSERT OR IGNORE INTO links (passage_id, member_id, position) "
-                                         "VALUES (?,?,?)", links)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write passage store {self._path}: {exc}") from exc
+        failed = lambda exc: StoreError(f"cannot write passage store {self._path}: {exc}")  # noqa: E731
+        with self._lock, transaction(self._db, failed):
+            self._db.executemany(
+                f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)  # noqa: S608
+            self._db.executemany("INSERT OR IGNORE INTO sealed (event_id, field, data_class, epoch, ts, blob) "
+                                 "VALUES (?,?,?,?,?,?)", sealed)
+            self._db.executemany("INSERT OR IGNORE INTO links (passage_id, member_id, position) "
+                                 "VALUES (?,?,?)", links)
         self.stored += len(rows)
         return len(rows)
 
@@ -413,6 +404,52 @@ class PassageStore:
                "JOIN records r ON r.event_id = l.member_id WHERE l.passage_id = ? ORDER BY l.position")
         return self._select(sql, [passage_id])
 
+    def expand(self, hit_ids: Sequence[str], *, raw: bool = False) -> Expansion:
+        """Everything a query answer shows for these records and passages, in one pass.
+
+        For each id: its record; for each passage among them: its member records in link order; with
+        `raw`, the decrypted raw identifier of every record shown (one read of the sealed fields, one
+        key lookup per epoch). Ids of purged records are left out.
+        """
+        records = self.get(list(hit_ids))
+        passages = [i for i, r in records.items() if r.kind is EventKind.PASSAGE]
+        members: dict[str, list[StoredRecord]] = {p: [] for p in passages}
+        cols = ", ".join("r." + c.strip() for c in _COLUMNS.split(","))
+        for i in range(0, len(passages), _SQL_VARS):
+            chunk = passages[i:i + _SQL_VARS]
+            sql = (f"SELECT l.passage_id, {cols} FROM links l JOIN records r ON r.event_id = l.member_id "  # noqa: S608
+                   f"WHERE l.passage_id IN ({','.join('?' * len(chunk))}) ORDER BY l.passage_id, l.position")
+            for row in self._rows(sql, chunk):
+                members[str(row[0])].append(_record(row[1:]))
+        shown = list(records) + [m.event_id for ms in members.values() for m in ms]
+        return Expansion(records, members, self.raw_identifiers(shown) if raw else {})
+
+    def raw_identifiers(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """Decrypt the raw identifiers of these records (missing, expired or shredded ones are left out)."""
+        out: dict[str, str] = {}
+        sealers: dict[str, Sealer | None] = {}  # one key lookup per epoch, not per row
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), _SQL_VARS):
+            chunk = ids[i:i + _SQL_VARS]
+            sql = (f"SELECT event_id, epoch, blob FROM sealed WHERE field = ? "  # noqa: S608
+                   f"AND event_id IN ({','.join('?' * len(chunk))})")
+            for event_id, epoch_value, blob in self._rows(sql, [SealedField.IDENTIFIER.value, *chunk]):
+                epoch = str(epoch_value)
+                sealer = self._sealer(epoch, sealers)
+                if sealer is not None:
+                    out[str(event_id)] = sealer.open(bytes(blob), _aad(str(event_id), SealedField.IDENTIFIER,
+                                                                      epoch)).decode("utf-8")
+        return out
+
+    def _sealer(self, epoch: str, cache: dict[str, Sealer | None]) -> Sealer | None:
+        """The epoch's sealer, looked up once per read (None once the epoch key is destroyed)."""
+        if epoch not in cache:
+            try:
+                cache[epoch] = self._keys.existing(epoch)
+            except KeyDestroyedError:
+                cache[epoch] = None
+        return cache[epoch]
+
     def raw_identifier(self, event_id: str) -> str | None:
         """Decrypt a record's raw identifier; None if it has none, it expired or its key was destroyed."""
         blob = self._sealed_blob(event_id, SealedField.IDENTIFIER)
@@ -440,12 +477,7 @@ class PassageStore:
         for row in self._rows(sql + " ORDER BY s.ts", params):
             record = _record(row[:10])
             epoch, blob = str(row[10]), bytes(row[11])
-            if epoch not in sealers:
-                try:
-                    sealers[epoch] = self._keys.existing(epoch)
-                except KeyDestroyedError:
-                    sealers[epoch] = None
-            sealer = sealers[epoch]
+            sealer = self._sealer(epoch, sealers)
             if sealer is None:
                 continue
             raw = sealer.open(blob, _aad(record.event_id, SealedField.EMBEDDING, epoch))
@@ -477,25 +509,22 @@ class PassageStore:
         ret = self._cfg.retention
         sealed_deleted: dict[str, int] = {}
         with self._lock:
+            def failed(exc: sqlite3.Error) -> StoreError:
+                return StoreError(f"cannot purge passage store {self._path}: {exc}")
+
+            with transaction(self._db, failed):
+                records = self._db.execute("DELETE FROM records WHERE ts < ?",
+                                           (now - ret.records_days * DAY_S,)).rowcount
+                for cls in DataClass:
+                    cut = now - retention_days(ret, cls) * DAY_S
+                    n = self._db.execute("DELETE FROM sealed WHERE data_class = ? AND ts < ?",
+                                         (cls.value, cut)).rowcount
+                    if n:
+                        sealed_deleted[cls.value] = int(n)
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    records = self._db.execute("DELETE FROM records WHERE ts < ?",
-                                               (now - ret.records_days * DAY_S,)).rowcount
-                    for cls in DataClass:
-                        cut = now - retention_days(ret, cls) * DAY_S
-                        n = self._db.execute("DELETE FROM sealed WHERE data_class = ? AND ts < ?",
-                                             (cls.value, cut)).rowcount
-                        if n:
-                            sealed_deleted[cls.value] = int(n)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot purge passage store {self._path}: {exc}") from exc
+                raise failed(exc) from exc
         destroyed: list[DestroyedKey] = []
         for info in self._keys.epochs():
             parsed = _epoch_end(info.label)
@@ -542,6 +571,17 @@ class PassageStore:
             for pid, mid in self._rows(sql_links, chunk):
                 linked.setdefault(str(pid), []).append(str(mid))
         return [_with_links(r, tuple(linked.get(r.event_id, ()))) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """A query answer's records in one pass: the records asked for, passage members, raw identifiers."""
+
+    records: dict[str, StoredRecord]
+    members: dict[str, list[StoredRecord]]
+    """Passage event_id → its member records in link order."""
+    raw: dict[str, str]
+    """event_id → decrypted raw identifier (only when asked for, and only while its key lives)."""
 
 
 def _record(row: Sequence[object]) -> StoredRecord:

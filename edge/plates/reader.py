@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.runner import OrtRunner
 from edge.plates import detector as det
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary

@@ -15,20 +15,13 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge.compat import UTC, StrEnum
+from edge.compat import UTC
+from edge.privacy.config import EpochPolicy
 from edge.privacy.normalise import normalise
 from edge.types import IdKind
 
 PSEUDONYM_BYTES = 16  # 128 bits: the issue's floor, and short enough for topic-free payloads
 _SALT = b"edgegw/pseudonym/v1"
-
-
-class EpochPolicy(StrEnum):
-    """How long one pseudonym key lives."""
-
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
 
 
 def epoch_label(policy: EpochPolicy, ts: float) -> str:

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge import __version__
-from edge.passages.config import HttpConfig
+from edge.query.config import HttpConfig
 from edge.query.model import Channel, Principal, QueryKind, QueryRefusedError, RefusalReason
 from edge.query.principals import Principals
 from edge.query.service import QueryService

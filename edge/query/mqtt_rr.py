@@ -45,16 +45,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.audit import canonical_json
-from edge.config import MqttConfig
 from edge.errors import ConfigError, EdgeError, PrivacyError
 from edge.events import base_topic
-from edge.passages.config import MqttQueryConfig
+from edge.query.config import MqttQueryConfig
 from edge.query.model import Channel, Principal, QueryRefusedError
 from edge.query.principals import Principals
 from edge.query.service import QueryService
 from edge.query.wire import WireError, query_kind, refusal_to_json, request_from_json, result_to_json
 from edge.sealed import Sealer, SealError
 from edge.types import Origin
+from edge.uplink.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from edge.errors import EdgeError
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grants (officer TEXT NOT NULL, ts REAL NOT NULL);
@@ -36,27 +36,13 @@ class RateLimiter:
 
     def acquire(self, officer: str, now: float) -> float | None:
         """Take one grant for `officer` at `now`; None if granted, else seconds until one is free."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    cutoff = now - self._per_s
-                    self._db.execute("DELETE FROM grants WHERE ts <= ?", (cutoff,))
-                    rows = self._db.execute("SELECT ts FROM grants WHERE officer = ? ORDER BY ts",
-                                            (officer,)).fetchall()
-                    if len(rows) >= self._max:
-                        wait = float(rows[len(rows) - self._max][0]) + self._per_s - now
-                        self._db.execute("COMMIT")
-                        return max(wait, 0.001)
-                    self._db.execute("INSERT INTO grants (officer, ts) VALUES (?, ?)", (officer, now))
-                    self._db.execute("COMMIT")
-                    return None
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RateLimitError(f"rate-limit database {self._path}: {exc}") from exc
+        with self._lock, transaction(self._db, lambda exc: RateLimitError(f"rate-limit database {self._path}: {exc}")):
+            self._db.execute("DELETE FROM grants WHERE ts <= ?", (now - self._per_s,))
+            rows = self._db.execute("SELECT ts FROM grants WHERE officer = ? ORDER BY ts", (officer,)).fetchall()
+            if len(rows) >= self._max:
+                return max(float(rows[len(rows) - self._max][0]) + self._per_s - now, 0.001)
+            self._db.execute("INSERT INTO grants (officer, ts) VALUES (?, ?)", (officer, now))
+            return None
 
     def close(self) -> None:
         """Close the database."""

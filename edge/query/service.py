@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -28,9 +27,10 @@ from edge.audit import AuditAction, AuditLog, JsonValue
 from edge.errors import PrivacyError
 from edge.events import iso_ms
 from edge.ids import uuid7
-from edge.passages.config import QueryConfig
-from edge.passages.store import PassageStore, StoredRecord
-from edge.privacy import Pseudonymiser, normalise
+from edge.passages.store import Expansion, PassageStore, StoredRecord
+from edge.privacy.normalise import normalise
+from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.config import QueryConfig
 from edge.query.model import (
     IDENTIFIER_KINDS,
     ROLE_KINDS,
@@ -51,7 +51,14 @@ from edge.types import EventKind, IdKind
 
 log = logging.getLogger(__name__)
 
-PhotoEmbedder = Callable[[NDArray[np.uint8]], NDArray[np.float32] | None]
+PhotoEmbedder = Callable[[bytes], NDArray[np.float32] | None]
+"""Photo bytes → the embedding of its largest face, or None when it shows no face; PhotoError when the
+bytes are not an image it accepts. The service never decodes images itself (the embedder owns the
+face models and the decoder, and loads them on first use)."""
+
+
+class PhotoError(ValueError):
+    """A query photo the embedder refuses (not an image, too large); the message says why."""
 """Embeds the largest face of a BGR image (L2-normalised, 128 values); None when there is no face."""
 
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./:#-]{0,63}$")
@@ -226,13 +233,13 @@ class QueryService:
 
     def _photo(self, req: QueryRequest, threshold: float, view: View, limit: int) -> tuple[list[Hit], bool]:
         assert req.photo is not None
-        image = cv2.imdecode(np.frombuffer(req.photo, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise _Refusal(RefusalReason.INVALID, "the photo cannot be decoded (JPEG, PNG, WebP, ... expected)")
         if self._embedder is None:
             raise _Refusal(RefusalReason.INVALID, "photo queries are not available on this gateway (no face models)")
-        with self._embed_lock:  # one inference at a time: the gateway's cores belong to capture first
-            probe = self._embedder(np.asarray(image, np.uint8))
+        try:
+            with self._embed_lock:  # one inference at a time: the gateway's cores belong to capture first
+                probe = self._embedder(req.photo)
+        except PhotoError as exc:
+            raise _Refusal(RefusalReason.INVALID, str(exc)) from None
         if probe is None:
             raise _Refusal(RefusalReason.INVALID, "no face found in the photo")
         probe = np.asarray(probe, np.float32).reshape(-1)
@@ -258,51 +265,53 @@ class QueryService:
                     groups[key] = []
                 groups[key].append((record, score))
         truncated = len(order) > limit
-        hits = [self._hit(key, groups[key], view) for key in order[:limit]]
-        return hits, truncated
+        shown = order[:limit]
+        # One pass over the store for every hit shown: passages, their members, raw identifiers.
+        exp = self._store.expand([k.removeprefix("event:") for k in shown], raw=view is View.RAW)
+        return [self._hit(key, groups[key], view, exp) for key in shown], truncated
 
-    def _hit(self, key: str, matched: list[tuple[StoredRecord, float | None]], view: View) -> Hit:
+    def _hit(self, key: str, matched: list[tuple[StoredRecord, float | None]], view: View, exp: Expansion) -> Hit:
         scores = {r.event_id: s for r, s in matched}
         best = max((s for s in scores.values() if s is not None), default=None)
         if key.startswith("event:"):
             record = matched[0][0]
             return Hit(None, record.gate, record.ts, record.direction, (record.event_id,),
-                       (self._member(record, view, scores.get(record.event_id)),), best)
-        passage = self._store.get([key]).get(key)
-        members = self._store.members_of(key)
-        if passage is None:  # purged between the two reads
-            passage = matched[0][0]
+                       (self._member(record, view, scores.get(record.event_id), exp),), best)
+        passage = exp.records.get(key, matched[0][0])  # the passage itself may be purged meanwhile
+        members = exp.members.get(key, [])
         return Hit(key, passage.gate, passage.ts, passage.direction, tuple(scores),
-                   tuple(self._member(m, view, scores.get(m.event_id)) for m in members), best)
+                   tuple(self._member(m, view, scores.get(m.event_id), exp) for m in members), best)
 
     def _range(self, records: list[StoredRecord], view: View, limit: int) -> tuple[list[Hit], bool]:
         # Members of a passage in the range are shown inside it; others (unfused, or whose passage
         # started before the range) stand alone.
         linked = {m for r in records if r.kind is EventKind.PASSAGE for m in r.links}
-        hits: list[Hit] = []
+        shown: list[StoredRecord] = []
         truncated = False
         for record in records:
             if record.kind is not EventKind.PASSAGE and record.event_id in linked:
                 continue  # shown inside its passage
-            if len(hits) == limit:
+            if len(shown) == limit:
                 truncated = True
                 break
+            shown.append(record)
+        exp = self._store.expand([r.event_id for r in shown], raw=view is View.RAW)
+        hits: list[Hit] = []
+        for record in shown:
             if record.kind is EventKind.PASSAGE:
-                members = self._store.members_of(record.event_id)
+                members = exp.members.get(record.event_id, [])
                 hits.append(Hit(record.event_id, record.gate, record.ts, record.direction, (),
-                                tuple(self._member(m, view, None) for m in members)))
+                                tuple(self._member(m, view, None, exp) for m in members)))
             else:
                 hits.append(Hit(None, record.gate, record.ts, record.direction, (),
-                                (self._member(record, view, None),)))
+                                (self._member(record, view, None, exp),)))
         return hits, truncated
 
-    def _member(self, record: StoredRecord, view: View, score: float | None) -> MemberView:
+    def _member(self, record: StoredRecord, view: View, score: float | None, exp: Expansion) -> MemberView:
         if view is View.METADATA:
             return MemberView(record.event_id, record.kind, record.source_id, record.ts, record.direction,
                               record.subject_type, score=score)
-        raw = None
-        if view is View.RAW and record.subject_type in _RAW_SUBJECTS:
-            raw = self._store.raw_identifier(record.event_id)
+        raw = exp.raw.get(record.event_id) if view is View.RAW and record.subject_type in _RAW_SUBJECTS else None
         return MemberView(record.event_id, record.kind, record.source_id, record.ts, record.direction,
                           record.subject_type, record.pseudonym, record.key_id, record.ref, raw,
                           None if score is None else round(score, 4))

@@ -13,8 +13,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import EdgeError
+from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
-from edge.models.runner import OrtRunner, RuntimeOptions
+from edge.models.runner import OrtRunner
 from edge.types import Detection
 from edge.vision import Runner, as_bgr
 from edge.vision.align import align_face
@@ -58,6 +59,14 @@ def read_image(path: Path) -> NDArray[np.uint8]:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"cannot decode {path} (unsupported or corrupt image)")
+    return np.asarray(image, np.uint8)
+
+
+def decode_image(data: bytes, what: str = "the image") -> NDArray[np.uint8]:
+    """Decode image bytes (JPEG, PNG, WebP, ...) to BGR uint8; ImageError if they are not an image."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise ImageError(f"{what} cannot be decoded (JPEG, PNG, WebP, ... expected)")
     return np.asarray(image, np.uint8)
 
 

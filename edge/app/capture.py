@@ -1,0 +1,212 @@
+"""The capture daemon's composition: cameras and sensors → pipelines → privacy boundary → outbox.
+
+It owns the threads: one per camera (the supervisor's) feeding a bounded latest-wins queue, one
+worker per camera running the motion gate and the face or plate path, and one per serial port.
+Frames may be dropped under load; events never: a worker commits its events to the outbox before
+it takes the next frame, and if the outbox cannot take them it retries with backoff while its
+camera's queue drops frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivers.camera.config import FileCameraConfig
+from drivers.camera.supervisor import CameraState, CameraSupervisor
+from edge.app.config import Config
+from edge.app.wiring import (
+    build_passage_observers,
+    data_key,
+    make_outbox,
+    open_audit,
+    privacy_boundary,
+    runtime_options,
+)
+from edge.audit import AuditAction, audit_status
+from edge.errors import ModelError
+from edge.models.runner import chosen_providers
+from edge.pipeline.commit import Committer
+from edge.pipeline.faces import FacePath
+from edge.pipeline.motion import MotionGate
+from edge.pipeline.plates import PlatePath
+from edge.pipeline.sensors import SensorHub
+from edge.pipeline.tracker import GateLine
+from edge.pipeline.worker import CameraWorker, FramePath
+from edge.plates.reader import PlateReader
+from edge.residents import ResidentGallery
+from edge.sdnotify import Notifier
+from edge.vision.faces import FaceAnalyzer
+from edge.vision.quantize import load_int8_runner
+
+log = logging.getLogger(__name__)
+
+
+class CaptureDaemon:
+    """The composition root of the capture side."""
+
+    def __init__(self, cfg: Config, config_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self._config_dir = config_dir or Path.cwd()
+        self._stop = threading.Event()
+        self.outbox = make_outbox(cfg)
+        self.boundary = privacy_boundary(cfg)
+        # The passage store first: a passage's members are on disk before the passage that links them.
+        self.audit = open_audit(cfg)
+        self._audit_config_change()
+        self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
+        # Capture's own retry policy: how long a refused commit waits before it is tried again.
+        self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers)
+        self.supervisor = CameraSupervisor()
+        self.workers: list[CameraWorker] = []
+        self.sensor_hub: SensorHub | None = None
+        self._notifier = Notifier()
+        self._build_cameras()
+        self._build_sensors()
+
+    def _audit_config_change(self) -> None:
+        # The running configuration is part of the record: a police query's meaning depends on which
+        # cameras, retention and thresholds were in force. One record each time it changes.
+        digest = hashlib.sha256(self.cfg.model_dump_json().encode()).hexdigest()
+        last = self.audit.last(AuditAction.CONFIG_CHANGE)
+        if last is None or json.loads(last.details).get("sha256") != digest:
+            self.audit.append("capture", AuditAction.CONFIG_CHANGE, {
+                "sha256": digest, "cameras": len(self.cfg.cameras), "serial": len(self.cfg.serial)})
+
+    def _camera_config(self, cam: Any) -> Any:
+        # File paths in the config are relative to the config file, like every other input path.
+        if isinstance(cam, FileCameraConfig) and not Path(cam.path).is_absolute():
+            return cam.model_copy(update={"path": str(self._config_dir / cam.path)})
+        return cam
+
+    def _build_cameras(self) -> None:
+        face_ids = set(self.cfg.face_cameras())
+        plate_ids = set(self.cfg.plate_cameras())
+        faces: tuple[FaceAnalyzer, ResidentGallery] | None = None
+        plate_reader: PlateReader | None = None
+        for cam in self.cfg.cameras:
+            if cam.id not in face_ids and cam.id not in plate_ids:
+                log.warning("camera %s is in no pipeline (face.cameras / plates.cameras); not started", cam.id)
+                continue
+            queue = self.supervisor.add_camera(self._camera_config(cam))
+            line_cfg = self.cfg.gate_lines.get(cam.id)
+            line = GateLine.from_config(line_cfg) if line_cfg else None
+            path: FramePath
+            if cam.id in plate_ids:
+                plate_reader = plate_reader or PlateReader(self.cfg.models.dir, runtime_options(self.cfg))
+                path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line)
+            else:
+                faces = faces or self._build_faces()
+                path = FacePath(cam.id, faces[0], faces[1], self.cfg.face, line)
+            gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
+            self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))
+
+    def _build_faces(self) -> tuple[FaceAnalyzer, ResidentGallery]:
+        embedder = None
+        if self.cfg.models.sface_int8:
+            embedder = load_int8_runner(self.cfg.models.dir, runtime_options(self.cfg))
+            if embedder is None:
+                raise ModelError("models.sface_int8 is set but the int8 SFace is missing: run `edgegw models quantize`")
+        analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg), embedder=embedder,
+                                score_threshold=self.cfg.face.score_threshold, max_side=self.cfg.face.detect_max_side)
+        gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))
+        # The first inference of a session is slow (allocation, kernel selection); pay it now, not
+        # while the first passer-by's frames queue up and get dropped.
+        analyzer.detect(np.zeros((480, 640, 3), np.uint8))
+        analyzer.embed(np.zeros((1, 112, 112, 3), np.uint8))
+        return analyzer, gallery
+
+    def _build_sensors(self) -> None:
+        if self.cfg.serial:
+            # Like camera files, a relative port path (e.g. a /dev/serial/by-id symlink kept beside the
+            # config) is relative to the config file; device names and pyserial URLs stay as they are.
+            sensors = tuple(
+                s if "://" in s.port or Path(s.port).is_absolute()
+                else s.model_copy(update={"port": str(self._config_dir / s.port)})
+                for s in self.cfg.serial)
+            self.sensor_hub = SensorHub(sensors, self.committer, self._stop, self.cfg.devices)
+
+    def status(self) -> dict[str, object]:
+        """Camera, pipeline and sensor states for the gateway's status message."""
+        cams = {}
+        for st in self.supervisor.statuses():
+            cams[st.source_id] = {"state": st.state.value, "frames_read": st.frames_read,
+                                  "frames_dropped": st.frames_dropped, "reconnects": st.reconnects,
+                                  "fps": round(st.fps, 1), "last_error": st.last_error}
+        body: dict[str, object] = {
+            "cameras": cams,
+            "pipelines": {w.source_id: {"frames": w.frames, "detected_frames": w.detected_frames}
+                          for w in self.workers},
+            "committed": self.committer.committed,
+            "commit_failures": self.committer.failures,
+            "refused_at_boundary": self.committer.refused,
+            "inference": chosen_providers(),  # per model file: the ONNX Runtime provider it runs on
+        }
+        if self.sensor_hub is not None:
+            body["ports"] = self.sensor_hub.status()
+        body.update(audit_status(self.audit))
+        return body
+
+    def _publish_status(self) -> None:
+        try:
+            self.outbox.put_status("capture", self.status())
+        except Exception as exc:  # status is best effort; events are not
+            log.warning("cannot record capture status: %s", exc)
+
+    def run(self, *, exit_when_done: bool = False, status_interval_s: float = 5.0) -> int:
+        """Run until stop() (or, with `exit_when_done`, until every finite source is exhausted)."""
+        for w in self.workers:
+            w.start()
+        self.supervisor.start()
+        n_sensors = len(self.sensor_hub.sensors) if self.sensor_hub else 0
+        if self.sensor_hub is not None:
+            self.sensor_hub.start()
+        self._notifier.ready(f"{len(self.workers)} camera(s), {n_sensors} sensor(s)")
+        log.info("capture running: %d camera pipeline(s), %d sensor(s)", len(self.workers), n_sensors)
+        next_status = 0.0
+        tick = min(status_interval_s, self._notifier.watchdog_interval_s or status_interval_s)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish_status()
+                next_status = now + status_interval_s
+            self._notifier.watchdog()
+            self.committer.tick(time.time(), self._stop)
+            # Finite input means recorded camera files: once they are done, so is the run (sensors
+            # are live and never "done"; they are stopped and flushed with everything else).
+            if exit_when_done and self.workers and all(
+                    st.state in (CameraState.FINISHED, CameraState.STOPPED) for st in self.supervisor.statuses()):
+                break
+            self._stop.wait(min(tick, 0.2))
+        self._shutdown(drain=exit_when_done)
+        return 0
+
+    def _shutdown(self, drain: bool) -> None:
+        self._notifier.stopping()
+        self.supervisor.stop()
+        if drain:
+            # Let the workers empty their queues (closed by the supervisor) and flush their tracks.
+            for w in self.workers:
+                w.join(60)
+        self._stop.set()
+        for w in self.workers:
+            w.join(10)
+        if self.sensor_hub is not None:
+            self.sensor_hub.join(10)
+        self.committer.tick(float("inf"))  # close every open window: nothing observed is left behind
+        self._publish_status()
+        for observer in self.passage_observers:
+            observer.close()
+        self.audit.close()
+        self.outbox.close()
+
+    def stop(self) -> None:
+        """Ask `run()` to return (thread-safe; used by the signal handler)."""
+        self._stop.set()

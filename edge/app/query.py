@@ -1,0 +1,141 @@
+"""The query daemon's composition: audit log, passage store, rate limiter, principals, front doors.
+
+`serve()` runs the HTTP API and the MQTT 5 responder configured in `[query]` until stopped. The
+face models for photo queries load on the first photo query, not at start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.app.config import Config
+from edge.app.wiring import (
+    data_key,
+    mqtt_password,
+    open_audit,
+    open_store,
+    origin_of,
+    pseudonymiser,
+    runtime_options,
+    secret_path,
+)
+from edge.audit import AuditLog
+from edge.models.config import RuntimeOptions
+from edge.passages.store import PassageStore
+from edge.query.http import QueryHttpServer
+from edge.query.mqtt_rr import MqttResponder
+from edge.query.principals import Principals, load_principals
+from edge.query.ratelimit import RateLimiter
+from edge.query.service import PhotoEmbedder, PhotoError, QueryService
+from edge.sdnotify import Notifier
+
+
+class LazyFaceEmbedder:
+    """A PhotoEmbedder that loads the face models on the first photo query, not at start-up."""
+
+    def __init__(self, models_dir: Path, options: RuntimeOptions, score_threshold: float) -> None:
+        self._args = (models_dir, options, score_threshold)
+        self._lock = threading.Lock()
+        self._analyzer: object | None = None
+
+    def __call__(self, photo: bytes) -> NDArray[np.float32] | None:
+        from edge.vision.faces import FaceAnalyzer, ImageError, decode_image
+
+        try:
+            image = decode_image(photo, "the photo")
+        except ImageError as exc:
+            raise PhotoError(str(exc)) from None
+        with self._lock:
+            if self._analyzer is None:
+                models_dir, options, threshold = self._args
+                self._analyzer = FaceAnalyzer(models_dir, options, score_threshold=threshold)
+            analyzer = self._analyzer
+        assert isinstance(analyzer, FaceAnalyzer)
+        sample = analyzer.largest_face_embedding(image)
+        return None if sample is None else sample.embedding
+
+
+def face_embedder(cfg: Config) -> PhotoEmbedder:
+    """The photo embedder for this gateway's face models (loaded lazily)."""
+    return LazyFaceEmbedder(cfg.models.dir, runtime_options(cfg), cfg.face.score_threshold)
+
+
+@dataclass
+class QueryStack:
+    """Everything a query front door needs, owned together; `close()` releases it."""
+
+    audit: AuditLog
+    store: PassageStore
+    limiter: RateLimiter
+    service: QueryService
+    principals: Principals
+
+    def close(self) -> None:
+        """Close the databases."""
+        self.limiter.close()
+        self.store.close()
+        self.audit.close()
+
+
+def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
+                     clock: Callable[[], float] = time.time) -> QueryStack:
+    """Open the audit log, passage store, rate limiter and principals, and build the service."""
+    qcfg = cfg.query
+    principals = load_principals(secret_path(cfg, qcfg.tokens_file))
+    audit = open_audit(cfg)
+    try:
+        store = open_store(cfg, data_key(cfg), audit, clock=clock)
+    except BaseException:
+        audit.close()
+        raise
+    limiter = RateLimiter(cfg.path(qcfg.rate_db), qcfg.rate_limit.max_queries, qcfg.rate_limit.per_s)
+    service = QueryService(store, pseudonymiser(cfg), audit, qcfg, limiter,
+                           embedder=embedder if embedder is not None else face_embedder(cfg), clock=clock)
+    return QueryStack(audit, store, limiter, service, principals)
+
+
+def serve(cfg: Config, stop: threading.Event,
+          on_ready: Callable[[QueryHttpServer | None, MqttResponder | None], None] | None = None) -> None:
+    """Run the query front doors configured in `query.http` / `query.mqtt` until `stop` is set."""
+    qcfg = cfg.query
+    stack = open_query_stack(cfg)
+    http = QueryHttpServer(stack.service, stack.principals, qcfg.http) if qcfg.http.enabled else None
+    mqtt = (MqttResponder(stack.service, stack.principals, cfg.mqtt, qcfg.mqtt, origin_of(cfg),
+                          password=mqtt_password(cfg))
+            if qcfg.mqtt.enabled else None)
+    notifier = Notifier()
+    try:
+        if http is not None:
+            http.start()
+            print(f"query HTTP API on {qcfg.http.bind}:{http.port}", flush=True)
+        if mqtt is not None:
+            mqtt.start()
+        notifier.ready("query service started")
+        if on_ready is not None:
+            on_ready(http, mqtt)
+        while not stop.wait(5.0):
+            notifier.watchdog()
+    finally:
+        notifier.stopping()
+        if http is not None:
+            http.stop()
+        if mqtt is not None:
+            mqtt.stop()
+        stack.close()
+
+
+def open_store_stack(cfg: Config) -> tuple[AuditLog, PassageStore]:
+    """The audit log and the passage store, for purge and status (close both)."""
+    audit = open_audit(cfg)
+    try:
+        return audit, open_store(cfg, data_key(cfg), audit)
+    except BaseException:
+        audit.close()
+        raise

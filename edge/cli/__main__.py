@@ -1,0 +1,7 @@
+"""`python -m edge.cli`: the edgegw command line."""
+
+import sys
+
+from edge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""Config of the capture pipeline: face and plate paths, the motion gate, gate lines, serial devices.
+
+Pure pydantic models: importing this module loads no OpenCV, ONNX Runtime or pyserial, so the root
+config (edge.app.config) can be parsed by any daemon, the uplink included.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from edge.configbase import StrictModel
+
+
+class FaceConfig(StrictModel):
+    """Face detection, tracking and matching."""
+
+    enabled: bool = True
+    detect_max_side: int = Field(default=640, ge=160, le=4096)
+    score_threshold: float = Field(default=0.6, gt=0, lt=1)
+    min_face_px: int = Field(default=20, ge=8)
+    match_threshold: float = Field(default=0.363, gt=-1, lt=1)
+    track_max_age_s: float = Field(default=0.8, gt=0)
+    track_min_hits: int = Field(default=2, ge=1)
+    embed_best: int = Field(default=3, ge=1, le=16)
+    cameras: tuple[str, ...] = ()
+    """Camera ids this path runs on; empty: every camera not given to the plate path."""
+
+
+class PlateConfig(StrictModel):
+    """Plate detection, reading and the per-track vote."""
+
+    enabled: bool = True
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    track_max_age_s: float = Field(default=1.0, gt=0)
+    track_min_hits: int = Field(default=1, ge=1)
+    cameras: tuple[str, ...] = ()
+    """Camera ids this path runs on (plate cameras usually differ from face cameras)."""
+
+
+class MotionConfig(StrictModel):
+    """Motion-gate settings; timings are config fields so tests can shrink them."""
+
+    enabled: bool = True
+    width: int = Field(default=64, ge=8, le=640)
+    """Width in pixels of the grey image compared (height follows the aspect ratio)."""
+    pixel_threshold: int = Field(default=15, ge=1, le=255)
+    """Grey-level difference from the background that counts a pixel as changed."""
+    min_changed_fraction: float = Field(default=0.004, gt=0.0, le=1.0)
+    """Fraction of changed pixels above which the frame passes (0.004 of 64x36 is ~9 pixels)."""
+    background_alpha: float = Field(default=0.05, gt=0.0, le=1.0)
+    """Learning rate of the running background; slow light changes fade into it."""
+    reset_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
+    """A change over this fraction of the picture (lights switched, camera moved, a new photo in a
+    clip) replaces the background at once instead of letting the frames pass while it fades in."""
+    force_interval_s: float | None = Field(default=1.0, gt=0.0)
+    """Let a frame through at least this often even without motion (None: never force)."""
+
+
+class GateLineConfig(StrictModel):
+    """A gate line on the image, from `a` to `b` in pixels; see `GateLine` for which way is in."""
+
+    a: tuple[float, float]
+    b: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GateLineConfig:
+        if self.a == self.b:
+            raise ValueError("gate line end points must differ")
+        return self
+
+
+class DeviceConfig(StrictModel):
+    """Windows and bounds for turning serial readings into Observations."""
+
+    # One device_seen per device per window, emitted when the window (from first sighting) closes.
+    window_s: float = Field(default=60.0, gt=0)
+    # Period of the device_aggregate counts, aligned to multiples of the period in epoch time.
+    aggregate_period_s: float = Field(default=300.0, gt=0)
+    # Per sensor: devices tracked at once (more are counted as overflow, not emitted) ...
+    max_devices: int = Field(default=4096, ge=1)
+    # ... and distinct MACs counted per aggregate period (beyond it the counts are lower bounds).
+    max_distinct: int = Field(default=65536, ge=1)
+    # A reader that repeats the frame while a card stays in its field yields one swipe.
+    card_debounce_s: float = Field(default=2.0, ge=0)
+    max_cards: int = Field(default=1024, ge=1)
+
+

@@ -1,0 +1,71 @@
+"""One camera's pipeline thread: frames from its queue → motion gate → face or plate path → commit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from edge.framequeue import FrameQueue, QueueClosedError
+from edge.pipeline.commit import Committer
+from edge.pipeline.motion import MotionGate
+from edge.types import Frame, Observation
+
+log = logging.getLogger(__name__)
+
+
+class FramePath(Protocol):
+    """A per-camera pipeline: frames in, observations out."""
+
+    def process(self, frame: Frame) -> list[Observation]:
+        """Run detection on a frame."""
+        ...
+
+    def idle(self, ts: float) -> list[Observation]:
+        """A frame skipped by the motion gate."""
+        ...
+
+    def finish(self) -> list[Observation]:
+        """End of input."""
+        ...
+
+
+class CameraWorker(threading.Thread):
+    """Pulls frames of one camera through the motion gate and its path, committing what it sees."""
+
+    def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, *, gate: MotionGate | None,
+                 committer: Committer, stop: threading.Event) -> None:
+        super().__init__(name=f"pipeline-{source_id}", daemon=True)
+        self.source_id = source_id
+        self._queue = queue
+        self._path = path
+        self._gate = gate
+        self._committer = committer
+        self._stop_event = stop
+        self.frames = 0
+        self.detected_frames = 0
+        self.busy_s = 0.0
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                frame = self._queue.get(timeout=0.2)
+            except QueueClosedError:
+                break  # the source is exhausted and every frame it gave was processed
+            if frame is None:
+                continue
+            t0 = time.perf_counter()
+            self.frames += 1
+            try:
+                if self._gate is None or self._gate.check(frame):
+                    self.detected_frames += 1
+                    obs = self._path.process(frame)
+                else:
+                    obs = self._path.idle(frame.ts)
+            except Exception:  # a bad frame must not kill the camera's pipeline
+                log.exception("pipeline %s failed on frame %d; skipping it", self.source_id, frame.index)
+                continue
+            self._committer.commit(obs, self._stop_event)
+            self.busy_s += time.perf_counter() - t0
+        self._committer.commit(self._path.finish(), self._stop_event)

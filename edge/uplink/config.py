@@ -1,0 +1,47 @@
+"""Config of the uplink: the district broker (MQTT, TLS) and how the outbox is drained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from edge.configbase import BackoffConfig, StrictModel
+
+
+class TlsConfig(StrictModel):
+    """TLS and mutual TLS for the broker connection."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MqttConfig(StrictModel):
+    """The district broker."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+    topic_prefix: str = Field(default="edgegw", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+    tls: TlsConfig | None = None
+    will_delay_s: int = Field(default=30, ge=0)
+
+
+class UplinkConfig(StrictModel):
+    """How the uplink drains the outbox."""
+
+    window: int = Field(default=64, ge=1, le=65535)
+    backoff: BackoffConfig = BackoffConfig(initial_s=1.0, max_s=60.0)
+    status_interval_s: float = Field(default=30.0, gt=0)
+    backlog_rate: float | None = Field(default=None, gt=0)
+    """Events/s for the backlog after an outage (live events go first); None = no limit, strict order."""
+    ack_mode: Literal["puback", "end_to_end"] = "puback"
+    ack_timeout_s: float = Field(default=120.0, gt=0)
+
+

@@ -1,0 +1,278 @@
+"""The uplink daemon's loop: drains the outbox to the district broker over MQTT (paho-mqtt 2).
+
+At-least-once with stable event ids: up to `window` QoS 1 publishes are in flight; a row leaves the
+outbox only after its PUBACK (or, in end-to-end mode, after the platform's committed watermark
+covers it). Every connection is a fresh client, so nothing lives only in paho's memory: after a
+disconnect, whatever was not acknowledged is simply read from the outbox again (duplicates ≤ window,
+same event_id). Reconnects use jittered exponential backoff.
+
+The concerns live apart: `session` (connecting, protocol fallback, error text), `window` (which rows
+go out, what is in flight, storing acknowledgements), `status` (the retained status body). This
+module only drives them: connect, pump, settle, housekeeping, shutdown.
+See docs/delivery.md for the semantics the platform can rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge.backoff import Backoff
+from edge.errors import OutboxError
+from edge.events import base_topic, status_topic
+from edge.outbox import Outbox
+from edge.types import Origin
+from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.session import BrokerSession, pump
+from edge.uplink.stats import UplinkStats
+from edge.uplink.status import alarm_signature, status_body, uplink_state
+from edge.uplink.window import AckListener, InflightWindow
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL_S = 0.02  # how soon a commit by the capture process is noticed when the outbox was empty
+_ACK_WAIT_S = 0.05  # select() returns as soon as a PUBACK arrives; this only bounds a silent wait
+_STATUS_CHECK_S = 1.0  # how often a change of alarm state is looked for (then status goes out at once)
+_PURGE_INTERVAL_S = 10.0
+
+
+class Uplink:
+    """Publishes outbox rows to MQTT; `run()` blocks until `stop()` (or until drained, for tests and `run`)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        origin: Origin,
+        mqtt_cfg: MqttConfig,
+        uplink_cfg: UplinkConfig,
+        *,
+        password: str | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        on_acked: AckListener | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.origin = origin
+        self.mqtt_cfg = mqtt_cfg
+        self.cfg = uplink_cfg
+        self._status_extra = status_extra
+        self._heartbeat = heartbeat or (lambda: None)
+        self._clock = clock
+        self._stop = threading.Event()
+        self._drain_exit = threading.Event()
+        self._backoff = Backoff(uplink_cfg.backoff)
+        self.stats = UplinkStats(protocol=mqtt_cfg.protocol)
+        self.status_topic = status_topic(origin, mqtt_cfg.topic_prefix)
+        self.ack_topic = f"{base_topic(origin, mqtt_cfg.topic_prefix)}/ack"
+        self.session = BrokerSession(mqtt_cfg, origin, self.status_topic, self.stats, password=password, clock=clock)
+        self.window = InflightWindow(outbox, uplink_cfg, self.stats, clock=clock, on_acked=on_acked)
+        self._client: mqtt.Client | None = None
+        self._next_status = 0.0
+        self._next_status_check = 0.0
+        self._alarm_sig: tuple[object, ...] | None = None
+        self._next_purge = 0.0
+        self._next_resend = 0.0
+        self._store_error: str | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT protocol in use ("5", or "3.1.1" after a fallback)."""
+        return self.session.protocol
+
+    # -- connection ----------------------------------------------------------------------------
+    def _connect(self) -> bool:
+        self.window.reset()
+        subscribe = (self.ack_topic,) if self.cfg.ack_mode == "end_to_end" else ()
+        client = self.session.connect(self.window.on_publish, self._on_message, subscribe=subscribe,
+                                      stop=self._stop.is_set)
+        if client is None:
+            return False
+        self._client = client
+        self._backoff.reset()
+        self.window.start_connection(self.session.v5())
+        self._next_status = 0.0
+        log.info("connected to broker %s (MQTT %s)", self.session.where, self.protocol)
+        return True
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        # The platform's committed watermark (end-to-end mode): rows it covers leave the outbox.
+        if msg.topic != self.ack_topic:
+            return
+        try:
+            body = json.loads(msg.payload)
+            boot = int(body["boot"])
+            marks = {str(k): int(v) for k, v in body["marks"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring a malformed acknowledgement message on %s", msg.topic)
+            return
+        try:
+            for source, seq in marks.items():
+                self.outbox.ack_watermark(source, boot, seq)
+        except OutboxError as exc:
+            # The mark is retained and sent again on the next connection; rows stay until then.
+            log.warning("cannot apply the platform's watermark now: %s", exc)
+
+    def rewind(self) -> None:
+        """Read the outbox from its start again (after a rejected publish or an end-to-end resend)."""
+        self.window.rewind()
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self, online: bool) -> dict[str, Any]:
+        """The retained status body: online, backlog, drops, disk, camera and port states."""
+        body = status_body(self.outbox, self.origin, self.cfg, self.stats, online=online, protocol=self.protocol,
+                           now=self._clock())
+        if self._status_extra is not None:
+            body.update(self._status_extra())
+        return body
+
+    def publish_status(self, online: bool) -> None:
+        """Publish the retained status message."""
+        if self._client is None:
+            return
+        body = self.status(online)
+        self._alarm_sig = alarm_signature(self.outbox)
+        self._client.publish(self.status_topic, json.dumps(body, sort_keys=True), qos=1, retain=True)
+
+    def _record_state(self) -> None:
+        try:
+            self.outbox.put_status("uplink", uplink_state(self.stats, self.protocol))
+        except OutboxError as exc:
+            log.debug("cannot record uplink state: %s", exc)
+
+    # -- draining ------------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        self._heartbeat()  # systemd watchdog: the loop is alive even while disconnected
+        now = self._clock()
+        if now >= self._next_purge:
+            self.outbox.purge_expired(now)
+            self._next_purge = now + _PURGE_INTERVAL_S
+        if self.cfg.ack_mode == "end_to_end" and now >= self._next_resend:
+            if self.outbox.unsend_overdue(now, self.cfg.ack_timeout_s):
+                self.window.rewind()
+            self._next_resend = now + min(_PURGE_INTERVAL_S, self.cfg.ack_timeout_s / 4)
+        if self._client is None:
+            return
+        if now >= self._next_status_check:
+            self._next_status_check = now + _STATUS_CHECK_S
+            if alarm_signature(self.outbox) != self._alarm_sig:
+                self._next_status = 0.0  # an alarm appeared or cleared: tell the platform now
+        if now >= self._next_status:
+            self.publish_status(online=True)
+            self._next_status = now + self.cfg.status_interval_s
+
+    def _step(self) -> int:
+        """One turn of the drain loop: fill the window, move packets, store acknowledgements."""
+        client = self._client
+        assert client is not None
+        window = self.window
+        changed = self.outbox.changed()
+        paused = time.monotonic() < window.pause_until
+        if not paused and (window.more or changed) and not window.full():
+            window.fill(client)
+        if window.more and not paused and not window.full():
+            timeout = 0.0  # more to send and room for it: do not wait
+        else:
+            timeout = _ACK_WAIT_S if window.inflight else _IDLE_POLL_S
+        rc = pump(client, timeout)
+        window.settle()
+        return int(rc)
+
+    def _reconnect(self, last_error: str | None) -> tuple[bool, str | None]:
+        """Try to connect; on failure wait out the backoff. Returns (connected, last logged error)."""
+        self._client = None
+        if self._connect():
+            self._record_state()
+            return True, None
+        if self.session.retry_now:
+            return False, last_error  # protocol fallback: try 3.1.1 at once
+        delay = self._backoff.next_delay()
+        self.stats.retry_in_s = round(delay, 2)
+        if self.stats.last_error != last_error:
+            log.warning("uplink: %s; retrying with backoff", self.stats.last_error)
+            last_error = self.stats.last_error
+        self._record_state()
+        self._heartbeat()
+        self._stop.wait(delay)
+        return False, last_error
+
+    def run(self, *, until_empty: bool = False, idle_exit_s: float | None = None) -> None:
+        """Drain until stop() (or, with `until_empty`, until the outbox stays empty for `idle_exit_s`)."""
+        empty_since: float | None = None
+        last_error: str | None = None
+        while not self._stop.is_set():
+            if self._client is None or not self.stats.connected:
+                connected, last_error = self._reconnect(last_error)
+                if not connected:
+                    continue
+            try:
+                rc = self._step()
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    self.stats.connected = False
+                    self.stats.disconnects += 1
+                    self.stats.last_error = f"connection lost ({mqtt.error_string(rc)})"
+                    log.warning("uplink: %s", self.stats.last_error)
+                    self._record_state()
+                    continue
+                self._housekeeping()
+                if self._store_error is not None:
+                    log.warning("uplink: the outbox is usable again")
+                    self._store_error = None
+            except OutboxError as exc:
+                # A locked or full disk: what was acknowledged stays queued in memory and is stored
+                # (or, after a crash, simply sent again) later. Keep the connection.
+                if str(exc) != self._store_error:
+                    log.warning("uplink: outbox error, retrying: %s", exc)
+                    self._store_error = str(exc)
+                self._stop.wait(min(1.0, self.cfg.backoff.max_s))
+                continue
+            if until_empty or self._drain_exit.is_set():
+                if self.window.idle() and self.outbox.depth() == 0:
+                    empty_since = empty_since or time.monotonic()
+                    if time.monotonic() - empty_since >= (idle_exit_s or 0.0):
+                        break
+                else:
+                    empty_since = None
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        self.stats.connected = False  # our own DISCONNECT is not a connection loss to report
+        try:
+            self.publish_status(online=False)
+            deadline = time.monotonic() + 2.0
+            while self.window.inflight and time.monotonic() < deadline:
+                pump(client, 0.05)
+                self.window.settle()
+            pump(client, 0.1)
+            client.disconnect()  # a clean DISCONNECT: the broker discards the will
+            pump(client, 0.1)
+        except (OSError, OutboxError):
+            pass
+        self._client = None
+        self.stats.connected = False
+        self._record_state()
+
+    def probe(self) -> str | None:
+        """Connect once with this configuration (TLS, credentials, protocol) and disconnect.
+
+        Returns None when the broker accepted the connection, else the error an installer should
+        read. Uses its own client id and no will, so it is safe while the uplink daemon runs.
+        """
+        return self.session.probe()
+
+    def stop(self) -> None:
+        """Ask `run()` to return (thread-safe)."""
+        self._stop.set()
+
+    def drain_and_stop(self) -> None:
+        """Ask `run()` to return once the outbox is empty and nothing is in flight (thread-safe)."""
+        self._drain_exit.set()
