@@ -106,6 +106,8 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     status = ob.get_status()["capture"]
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
     assert status["committed"] == 2
+    # Which ONNX Runtime provider each model runs on is part of the status (CPU on this machine).
+    assert status["inference"] == {"yunet.edge.onnx": "CPUExecutionProvider", "sface.edge.onnx": "CPUExecutionProvider"}
 
 
 def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:
