@@ -82,6 +82,10 @@ class AuditAction(StrEnum):
 
     QUERY = "query"
     QUERY_REFUSED = "query_refused"
+    BIOMETRIC_QUERY = "biometric_query"
+    """A photo search: biometric processing of stored faces, audited apart from other queries."""
+    REFUSALS = "refusals"
+    """Refusals aggregated over a window (a flood of bad requests must not fsync one record each)."""
     ENROL = "enrol"
     REMOVE = "remove"
     KEY_ROTATE = "key_rotate"

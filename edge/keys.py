@@ -120,6 +120,46 @@ def load_key_file(path: Path, *, purpose: str, min_bytes: int = 32) -> bytes:
     return key
 
 
+def read_private_text(path: Path, *, purpose: str, max_bytes: int = _MAX_KEY_FILE_BYTES) -> str:
+    """The text of a secret that is not a key (a broker password, camera `user:password`, a TLS private key).
+
+    The same rules as key files: a regular file, readable by its owner only (ACLs honoured), no FIFO
+    hang, bounded size; KeyFileError says how to fix it. The content is never echoed.
+    """
+    label = f"{purpose} file {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"{label} does not exist{_missing_hint(path)}") from exc
+    except OSError as exc:
+        raise KeyFileError(f"{label} cannot be opened: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{label} is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        foreign = _foreign_access(fd, mode, label)
+        if foreign:
+            raise KeyFileError(f"{label} has mode {mode:04o} and can be {foreign}; a secret must be readable "
+                               f"by its owner only. Fix: chmod 600 {shlex.quote(str(path))}")
+        content = _read_all(fd, max_bytes + 1)
+    except OSError as exc:
+        raise KeyFileError(f"{label} cannot be read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(content) > max_bytes:
+        raise KeyFileError(f"{label} is larger than {max_bytes} bytes")
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{label} is not UTF-8 text") from None
+
+
+def check_private_file(path: Path, *, purpose: str, max_bytes: int = 1 << 20) -> None:
+    """Refuse (KeyFileError) a secret file that others can read, e.g. a TLS private key handed to a library."""
+    read_private_text(path, purpose=purpose, max_bytes=max_bytes)
+
+
 def generate_key_file(path: Path, nbytes: int = 32, *, force: bool = False) -> bytes:
     """Create a new random key file (one hex line, mode 0600) atomically and return the key.
 

@@ -29,7 +29,7 @@ from pydantic import Field
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
-from edge.sqlite import transaction
+from edge.sqlite import create_private, transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -232,8 +232,10 @@ class Outbox:
 
     # -- opening -------------------------------------------------------------------------------
     def _connect(self, path: Path) -> sqlite3.Connection:
+        create_private(path)  # 0600 whatever the umask; -wal and -shm inherit it (issue 12)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA secure_delete=ON")  # delivered rows are overwritten, not left in free pages
         # FULL: a commit is on stable storage before `append` returns; a power cut loses nothing acked.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
@@ -411,6 +413,23 @@ class Outbox:
         out: list[OutboxRecord] = []
         for r in self._db.execute(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY row_id LIMIT ?",  # noqa: S608
                                   (*args, limit + len(skip))):
+            if int(r[0]) not in skip:
+                out.append(_row(r, self.boot))
+                if len(out) >= limit:
+                    break
+        return out
+
+    @_guarded
+    def pending_priority(self, min_priority: int, after: int, upto: int, limit: int, *,
+                         exclude: Iterable[int] = (), unsent_only: bool = False) -> list[OutboxRecord]:
+        """Up to `limit` rows of at least `min_priority` (alarms) with `after < row_id <= upto`, oldest
+        first, skipping `exclude`. The uplink sends these ahead of both lanes: an SOS press must not
+        wait for a backlog."""
+        skip = {i for i in exclude if after < i <= upto}
+        where = "priority >= ? AND row_id > ? AND row_id <= ?" + (" AND sent_ts IS NULL" if unsent_only else "")
+        out: list[OutboxRecord] = []
+        for r in self._db.execute(f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY row_id LIMIT ?",  # noqa: S608
+                                  (min_priority, after, upto, limit + len(skip))):
             if int(r[0]) not in skip:
                 out.append(_row(r, self.boot))
                 if len(out) >= limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,27 +10,48 @@ from pathlib import Path
 from typing import Literal
 
 
-def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secure_delete: bool = False,
+def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secure_delete: bool = True,
             foreign_keys: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (callers run explicit transactions), WAL, 30 s busy timeout.
 
     `synchronous=FULL` makes a commit durable before it returns (a power cut loses nothing
-    acknowledged); `secure_delete` overwrites deleted content instead of leaving it in free pages,
-    which the key stores and the passage store need for crypto-shredding to mean anything.
-    Raises sqlite3.Error; callers translate it into their own error type.
+    acknowledged); `secure_delete` (on for every database since issue 12) overwrites deleted content
+    instead of leaving it in free pages, so a deleted row is gone from the file, not just unlinked.
+    A new database file is created mode 0600 whatever the umask; SQLite gives its -wal and -shm
+    files the database's mode. Raises sqlite3.Error; callers translate it into their own error type.
     """
+    create_private(path)
     db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")
-        if secure_delete:
-            db.execute("PRAGMA secure_delete=ON")
+        db.execute(f"PRAGMA secure_delete={'ON' if secure_delete else 'OFF'}")
         if foreign_keys:
             db.execute("PRAGMA foreign_keys=ON")
     except sqlite3.Error:
         db.close()
         raise
     return db
+
+
+def create_private(path: Path, mode: int = 0o600) -> None:
+    """Create `path` empty with `mode` (0600) unless it exists (a special name like ':memory:' is left alone).
+
+    A file two daemons share (the outbox, once they run as separate users) may pass a group mode.
+    """
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        # Callers handle sqlite3.Error (what sqlite3.connect raises for the same trouble), so say it alike.
+        raise sqlite3.OperationalError(f"unable to open database file {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, mode)  # the umask applies to os.open's mode; make it exact
+    finally:
+        os.close(fd)
 
 
 @contextmanager

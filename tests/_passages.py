@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.app.config import Config, GatewayConfig
 from edge.audit import AuditLog
@@ -183,13 +185,23 @@ def face_obs(source: str, ts: float, embedding: object | None = None, direction:
                               "direction": direction}, embedding=emb)
 
 
+SIGNING_KEYS: dict[str, Ed25519PrivateKey] = {}
+"""Each test principal's Ed25519 MQTT signing key (the platform side); tokens files carry the public half."""
+
+
 def write_tokens(path: Path) -> dict[str, str]:
-    """A 0600 tokens file for POLICE, PLATFORM and INSTALLER (and a second police officer); name → token."""
+    """A 0600 tokens file for POLICE, PLATFORM and INSTALLER (and a second police officer); name → token.
+
+    Every principal also gets a `verify_key` whose private half is in SIGNING_KEYS.
+    """
     tokens = {name: os.urandom(32).hex() for name in (POLICE.name, PLATFORM.name, INSTALLER.name, "officer-0043")}
     lines = []
     for name, role, officer in ((POLICE.name, "police", "0042"), (PLATFORM.name, "platform", None),
                                 (INSTALLER.name, "installer", None), ("officer-0043", "police", "0043")):
-        lines += ["[[principal]]", f'name = "{name}"', f'role = "{role}"', f'token = "{tokens[name]}"']
+        key = SIGNING_KEYS.setdefault(name, Ed25519PrivateKey.generate())
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+        lines += ["[[principal]]", f'name = "{name}"', f'role = "{role}"', f'token = "{tokens[name]}"',
+                  f'verify_key = "{public}"']
         if officer:
             lines.append(f'officer = "{officer}"')
         lines.append("")

@@ -165,6 +165,7 @@ def test_redact_text_masks_urls_and_known_secrets() -> None:
 def test_credentials_file_errors_do_not_echo_content(tmp_path: Path) -> None:
     bad = tmp_path / "bad.cred"
     bad.write_text("hunter2-without-a-user-separator\n")
+    bad.chmod(0o600)
     with pytest.raises(DriverError) as info:
         read_credentials(bad)
     assert "hunter2" not in str(info.value)
@@ -172,6 +173,7 @@ def test_credentials_file_errors_do_not_echo_content(tmp_path: Path) -> None:
         read_credentials(tmp_path / "missing.cred")
     good = tmp_path / "good.cred"
     good.write_text("user:pa:ss\n")
+    good.chmod(0o600)
     assert read_credentials(good) == ("user", "pa:ss")
 
 

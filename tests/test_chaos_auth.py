@@ -58,6 +58,7 @@ def test_refused_credentials_clear_error_backoff_nothing_lost_then_recovers(tmp_
                        listener=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
     sub = Subscriber(port, client_id="platform", username="platform", password="platform-secret")
     (tmp_path / "mqtt.pass").write_text("the-new-password\n")
+    (tmp_path / "mqtt.pass").chmod(0o600)  # a secret: a 0644 password file is refused (issue 12)
     db = tmp_path / "outbox.db"
     acked = _commit(db, tmp_path, 200)
     up = uplink_daemon(gateway_config(tmp_path, broker.port, mqtt={"username": "gw01",

@@ -78,6 +78,8 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert obama.subject.kind is IdKind.RESIDENT and obama.subject.value == "r-obama"
     assert obama.attrs["matched"] is True and obama.attrs["frames"] == 6 and obama.attrs["embedded"] == 3
     assert biden.subject is None and biden.subject_ref and biden.attrs["matched"] is False
+    # Issue 12: an unknown face publishes no gallery similarity (it told how close a stranger came).
+    assert "confidence" not in biden.attrs and 0 < float(obama.attrs["confidence"]) <= 1
     assert obama.embedding is not None and abs(float(np.linalg.norm(obama.embedding)) - 1) < 1e-4
     gallery.close()
     assert main(["residents", "remove", "--config", str(cfg_path), "--id", "r-obama"]) == 0
@@ -102,6 +104,7 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     assert [p["kind"] for p in payloads] == ["face_passage", "face_passage"]
     assert [p["seq"] for p in payloads] == [1, 2]
     assert all(p["subject"]["type"] == "unknown_face" for p in payloads)
+    assert all("confidence" not in p["attrs"] for p in payloads)
     assert payloads[0]["subject"]["ref"] != payloads[1]["subject"]["ref"]
     status = ob.get_status()["capture"]
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
@@ -140,3 +143,15 @@ def test_enrolment_removal_and_config_changes_are_audited_without_raw_ids(tmp_pa
     assert [r.action for r in records if r.action != "purge"] == ["enrol", "remove", "config_change"]
     assert all("r-biden" not in r.details for r in records)
     assert json.loads(records[0].details)["consent"] == "C-9"
+
+
+def test_a_16_bit_png_enrols(tmp_path: Path) -> None:
+    # Issue 12: `residents enrol` read photos unchanged, so a 16-bit PNG reached the detector as uint16
+    # and crashed the command. Photos now go through read_image (sized from the header, 8-bit BGR).
+    cfg_path = _setup(tmp_path)
+    photo = cv2.imread(str(FACES / "obama" / "obama.jpg"))
+    assert photo is not None
+    deep = tmp_path / "obama16.png"
+    assert cv2.imwrite(str(deep), photo.astype(np.uint16) * 257)
+    assert main(["residents", "enrol", "--config", str(cfg_path), "--id", "r-deep", "--consent", "C-18",
+                 str(deep)]) == 0

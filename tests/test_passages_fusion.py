@@ -165,3 +165,34 @@ def test_config_refuses_a_source_at_two_gates_and_retention_beyond_records() -> 
         PassageConfig(gates=(GateConfig(id="a", sources=("cam1",)), GateConfig(id="b", sources=("cam1",))))
     with pytest.raises(ValidationError, match="cannot exceed records_days"):
         RetentionConfig(records_days=7, faces_days=30)
+
+
+def test_interleaved_people_each_card_fuses_with_the_nearest_face(env: Env) -> None:
+    # Issue 12: fusion joined the first open passage, so with two people close behind each other a
+    # resident's card fused with a stranger's face. Here the stranger's face is committed first
+    # (T0 + 1.0), then resident A's card (T0 + 3.6), A's face (T0 + 3.4), B's card (T0 + 5.3) and
+    # B's face (T0 + 5.5): every pair fits one window, so first-fit put A's card with the stranger.
+    stranger = env.commit([face_obs("cam-face-n", T0 + 1.0)])
+    card_a = env.commit([card_obs("reader-n", T0 + 3.6, CARDS[0])])
+    face_a = env.commit([face_obs("cam-face-n", T0 + 3.4)])
+    card_b = env.commit([card_obs("reader-n", T0 + 5.3, CARDS[1])])
+    face_b = env.commit([face_obs("cam-face-n", T0 + 5.5)])
+    env.flush()
+    links = {frozenset(p.links) for p in env.recorder.events(EventKind.PASSAGE)}
+    assert frozenset({card_a[0].event_id, face_a[0].event_id}) in links
+    assert frozenset({card_b[0].event_id, face_b[0].event_id}) in links
+    assert not any(stranger[0].event_id in group and len(group) > 1 for group in links)  # alone: below min_members
+
+
+def test_nearest_grouping_is_one_anchor_per_kind_within_the_window() -> None:
+    from edge.passages.fusion import _Member, _Pending, group_nearest
+
+    def anchor(eid: str, kind: EventKind, ts: float) -> _Pending:
+        return _Pending(_Member(eid, kind, ts, ts, None), 0.0)
+
+    groups = group_nearest([anchor("f1", EventKind.FACE_PASSAGE, 0.0), anchor("c1", EventKind.CARD_SWIPE, 0.4),
+                            anchor("f2", EventKind.FACE_PASSAGE, 0.5), anchor("c2", EventKind.CARD_SWIPE, 0.9),
+                            anchor("p1", EventKind.PLATE_PASSAGE, 20.0)], window_s=5.0)
+    as_ids = sorted(sorted(a.member.event_id for a in g) for g in groups)
+    # c1 is nearest f2 (0.1 s), so f2+c1 first; then f1 may only take c2 (0.9 s, same-kind never twice).
+    assert as_ids == [["c1", "f2"], ["c2", "f1"], ["p1"]]

@@ -80,6 +80,7 @@ def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
     data.mkdir()
     generate_key_file(data / "district.key")
     generate_key_file(data / "data.key")
+    generate_key_file(data / "query-door.key")
     tokens = write_tokens(data / "query-tokens.toml")
     text = ('[gateway]\ndistrict = "dl-district"\ncommunity = "c0001"\ngateway = "gw01"\ndata_dir = "data"\n'
             '\n[passages]\nmin_members = 1\n\n')
@@ -208,10 +209,11 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
     from paho.mqtt.enums import CallbackAPIVersion
 
     from edge.app.query import serve
+    from edge.keys import load_key_file
     from edge.query.config import HttpConfig, MqttQueryConfig
-    from edge.query.mqtt_rr import open_reply, request_properties, seal_request
+    from edge.query.mqtt_rr import door_public_key, open_reply, request_properties, seal_request
     from tests._mqtt import Collector
-    from tests._passages import PLATFORM
+    from tests._passages import SIGNING_KEYS
 
     gw = make_gateway(tmp_path)
     host, port = broker.host, broker.port  # type: ignore[attr-defined]
@@ -239,25 +241,29 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
         assert responder.wait_ready()  # type: ignore[attr-defined]
         body = json.dumps({"case_id": "C-5", "from": now - 3600, "to": now, "value": plate}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{http.port}/v1/query/plate", data=body, method="POST",  # type: ignore[attr-defined]
-                                     headers={"Authorization": f"Bearer {gw.tokens[POLICE.name]}"})
+                                     headers={"Authorization": f"Bearer {gw.tokens[POLICE.name]}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read())["hits"][0]["members"][0]["raw"] == plate
 
-        collector = Collector(host, port, "replies/#", client_id="serve-test-collector")
+        collector = Collector(host, port, "edgegw/dl-district/query/reply/#", client_id="serve-test-collector")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="serve-test-platform", protocol=mqtt.MQTTv5)
         client.connect(host, port)
         client.loop_start()
         try:
             corr = b"corr-1"
-            payload = seal_request(PLATFORM.name, gw.tokens[PLATFORM.name],
-                                   {"kind": "plate", "case_id": "C-5", "officer_id": "D-1", "from": now - 3600,
-                                    "to": now, "value": plate}, "replies/p1", corr)
-            client.publish("edgegw/dl-district/query/request", payload, qos=1,
-                           properties=request_properties("replies/p1", corr)).wait_for_publish(5)
+            reply_topic = "edgegw/dl-district/query/reply/p1"
+            door = door_public_key(load_key_file(gw.data / "query-door.key", purpose="door"))
+            pending = seal_request(POLICE.name, SIGNING_KEYS[POLICE.name],
+                                   {"kind": "plate", "case_id": "C-5", "from": now - 3600,
+                                    "to": now, "value": plate}, reply_topic, corr,
+                                   gateways={"dl-district/c0001/gw01": door})
+            client.publish("edgegw/dl-district/query/request", pending.payload, qos=1,
+                           properties=request_properties(reply_topic, corr)).wait_for_publish(5)
             deadline = time.monotonic() + 10
             while not collector.messages and time.monotonic() < deadline:
                 time.sleep(0.05)
-            reply = open_reply(gw.tokens[PLATFORM.name], collector.messages[0].payload, corr)
+            reply = open_reply(pending, collector.messages[0].payload, reply_topic, corr)
             assert reply["status"] == "ok" and len(reply["result"]["hits"]) == 1
             assert plate not in collector.messages[0].payload.decode()
         finally:
@@ -271,3 +277,16 @@ def test_serve_runs_both_front_doors_over_one_service(tmp_path: Path, broker: ob
     assert not thread.is_alive()
     with AuditLog(gw.data / "audit.db", create=False) as audit:
         assert [json.loads(r.details)["channel"] for r in audit.records()] == ["http", "mqtt"]
+
+
+def test_door_key_prints_what_the_district_encrypts_requests_to(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.keys import load_key_file
+    from edge.query.mqtt_rr import door_public_key
+
+    gw = make_gateway(tmp_path)
+    assert main(["query", "door-key", "--config", str(gw.config)]) == 0
+    who, public = capsys.readouterr().out.split()
+    assert who == "dl-district/c0001/gw01"
+    door = door_public_key(load_key_file(gw.data / "query-door.key", purpose="door"))
+    assert bytes.fromhex(public) == door.public_bytes_raw()

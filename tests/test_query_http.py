@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ class Api:
         self.spec = self.get("/openapi.json")[1]
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+                token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
         req = urllib.request.Request(self.base + path, data=body, method=method, headers=dict(headers or {}))
         if token is not None:
             req.add_header("Authorization", f"Bearer {token}")
@@ -57,15 +58,16 @@ class Api:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read()), dict(resp.headers)
+                # The headers stay a case-insensitive Message: uvicorn sends them lowercase.
+                return resp.status, json.loads(resp.read()), resp.headers
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read()), dict(err.headers)
+            return err.code, json.loads(err.read()), err.headers
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
         status, body, _ = self.request("GET", path, token=token)
         return status, body
 
-    def query(self, kind: str, who: str | None, **fields: Any) -> tuple[int, Any, dict[str, str]]:
+    def query(self, kind: str, who: str | None, **fields: Any) -> tuple[int, Any, Any]:
         body = {"case_id": "C-2026-17", "from": "2026-01-09T12:00:00Z", "to": T0 + DAY, **fields}
         body = {k: v for k, v in body.items() if v is not None}
         return self.request("POST", f"/v1/query/{kind}", json.dumps(body).encode(),
@@ -119,13 +121,16 @@ def test_police_sees_raw_values_platform_pseudonyms_installer_neither(api: Api, 
     # Anchors (plate, card, face) in time order, then phones.
     assert [m.get("raw") for m in hit["members"]] == [plates[0], CARDS[0], None, MACS[0]]
 
+    # Issue 12: the platform role no longer runs identifying queries; it gets aggregates (metadata).
     status, body, _ = api.query("mac", PLATFORM.name, officer_id="D-17", value=MACS[0])
-    assert status == 200 and body["view"] == "pseudonyms"
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    status, body, _ = api.query("range", PLATFORM.name, officer_id="D-17")
+    assert status == 200 and body["view"] == "metadata"
     api.check(body, "QueryResult")
     text = json.dumps(body, ensure_ascii=False)
     for raw in (plates[0], CARDS[0], MACS[0], MACS[0].replace(":", "").lower()):
         assert raw not in text
-    assert all("pseudonym" in m["subject"] or "ref" in m["subject"] for m in body["hits"][0]["members"])
+    assert all(set(m.get("subject", {})) <= {"type"} for h in body["hits"] for m in h["members"])
 
     status, body, _ = api.query("plate", INSTALLER.name, officer_id="inst-7", value=plates[0])
     assert status == 403 and body["error"]["code"] == "forbidden"
@@ -183,11 +188,42 @@ def test_photo_over_http(api: Api, plates: list[str]) -> None:
     assert ok
     status, body, _ = api.query("photo", PLATFORM.name, officer_id="D-17",
                                 photo=base64.b64encode(png.tobytes()).decode())
+    assert status == 403, body  # photo search of faces is police-only (issue 12)
+    status, body, _ = api.query("photo", POLICE.name, photo=base64.b64encode(png.tobytes()).decode())
     assert status == 200, body
     api.check(body, "QueryResult")
     assert body["hits"][0]["matched"] == [face.event_id] and body["hits"][0]["score"] == pytest.approx(1.0)
-    status, body, _ = api.query("photo", PLATFORM.name, officer_id="D-17", photo="***")
+    status, body, _ = api.query("photo", POLICE.name, photo="***")
     assert status == 400 and "base64" in body["error"]["message"]
+
+
+def test_out_of_range_times_are_a_400_with_a_reason(api: Api, plates: list[str]) -> None:
+    # Issue 12: timestamps at year >= 10000 or 1e300 dropped the connection instead of answering.
+    for value in (1e300, "1e300", -1e300, "10000-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", 1e20):
+        status, body, _ = api.query("card", POLICE.name, value=CARDS[0], **{"to": value})
+        assert status == 400, (value, body)
+        assert body["error"]["code"] == "invalid" and "to" in body["error"]["message"]
+    assert api.query("card", POLICE.name, value=CARDS[0])[0] == 200  # the door still answers
+
+
+def test_slow_clients_are_bounded(api: Api) -> None:
+    import socket
+
+    # Issue 12: 15 idle connections held 15 threads indefinitely. The door now serves a bounded
+    # number at once and turns the rest away with a 503 instead of queueing them behind a stall.
+    idle = [socket.create_connection(("127.0.0.1", api.server.port)) for _ in range(api.server.max_clients)]
+    try:
+        deadline = time.monotonic() + 20  # wait (without a timing assertion) until the server holds them all
+        while len(api.server._server.server_state.connections) < api.server.max_clients:
+            assert time.monotonic() < deadline, "the server never accepted the idle connections"
+            time.sleep(0.05)
+        extra = socket.create_connection(("127.0.0.1", api.server.port), timeout=10)
+        extra.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert extra.recv(64).startswith(b"HTTP/1.1 503")
+        extra.close()
+    finally:
+        for s in idle:
+            s.close()
 
 
 def test_tokens_file_must_be_private_and_valid(tmp_path: Path) -> None:
@@ -204,3 +240,75 @@ def test_tokens_file_must_be_private_and_valid(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_principals(bad)
     assert secret not in str(err.value) and "token" in str(err.value)
+
+
+def test_a_client_that_never_finishes_its_request_is_disconnected(tmp_path: Path) -> None:
+    import socket
+
+    env = make_env(tmp_path)
+    write_tokens(tmp_path / "tokens.toml")
+    server = QueryHttpServer(env.service, load_principals(tmp_path / "tokens.toml"),
+                             HttpConfig(port=0, request_timeout_s=0.5))
+    server.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(b"POST /v1/query/card HTTP/1.1\r\nHost: x\r\n")  # ...and the rest never comes
+        assert slow.recv(1024) == b""  # closed by the server, well before our 10 s timeout
+        slow.close()
+    finally:
+        server.stop()
+        env.close()
+
+
+def test_bodies_over_the_cap_are_a_413(api: Api) -> None:
+    import http.client
+
+    # Announced too large: refused from the header, before a byte of the body is read.
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
+    conn.putrequest("POST", "/v1/query/photo")
+    conn.putheader("Authorization", f"Bearer {api.tokens[POLICE.name]}")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(api.server.max_body + 1))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "too_large"
+    conn.close()
+    # Streamed without a length (chunked): cut off once the cap is passed.
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
+    chunks = (b"A" * 65536 for _ in range(api.server.max_body // 65536 + 2))
+    conn.request("POST", "/v1/query/photo", body=chunks, encode_chunked=True,
+                 headers={"Authorization": f"Bearer {api.tokens[POLICE.name]}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
+
+
+def test_openapi_states_the_constraints_the_server_enforces(api: Api) -> None:
+    schemas = api.spec["components"]["schemas"]
+    photo = schemas["PhotoQuery"]["properties"]
+    threshold = next(s for s in photo["threshold"]["anyOf"] if s.get("type") == "number")
+    assert threshold["minimum"] == -1.0 and threshold["maximum"] == 1.0
+    case = next(s for s in photo["case_id"]["anyOf"] if s.get("type") == "string")
+    assert case["pattern"].startswith("^[A-Za-z0-9]")
+    to = json.dumps(photo["to"])
+    assert "253402300799" in to and '"minimum": 0' in to
+    assert schemas["PhotoQuery"]["additionalProperties"] is False
+    # ...and a body that breaks one of them is a 400 with a reason, not a 422.
+    status, body, _ = api.query("photo", POLICE.name, photo="AAAA", threshold=7)
+    assert status == 400 and "threshold" in body["error"]["message"]
+    status, body, _ = api.query("card", POLICE.name, value=CARDS[0], limit=0)
+    assert status == 400 and "limit" in body["error"]["message"]
+
+
+def test_alive_reports_the_server_thread_for_the_watchdog(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    write_tokens(tmp_path / "tokens.toml")
+    server = QueryHttpServer(env.service, load_principals(tmp_path / "tokens.toml"), HttpConfig(port=0))
+    try:
+        assert not server.alive()
+        server.start()
+        assert server.alive()
+    finally:
+        server.stop()
+        env.close()
+    assert not server.alive()

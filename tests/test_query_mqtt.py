@@ -1,4 +1,4 @@
-"""MQTT 5 request/response on a real mosquitto: authentication, role limits, fan-out, no raw identifier published."""
+"""MQTT 5 request/response on a real mosquitto: signatures, reply namespace, encrypted replies, replay window."""
 
 from __future__ import annotations
 
@@ -11,10 +11,21 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.query.config import MqttQueryConfig
-from edge.query.mqtt_rr import MqttResponder, ReplyError, open_reply, request_properties, seal_request
+from edge.query.mqtt_rr import (
+    NOT_ACCEPTED,
+    MqttResponder,
+    PendingRequest,
+    ReplyError,
+    door_public_key,
+    open_reply,
+    recipient,
+    request_properties,
+    seal_request,
+)
 from edge.query.principals import load_principals
 from edge.uplink.config import MqttConfig
 from tests._events import assert_no_raw_identifiers
@@ -27,6 +38,7 @@ from tests._passages import (
     ORIGIN,
     PLATFORM,
     POLICE,
+    SIGNING_KEYS,
     T0,
     Env,
     card_obs,
@@ -39,47 +51,57 @@ from tests._passages import (
 
 FANOUT = f"edgegw/{ORIGIN.district}/query/request"
 DIRECT = f"edgegw/{ORIGIN.district}/{ORIGIN.community}/{ORIGIN.gateway}/query/request"
-REPLIES = "platform/replies/abc123"
+REPLIES = f"edgegw/{ORIGIN.district}/query/reply/abc123"
+DOOR_KEY = bytes(range(1, 33))
 
 
 class Platform:
-    """The district platform's side: publishes sealed requests, collects replies (and every payload)."""
+    """The district platform's side: publishes signed requests, collects replies (and every payload)."""
 
-    def __init__(self, host: str, port: int, env: Env, tokens: dict[str, str]) -> None:
+    def __init__(self, host: str, port: int, env: Env) -> None:
         self.env = env
-        self.tokens = tokens
+        self.gateways = {recipient(ORIGIN): door_public_key(DOOR_KEY)}
+        self.pending: dict[bytes, PendingRequest] = {}
         self.collector = Collector(host, port, "#", client_id="platform-collector")  # sees requests and replies
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="platform-pub", protocol=mqtt.MQTTv5)
         self.client.connect(host, port)
         self.client.loop_start()
 
-    def send(self, who: str, query: dict[str, Any], *, topic: str = FANOUT, token: str | None = None,
-             payload: bytes | None = None) -> tuple[bytes, bytes]:
+    def send(self, who: str, query: dict[str, Any], *, topic: str = FANOUT, key: Ed25519PrivateKey | None = None,
+             reply_to: str = REPLIES, now: float = T0) -> tuple[bytes, bytes]:
         correlation = os.urandom(8)
         body = {"case_id": "C-2026-17", "from": T0 - DAY, "to": T0 + DAY, **query}
         body = {k: v for k, v in body.items() if v is not None}
-        payload = payload or seal_request(who, token or self.tokens[who], body, REPLIES, correlation, now=T0)
-        props = request_properties(REPLIES, correlation)
-        self.client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
-        return payload, correlation
+        pending = seal_request(who, key or SIGNING_KEYS[who], body, reply_to, correlation, gateways=self.gateways,
+                               now=now)
+        self.pending[correlation] = pending
+        self.client.publish(topic, pending.payload, qos=1,
+                            properties=request_properties(reply_to, correlation)).wait_for_publish(5)
+        return pending.payload, correlation
 
     def reply(self, correlation: bytes, timeout: float = 10.0) -> tuple[dict[str, Any], bytes]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for m in list(self.collector.messages):
-                if m.topic == REPLIES and self._corr(m) == correlation:
+                if m.topic == REPLIES and m.properties.get("CorrelationData") == correlation:
                     return json.loads(m.payload), m.payload
             time.sleep(0.02)
         raise AssertionError("no reply")
 
-    def _corr(self, m: Any) -> bytes | None:
-        return m.properties.get("CorrelationData")
+    def opened(self, correlation: bytes) -> dict[str, Any]:
+        return open_reply(self.pending[correlation], self.reply(correlation)[1], REPLIES, correlation)
 
     def close(self) -> None:
         self.client.disconnect()  # before loop_stop: the loop thread then exits at once
         self.client.loop_stop()
         self.collector.client.disconnect()
         self.collector.close()
+
+
+def _responder(env: Env, tmp_path: Path, broker: Any) -> MqttResponder:
+    return MqttResponder(env.service, load_principals(tmp_path / "tokens.toml"),
+                         MqttConfig(host=broker.host, port=broker.port), MqttQueryConfig(enabled=True),
+                         ORIGIN, door_key=DOOR_KEY, nonce_db=tmp_path / "nonces.db", clock=lambda: T0)
 
 
 @pytest.fixture
@@ -90,15 +112,13 @@ def rig(tmp_path: Path, broker: Any) -> Iterator[tuple[Platform, MqttResponder, 
                 mac_obs("sniffer-n", T0 + 2, MACS[0])])
     env.commit([plate_obs("cam-plate-s", T0 + 300, plates[1])])
     env.flush()
-    tokens = write_tokens(tmp_path / "tokens.toml")
-    responder = MqttResponder(env.service, load_principals(tmp_path / "tokens.toml"),
-                              MqttConfig(host=broker.host, port=broker.port), MqttQueryConfig(enabled=True),
-                              ORIGIN, clock=lambda: T0)
-    # The Collector in tests._mqtt keeps only MessageExpiryInterval; keep the correlation data too.
-    platform = Platform(broker.host, broker.port, env, tokens)
+    write_tokens(tmp_path / "tokens.toml")
+    responder = _responder(env, tmp_path, broker)
+    platform = Platform(broker.host, broker.port, env)
     original = platform.collector._on_message
 
     def on_message(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        # The Collector in tests._mqtt keeps only MessageExpiryInterval; keep the correlation data too.
         original(c, u, msg)
         corr = getattr(msg.properties, "CorrelationData", None) if msg.properties is not None else None
         platform.collector.messages[-1].properties["CorrelationData"] = corr
@@ -117,22 +137,26 @@ def rig(tmp_path: Path, broker: Any) -> Iterator[tuple[Platform, MqttResponder, 
 Rig = tuple[Platform, MqttResponder, list[str]]
 
 
-def test_platform_query_is_answered_with_pseudonyms_only(rig: Rig) -> None:
+def test_police_query_is_answered_encrypted_with_pseudonyms_only(rig: Rig) -> None:
     platform, _, plates = rig
-    _, corr = platform.send(PLATFORM.name, {"kind": "plate", "officer_id": "D-17", "value": plates[0]})
-    _, raw = platform.reply(corr)
-    verified = open_reply(platform.tokens[PLATFORM.name], raw, corr)
-    assert verified["status"] == "ok" and verified["gateway"] == ORIGIN.gateway
-    result = verified["result"]
+    _, corr = platform.send(POLICE.name, {"kind": "plate", "value": plates[0]})
+    outer, raw = platform.reply(corr)
+    assert set(outer) == {"v", "gateway", "box"}  # a subscriber sees no status, case id or pseudonym
+    reply = platform.opened(corr)
+    assert reply["status"] == "ok" and reply["gateway"] == ORIGIN.gateway
+    result = reply["result"]
     assert result["view"] == "pseudonyms" and len(result["hits"]) == 1
     members = result["hits"][0]["members"]
     assert [m["kind"] for m in members] == ["plate_passage", "card_swipe", "device_seen"]
     assert all("raw" not in m and m["subject"]["pseudonym"] for m in members)
+    for pseudonym in (m["subject"]["pseudonym"] for m in members):
+        assert pseudonym.encode() not in raw and b"C-2026-17" not in raw
     with pytest.raises(ReplyError):
-        open_reply(platform.tokens[PLATFORM.name], raw, b"other-corr")  # bound to its request
+        open_reply(platform.pending[corr], raw, REPLIES, b"other-corr")  # bound to its request
+    other = seal_request(POLICE.name, SIGNING_KEYS[POLICE.name], {"kind": "range"}, REPLIES, corr,
+                         gateways=platform.gateways)
     with pytest.raises(ReplyError):
-        open_reply(platform.tokens[POLICE.name], raw, corr)  # signed for the platform only
-    # Nothing published in this exchange (the request included) carries a raw identifier.
+        open_reply(other, raw, REPLIES, corr)  # only the requester's ephemeral key opens it
     payloads = [m.payload for m in platform.collector.messages]
     assert len(payloads) >= 2
     assert_no_raw_identifiers(payloads)
@@ -140,59 +164,90 @@ def test_platform_query_is_answered_with_pseudonyms_only(rig: Rig) -> None:
         assert all(value.encode() not in p for p in payloads)
 
 
-def test_police_over_mqtt_still_gets_no_raw_values_and_installer_is_refused(
-        rig: Rig) -> None:
+def test_platform_gets_aggregates_only_and_installer_is_refused(rig: Rig) -> None:
     platform, _, plates = rig
-    _, corr = platform.send(POLICE.name, {"kind": "card", "officer_id": "0042", "value": CARDS[0]}, topic=DIRECT)
-    reply = open_reply(platform.tokens[POLICE.name], platform.reply(corr)[1], corr)
-    assert reply["status"] == "ok" and reply["result"]["view"] == "pseudonyms"
-    assert "raw" not in json.dumps(reply)
-    _, corr = platform.send(INSTALLER.name, {"kind": "plate", "officer_id": "inst-7", "value": plates[0]})
-    reply = open_reply(platform.tokens[INSTALLER.name], platform.reply(corr)[1], corr)
+    _, corr = platform.send(PLATFORM.name, {"kind": "plate", "officer_id": "D-17", "value": plates[0]})
+    reply = platform.opened(corr)
     assert reply["status"] == "refused" and reply["error"]["code"] == "forbidden"
-    assert_no_raw_identifiers([m.payload for m in platform.collector.messages])
+    _, corr = platform.send(PLATFORM.name, {"kind": "range", "officer_id": "D-17"}, topic=DIRECT)
+    reply = platform.opened(corr)
+    assert reply["status"] == "ok" and reply["result"]["view"] == "metadata"
+    assert "pseudonym" not in json.dumps(reply)
+    _, corr = platform.send(INSTALLER.name, {"kind": "plate", "officer_id": "inst-7", "value": plates[0]})
+    assert platform.opened(corr)["error"]["code"] == "forbidden"
 
 
 def test_missing_case_id_is_refused_and_audited(rig: Rig) -> None:
     platform, _, plates = rig
     before = len(platform.env.audit.records())
-    _, corr = platform.send(PLATFORM.name, {"kind": "plate", "case_id": None, "officer_id": "D-17",
-                                            "value": plates[1]})
-    reply = open_reply(platform.tokens[PLATFORM.name], platform.reply(corr)[1], corr)
+    _, corr = platform.send(POLICE.name, {"kind": "plate", "case_id": None, "value": plates[1]})
+    reply = platform.opened(corr)
     assert reply["status"] == "refused" and reply["error"]["code"] == "missing_case_id"
-    assert "case ID" in reply["error"]["message"]
-    new = platform.env.audit.records()[before:]
-    assert [r.action for r in new] == ["query_refused"]
+    assert [r.action for r in platform.env.audit.records()[before:]] == ["query_refused"]
 
 
-def test_forged_stale_and_replayed_requests_are_rejected_unaudited(rig: Rig) -> None:
+def test_forged_stale_replayed_and_unknown_requests_get_one_generic_refusal(rig: Rig) -> None:
     platform, responder, plates = rig
     before = len(platform.env.audit.records())
-    query = {"kind": "plate", "officer_id": "D-17", "value": plates[0]}
-    _, corr = platform.send(PLATFORM.name, query, token=os.urandom(32).hex())  # wrong key
-    reply = platform.reply(corr)[0]
-    assert reply["status"] == "unauthenticated" and "sig" not in reply
-    payload, corr = platform.send(PLATFORM.name, query)
-    assert platform.reply(corr)[0]["status"] == "ok"
+    query = {"kind": "plate", "value": plates[0]}
+    answers = []
+    _, corr = platform.send(POLICE.name, query, key=Ed25519PrivateKey.generate())  # a key the gateway does not know
+    answers.append(platform.reply(corr)[0])
+    _, corr = platform.send("no-such-principal", query, key=Ed25519PrivateKey.generate())
+    answers.append(platform.reply(corr)[0])
+    _, corr = platform.send(POLICE.name, query, now=T0 - 3600)  # stale
+    answers.append(platform.reply(corr)[0])
+    payload, corr = platform.send(POLICE.name, query)
+    assert platform.opened(corr)["status"] == "ok"
     # The same bytes again (a replay by someone on the broker), to the same reply address.
-    platform.client.publish(FANOUT, payload, qos=1, properties=request_properties(REPLIES, corr)).wait_for_publish(5)
-    time.sleep(0.5)
-    replies = [json.loads(m.payload) for m in platform.collector.messages
-               if m.topic == REPLIES and m.properties.get("CorrelationData") == corr]
-    assert [r["status"] for r in replies] == ["ok", "unauthenticated"]
-    assert "replayed" in replies[1]["error"]["message"]
-    # A request stamped an hour ago is stale.
-    stale = seal_request(PLATFORM.name, platform.tokens[PLATFORM.name], {**query, "case_id": "C-1", "from": T0 - DAY,
-                                                                         "to": T0 + DAY}, REPLIES, b"c-stale",
-                         now=T0 - 3600)
-    props = request_properties(REPLIES, b"c-stale")
-    platform.client.publish(FANOUT, stale, qos=1, properties=props).wait_for_publish(5)
-    assert "gateway clock" in platform.reply(b"c-stale")[0]["error"]["message"]
-    # A valid request replayed towards another reply topic fails: the address is sealed in.
-    redirected, corr2 = platform.send(PLATFORM.name, query)
-    platform.reply(corr2)
-    responder_reply = responder.handle(redirected, "attacker/inbox", corr2)
-    assert responder_reply is not None and json.loads(responder_reply)["status"] == "unauthenticated"
-    # Only the two genuine queries were audited.
-    assert [r.action for r in platform.env.audit.records()[before:]] == ["query", "query"]
-    assert responder.rejected >= 4
+    assert responder.handle(payload, REPLIES, corr) is not None
+    answers.append(json.loads(responder.handle(payload, REPLIES, corr) or b"{}"))
+    # Every failure reads the same: no principal name, no reason (issue 12: errors enumerated principals).
+    for answer in answers:
+        assert answer["status"] == "unauthenticated" and answer["error"]["message"] == NOT_ACCEPTED
+        assert "no-such-principal" not in json.dumps(answer) and POLICE.name not in json.dumps(answer)
+    assert [r.action for r in platform.env.audit.records()[before:]] == ["query"]  # only the genuine one
+    assert responder.rejected >= 5
+
+
+def test_replies_only_go_to_the_fixed_reply_namespace(rig: Rig) -> None:
+    platform, responder, plates = rig
+    own_events = f"edgegw/{ORIGIN.district}/{ORIGIN.community}/{ORIGIN.gateway}/events/passage"
+    for topic in (own_events, "attacker/inbox", f"edgegw/{ORIGIN.district}/query/reply/a/b", REPLIES + "/+"):
+        payload = seal_request(POLICE.name, SIGNING_KEYS[POLICE.name], {"kind": "range", "case_id": "C-1",
+                               "from": T0 - 1, "to": T0 + 1}, topic, b"c", gateways=platform.gateways, now=T0)
+        assert responder.handle(payload.payload, topic, b"c") is None
+    # A valid request for REPLIES, replayed with another reply topic, does not verify (the topic is signed).
+    payload, corr = platform.send(POLICE.name, {"kind": "plate", "value": plates[0]})
+    platform.opened(corr)
+    other = f"edgegw/{ORIGIN.district}/query/reply/elsewhere"
+    assert json.loads(responder.handle(payload, other, corr) or b"{}")["status"] == "unauthenticated"
+
+
+def test_a_captured_request_is_refused_after_a_restart(tmp_path: Path, broker: Any) -> None:
+    env = make_env(tmp_path)
+    try:
+        write_tokens(tmp_path / "tokens.toml")
+        gateways = {recipient(ORIGIN): door_public_key(DOOR_KEY)}
+        pending = seal_request(POLICE.name, SIGNING_KEYS[POLICE.name], {"kind": "range", "case_id": "C-1",
+                               "from": T0 - 1, "to": T0 + 1}, REPLIES, b"c1", gateways=gateways, now=T0)
+        first = _responder(env, tmp_path, broker)
+        answer = first.handle(pending.payload, REPLIES, b"c1") or b""
+        assert open_reply(pending, answer, REPLIES, b"c1")["status"] == "ok"
+        first.stop()
+        second = _responder(env, tmp_path, broker)  # a restart: the nonce window is on disk
+        try:
+            again = json.loads(second.handle(pending.payload, REPLIES, b"c1") or b"{}")
+            assert again["status"] == "unauthenticated"
+        finally:
+            second.stop()
+    finally:
+        env.close()
+
+
+def test_a_request_for_other_gateways_does_not_open_here(rig: Rig) -> None:
+    _, responder, _ = rig
+    elsewhere = {"dl/other/gw9": door_public_key(bytes(range(2, 34)))}
+    pending = seal_request(POLICE.name, SIGNING_KEYS[POLICE.name], {"kind": "range", "case_id": "C-1",
+                           "from": T0 - 1, "to": T0 + 1}, REPLIES, b"c", gateways=elsewhere, now=T0)
+    assert json.loads(responder.handle(pending.payload, REPLIES, b"c") or b"{}")["status"] == "unauthenticated"

@@ -127,11 +127,22 @@ def test_a_plate_seen_in_two_pseudonym_epochs_is_found_in_both(env: Env) -> None
 
 def test_roles_see_only_what_they_may(env: Env, scene: dict[str, object]) -> None:
     plates = scene["plates"]
-    platform = env.service.run(PLATFORM, _ident(QueryKind.PLATE, plates[0], officer="D-17"), Channel.HTTP)
-    assert platform.view is View.PSEUDONYMS
-    members = platform.hits[0].members
-    assert all(m.raw is None for m in members)
-    assert [m.pseudonym for m in members] == [e.subject.pseudonym for e in scene["car1"]]
+    # Issue 12: a platform token ran plate, card, MAC and photo queries (remote identification).
+    # It now gets aggregates only: time-range queries showing kinds, gates and times.
+    for kind, value in ((QueryKind.PLATE, plates[0]), (QueryKind.CARD, CARDS[0]), (QueryKind.MAC, MACS[0])):
+        with pytest.raises(QueryRefusedError) as refused:
+            env.service.run(PLATFORM, _ident(kind, value, officer="D-17"), Channel.HTTP)
+        assert refused.value.reason is RefusalReason.FORBIDDEN
+    with pytest.raises(QueryRefusedError) as refused:
+        env.service.run(PLATFORM, QueryRequest(QueryKind.PHOTO, "C-1", "D-17", T0 - 1, T0 + DAY, photo=b"x"),
+                        Channel.HTTP)
+    assert refused.value.reason is RefusalReason.FORBIDDEN
+    platform = env.service.run(PLATFORM, QueryRequest(QueryKind.RANGE, "STATS-1", "D-17", T0 - 1, T0 + DAY),
+                               Channel.HTTP)
+    assert platform.view is View.METADATA
+    assert all(m.pseudonym is None and m.raw is None and m.ref is None for h in platform.hits for m in h.members)
+    police = env.service.run(POLICE, _ident(QueryKind.PLATE, plates[0]), Channel.HTTP)
+    assert [m.pseudonym for m in police.hits[0].members] == [e.subject.pseudonym for e in scene["car1"]]
     # Police through MQTT: the reply is published, so it carries pseudonyms only.
     police_mqtt = env.service.run(POLICE, _ident(QueryKind.PLATE, plates[0]), Channel.MQTT)
     assert police_mqtt.view is View.PSEUDONYMS and all(m.raw is None for m in police_mqtt.hits[0].members)
@@ -149,13 +160,12 @@ def test_roles_see_only_what_they_may(env: Env, scene: dict[str, object]) -> Non
 
 
 def test_a_query_without_case_or_officer_is_refused_with_a_clear_error_and_audited(env: Env) -> None:
-    plate = shared_plates(1)[0]
     for case, officer, reason, words in ((None, "0042", RefusalReason.MISSING_CASE_ID, "case ID"),
                                          ("  ", "0042", RefusalReason.MISSING_CASE_ID, "case ID"),
                                          ("C-1", None, RefusalReason.MISSING_OFFICER_ID, "officer ID")):
         before = len(env.audit.records())
         with pytest.raises(QueryRefusedError, match=words) as err:
-            env.service.run(PLATFORM, _ident(QueryKind.PLATE, plate, case=case, officer=officer), Channel.HTTP)
+            env.service.run(INSTALLER, QueryRequest(QueryKind.RANGE, case, officer, T0, T0 + 1), Channel.HTTP)
         assert err.value.reason is reason
         new = env.audit.records()[before:]
         assert len(new) == 1 and new[0].action == AuditAction.QUERY_REFUSED
@@ -189,7 +199,7 @@ def test_every_query_writes_exactly_one_audit_record_with_pseudonyms_only(env: E
     plate = scene["plates"][0]
     before = len(env.audit.records())
     result = env.service.run(POLICE, _ident(QueryKind.PLATE, plate), Channel.CLI)
-    env.service.run(PLATFORM, _ident(QueryKind.CARD, CARDS[0], officer="D-17"), Channel.MQTT)
+    env.service.run(POLICE, _ident(QueryKind.CARD, CARDS[0]), Channel.MQTT)
     records = env.audit.records()[before:]
     assert [r.action for r in records] == [AuditAction.QUERY, AuditAction.QUERY]
     first = json.loads(records[0].details)
@@ -401,3 +411,62 @@ def test_an_answer_costs_the_same_store_round_trips_for_3_or_12_passages(tmp_pat
         finally:
             env.close()
     assert calls[3] == calls[12] <= 6
+
+
+def test_rotating_claimed_officer_ids_behind_one_token_stops_at_the_limit(tmp_path: Path) -> None:
+    # Issue 12: 300/300 queries passed with rotating officer ids against a limit of 30 per hour.
+    env = make_env(tmp_path, query_cfg=QueryConfig(rate_limit=RateLimitConfig(max_queries=5, per_s=3600)))
+    try:
+        granted = refused = 0
+        for i in range(40):
+            try:
+                env.service.run(INSTALLER, QueryRequest(QueryKind.RANGE, "C-1", f"inst-{i}", T0, T0 + 1), Channel.HTTP)
+                granted += 1
+            except QueryRefusedError as err:
+                assert err.reason is RefusalReason.RATE_LIMITED
+                refused += 1
+        assert (granted, refused) == (5, 35)
+    finally:
+        env.close()
+
+
+def test_a_police_principal_without_an_officer_is_refused(env: Env) -> None:
+    unbound = Principal("shared-police", Role.POLICE, None)
+    with pytest.raises(QueryRefusedError, match="names no officer") as err:
+        env.service.run(unbound, _ident(QueryKind.CARD, CARDS[0], officer="0042"), Channel.HTTP)
+    assert err.value.reason is RefusalReason.FORBIDDEN
+
+
+def test_a_tokens_file_with_an_unbound_police_token_does_not_load(tmp_path: Path) -> None:
+    from edge.errors import ConfigError
+    from edge.query.principals import load_principals
+
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principal]]\nname = "desk"\nrole = "police"\ntoken = "{"ab" * 32}"\n')
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="must name its officer") as err:
+        load_principals(path)
+    assert "ab" * 32 not in str(err.value)
+
+
+def test_photo_queries_are_audited_as_biometric_processing(env: Env) -> None:
+    before = len(env.audit.records())
+    with pytest.raises(QueryRefusedError):
+        env.service.run(POLICE, QueryRequest(QueryKind.PHOTO, "C-1", "0042", T0, T0 + 1, photo=b"not an image"),
+                        Channel.CLI)
+    (record,) = env.audit.records()[before:]
+    assert json.loads(record.details)["processing"] == "biometric"
+
+
+def test_a_refusal_flood_is_aggregated_not_one_record_each(env: Env) -> None:
+    before = len(env.audit.records())
+    for _ in range(200):
+        with pytest.raises(QueryRefusedError):
+            env.service.run(POLICE, _ident(QueryKind.PLATE, "X1"), Channel.HTTP)  # invalid plate
+    records = env.audit.records()[before:]
+    assert len(records) == 5  # the first burst in full
+    env.service.flush_refusals()
+    (summary,) = env.audit.records()[before + 5:]
+    details = json.loads(summary.details)
+    assert summary.action == AuditAction.REFUSALS and details["count"] == 195
+    assert details["reasons"] == {"invalid": 195}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -110,10 +112,25 @@ class _OpenCvCamera:
         return redact_text(text)
 
 
+def _read_private(path: Path) -> str:
+    """The file's text, refusing one that group or others can access (the rule edge.keys applies to keys)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DriverError(f"camera credentials {path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise DriverError(f"camera credentials {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be "
+                              f"readable by its owner only. Fix: chmod 600 {path}")
+        return os.read(fd, 4096).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def read_credentials(path: Path) -> tuple[str, str]:
     """(user, password) from a file whose first line is `user:password`; raises DriverError."""
     try:
-        first = path.read_text(encoding="utf-8").splitlines()[0].strip()
+        first = _read_private(path).splitlines()[0].strip()
     except (OSError, UnicodeDecodeError, IndexError) as exc:
         # The message names the file and the error kind only, never the content.
         raise DriverError(f"cannot read camera credentials from {path}: {type(exc).__name__}") from None

@@ -176,6 +176,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             where = f"{source}:{line}" if line else source
             problems.append(f"{where}: key '{key}': {err['msg']}")
         raise ConfigError("\n".join(problems)) from exc
+    _check_cross_fields(cfg, text, source)
     if base_dir is not None and not cfg.gateway.data_dir.is_absolute():
         gw = cfg.gateway.model_copy(update={"data_dir": (base_dir / cfg.gateway.data_dir).resolve()})
         models = cfg.models
@@ -186,6 +187,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         models = cfg.models.model_copy(update={"dir": (base_dir / cfg.models.dir).resolve()})
         cfg = cfg.model_copy(update={"models": models})
     return cfg
+
+
+def _check_cross_fields(cfg: Config, text: str, source: str) -> None:
+    from edge.app.crossfield import cross_field_problems  # beside this module; it imports Config
+
+    problems = cross_field_problems(cfg)
+    if problems:
+        lines = _key_lines(text)
+        out = []
+        for loc, message in problems:
+            line = _locate(loc, lines)
+            out.append(f"{source}:{line}: key '{'.'.join(loc)}': {message}" if line
+                       else f"{source}: key '{'.'.join(loc)}': {message}")
+        raise ConfigError("\n".join(out))
 
 
 def load_config(path: Path) -> Config:

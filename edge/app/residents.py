@@ -6,7 +6,6 @@ import getpass
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge.app.config import Config
@@ -14,7 +13,7 @@ from edge.app.wiring import data_key, open_audit, pseudonymiser, runtime_options
 from edge.audit import AuditAction
 from edge.residents import ResidentGallery
 from edge.types import IdKind
-from edge.vision.faces import FaceAnalyzer
+from edge.vision.faces import FaceAnalyzer, ImageError, read_image
 
 
 def open_gallery(cfg: Config) -> ResidentGallery:
@@ -40,9 +39,10 @@ def enrol_photos(cfg: Config, resident_id: str, consent: str, photos: list[Path]
     crops = []
     problems = []
     for photo in photos:
-        image = cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            problems.append(f"{photo}: not an image OpenCV can read")
+        try:  # sized from the header first; 16-bit and RGBA PNGs come back as 8-bit BGR
+            image = read_image(photo)
+        except ImageError as exc:
+            problems.append(str(exc))
             continue
         dets = analyzer.detect(image)
         if not dets:

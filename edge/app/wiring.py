@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge.app.config import Config
 from edge.audit import AuditLog
-from edge.keys import load_secret, resolve_secret_path
+from edge.keys import check_private_file, load_secret, read_private_text, resolve_secret_path
 from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
 from edge.passages.fusion import PassageFusion
@@ -55,10 +55,18 @@ def data_key(cfg: Config) -> bytes:
 
 
 def mqtt_password(cfg: Config) -> str | None:
-    """The broker password, if one is configured."""
+    """The broker password, if one is configured; first refuses a TLS private key others can read.
+
+    Every MQTT client of the gateway (uplink, query door) asks for its password before it connects,
+    so this is where both broker secrets get the key-file permission check.
+    """
+    tls = cfg.mqtt.tls
+    if tls is not None and tls.key_file is not None:
+        check_private_file(cfg.path(tls.key_file), purpose="MQTT TLS private key")
     if not cfg.mqtt.password_file:
         return None
-    return secret_path(cfg, cfg.mqtt.password_file).read_text(encoding="utf-8").strip()
+    # The same owner-only rule as key files: a world-readable password is refused, not used.
+    return read_private_text(secret_path(cfg, cfg.mqtt.password_file), purpose="MQTT password").strip()
 
 
 def privacy_boundary(cfg: Config) -> PrivacyBoundary:

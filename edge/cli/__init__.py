@@ -24,6 +24,8 @@ _GROUPS: tuple[str, ...] = (
     "edge.cli.audit",
     "edge.cli.query",
     "edge.cli.plates",
+    "edge.cli.inputs",
+    "edge.cli.watchlist",
 )
 
 

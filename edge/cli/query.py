@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve = qsub.add_parser("serve", help="run the HTTP API and the MQTT responder until stopped")
     serve.add_argument("--config", required=True)
     serve.set_defaults(func=cmd_serve)
+    door = qsub.add_parser("door-key", help="print this gateway's MQTT door public key (what the district "
+                                            "encrypts requests to)")
+    door.add_argument("--config", required=True)
+    door.set_defaults(func=cmd_door_key)
 
     passages = subparsers.add_parser("passages", help="the local passage store")
     psub = passages.add_subparsers(dest="passages_command", required=True)
@@ -158,6 +162,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     serve(_config(args), stop)
+    return 0
+
+
+def cmd_door_key(args: argparse.Namespace) -> int:
+    """Print the recipient name and X25519 public key the district addresses this gateway's requests to."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edge.app.query import door_key
+    from edge.app.wiring import origin_of
+    from edge.query.mqtt_rr import door_public_key, recipient
+
+    cfg = _config(args)
+    public = door_public_key(door_key(cfg)).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    print(f"{recipient(origin_of(cfg))} {public.hex()}")
     return 0
 
 

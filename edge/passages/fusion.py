@@ -1,8 +1,12 @@
 """Passage fusion: the face, plate, card and phone observations of one gate in one window → one passage.
 
-A face track, a plate read or a card swipe ("anchors") opens a passage at its gate; further anchors
-of other kinds join while all the passage's anchors fit within `window_s` of one another (by observation time, so
-a face track that is committed later than the card swipe still joins it). Phones (`device_seen`)
+Face tracks, plate reads and card swipes ("anchors") wait at their gate until the passage they would
+open is due; then the gate's waiting anchors are grouped by nearest observation time: the closest pair
+of anchors of different kinds joins first, and groups merge only while they hold at most one anchor of
+each kind (one person, one vehicle, one card) and all their anchors fit within `window_s` of one another.
+So when two people pass close behind each other, each card fuses with the face nearest to it in time,
+not with whichever face happened to be committed first (by observation time, so a face track committed
+later than the card swipe still joins it). Phones (`device_seen`)
 never open a passage: they join every passage whose time span their sighting interval overlaps,
 give or take `window_s`. A passage is emitted `window_s + late_s` after its first member arrived
 (by the clock, so observations replayed from old files close promptly), as a `passage`
@@ -11,11 +15,12 @@ observation linking its members' event_ids; the direction is the majority of the
 
 Every source stamps on one clock (the wall clock at capture), but a camera observation reaches
 fusion only after its pipeline's latency: the track has to end and inference takes time, seconds
-on a slow gateway. Fusion tolerates that latency twice, bounded by `max_latency_s`: a camera member
-stands for its whole interval from capture to commit (a card swiped when the gate's display showed
-the recognised face fuses with it), and a passage waits for late members as long as the gate's
-cameras have lately taken to deliver (measured; at least `latency_s`). A passage with too few
-members to publish keeps waiting for a late camera member up to `max_latency_s` in any case.
+on a slow gateway. Fusion tolerates that latency, bounded by `max_latency_s`: a camera member stands
+for its whole interval from capture to commit (a card swiped when the gate's display showed the
+recognised face fuses with it; "nearest" is then the gap between intervals, then capture times), a
+passage waits for late members as long as the gate's cameras have lately taken to deliver
+(measured; at least `latency_s`), and a passage with too few members to publish keeps waiting for a
+late camera member up to `max_latency_s` in any case.
 """
 
 from __future__ import annotations
@@ -50,22 +55,70 @@ class _Member:
     direction: str | None
 
 
-def _gap(a: _Member, b: _Member) -> float:
-    """Seconds between two members' intervals (0 when they overlap)."""
-    return max(0.0, a.lo - b.hi, b.lo - a.hi)
-
-
 @dataclass
 class _Group:
     gate: str
     lo: float
     hi: float
-    opened: float
+    deadline: float
     anchors: list[_Member] = field(default_factory=list)
 
-    def fits(self, member: _Member, window_s: float) -> bool:
-        # Pairwise: for point members this is "all within window_s of one another", as before.
-        return all(_gap(a, member) <= window_s for a in self.anchors)
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    member: _Member
+    deadline: float
+    """When the passage this anchor opened alone would be due: arrival + window_s + late_s."""
+
+
+_MAX_ANCHORS_PENDING = 4096  # per gate: grouping is quadratic in the anchors waiting at one gate
+
+
+def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pending]]:
+    """Group anchors by nearest time: closest cross-kind pairs first, one anchor per kind, all within window_s.
+
+    A member is an interval (a camera member's runs from capture to commit, see the module
+    docstring); two members' distance is the gap between their intervals, and a group fits when every
+    two of its members are within `window_s` of each other (for instants: its span is ≤ window_s).
+    Deterministic (ties broken by capture-time distance, observation time, then event id), so
+    regrouping the same anchors on a later tick gives the same groups.
+    """
+    items = sorted(anchors, key=lambda a: (a.member.lo, a.member.event_id))
+    parent = list(range(len(items)))
+    kinds = [{a.member.kind} for a in items]
+    # Per group: the latest start and the earliest end; its widest pairwise gap is their difference.
+    span = [(a.member.lo, a.member.hi) for a in items]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs: list[tuple[float, float, int, int]] = []
+    for i, a in enumerate(items):
+        for j in range(i + 1, len(items)):
+            b = items[j].member
+            gap = max(0.0, b.lo - a.member.hi)  # b starts no earlier than a
+            if gap > window_s:
+                break  # sorted by start: every later anchor is farther still
+            if b.kind is not a.member.kind:
+                pairs.append((gap, b.lo - a.member.lo, i, j))
+    for _gap, _dt, i, j in sorted(pairs):
+        ri, rj = root(i), root(j)
+        if ri == rj or kinds[ri] & kinds[rj]:
+            continue
+        latest_start, earliest_end = max(span[ri][0], span[rj][0]), min(span[ri][1], span[rj][1])
+        if latest_start - earliest_end > window_s:
+            continue
+        lo, hi = latest_start, earliest_end
+        parent[rj] = ri
+        kinds[ri] |= kinds[rj]
+        span[ri] = (lo, hi)
+    groups: dict[int, list[_Pending]] = {}
+    for i, a in enumerate(items):
+        groups.setdefault(root(i), []).append(a)
+    return list(groups.values())
 
 
 def _direction_of(obs: Observation) -> str | None:
@@ -102,7 +155,7 @@ class PassageFusion:
         self._cfg = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._open: dict[str, list[_Group]] = {}
+        self._open: dict[str, list[_Pending]] = {}
         self._devices: dict[str, deque[tuple[float, _Member]]] = {}
         self._latencies: dict[str, deque[float]] = {}
         self.emitted = 0
@@ -153,58 +206,53 @@ class PassageFusion:
     def pending(self) -> int:
         """Passages still open."""
         with self._lock:
-            return sum(len(groups) for groups in self._open.values())
+            return sum(len(group_nearest(pending, self._cfg.window_s)) for pending in self._open.values())
 
     def _add_anchor(self, gate: str, member: _Member, now: float) -> None:
-        groups = self._open.setdefault(gate, [])
-        # One person, one vehicle, one card per passage: a second face (or plate, or swipe) at the
-        # same gate is the next passer-by, however close behind.
-        candidates = [g for g in groups if g.fits(member, self._cfg.window_s)
-                      and all(a.kind is not member.kind for a in g.anchors)]
-        if candidates:
-            # With a slow pipeline several passers-by's intervals may fit: join the nearest, by
-            # interval gap and then by capture time (the swipe after the face just reported, not
-            # the one reported before it).
-            group = min(candidates, key=lambda g: (max(_gap(a, member) for a in g.anchors),
-                                                   max(abs(a.lo - member.lo) for a in g.anchors)))
-            group.anchors.append(member)
-            group.lo = min(group.lo, member.lo)
-            group.hi = max(group.hi, member.hi)
-            return
-        groups.append(_Group(gate, member.lo, member.hi, now, [member]))
+        pending = self._open.setdefault(gate, [])
+        if len(pending) >= _MAX_ANCHORS_PENDING:
+            log.warning("fusion: %d anchors waiting at gate %s; the oldest is emitted alone", len(pending), gate)
+            pending.sort(key=lambda a: a.deadline)
+            pending[0] = _Pending(pending[0].member, -float("inf"))  # due on the next pass
+        pending.append(_Pending(member, now + self._cfg.window_s + self._cfg.late_s))
 
     def _due(self, now: float) -> list[Derived]:
         out: list[Derived] = []
         horizon = self._cfg.window_s + self._cfg.late_s
-        for gate, groups in self._open.items():
-            keep: list[_Group] = []
-            # Decided now, not when the passage opened: a latency measured since counts too.
-            wait = horizon + self._latency(gate)
-            patience = horizon + self._cfg.max_latency_s
-            for group in groups:
-                if now < group.opened + wait:
-                    keep.append(group)
+        for gate, pending in self._open.items():
+            # Decided now, not when the anchor arrived: a latency measured since counts too.
+            wait = self._latency(gate)
+            if not any(a.deadline + wait <= now for a in pending):
+                self._prune_devices(gate, now, horizon, pending)
+                continue
+            keep: list[_Pending] = []
+            for members in group_nearest(pending, self._cfg.window_s):
+                deadline = min(a.deadline for a in members)
+                if now < deadline + wait:
+                    keep.extend(members)
                     continue
+                anchors = [a.member for a in members]
+                group = _Group(gate, min(m.lo for m in anchors), max(m.hi for m in anchors), deadline, anchors)
                 derived = self._passage(group)
-                if derived is None and now < group.opened + patience:
+                if derived is None and now < deadline + self._cfg.max_latency_s:
                     # Too few members to publish yet, so waiting costs nothing: a camera member
                     # delayed by a slow pipeline (the first passer-by, before any latency was
                     # measured) may still come.
-                    keep.append(group)
+                    keep.extend(members)
                     continue
                 if derived is not None:
                     out.append(derived)
-            groups[:] = keep
+            pending[:] = keep
             self._prune_devices(gate, now, horizon, keep)
         self.emitted += len(out)
         return out
 
-    def _prune_devices(self, gate: str, now: float, horizon: float, still_open: list[_Group]) -> None:
+    def _prune_devices(self, gate: str, now: float, horizon: float, still_open: list[_Pending]) -> None:
         buf = self._devices.get(gate)
         if not buf:
             return
         # A sighting can only still join a passage that is open now or opens within the horizon.
-        oldest_open = min((g.lo for g in still_open), default=float("inf"))
+        oldest_open = min((a.member.lo for a in still_open), default=float("inf"))
         while buf and buf[0][0] < now - 2 * horizon and buf[0][1].hi < oldest_open - self._cfg.window_s:
             buf.popleft()
 

@@ -106,7 +106,9 @@ class FacePath:
             "threshold": self._cfg.match_threshold,
             "direction": track_direction(track, self._gate).value,
         }
-        if match is not None and match.score > -1.0:
+        if match is not None and match.resident_id is not None:
+            # Only a match publishes its similarity: an unknown face's best gallery score would tell a
+            # subscriber how close a stranger came to some resident (issue 12).
             attrs["confidence"] = round(max(-1.0, min(1.0, match.score)), 4)
         if match is not None and match.resident_id is not None:
             return Observation(EventKind.FACE_PASSAGE, self.source_id, track.last_ts,

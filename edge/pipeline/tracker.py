@@ -155,6 +155,11 @@ class IouTracker(Generic[S]):
             self._live.append(track)
         return ended
 
+    def live(self) -> list[Track[S]]:
+        """A snapshot of every open track (without its samples): what zone rules watch meanwhile."""
+        return [Track(t.track_id, self._source_id, t.first_ts, t.last_ts, t.hits, t.first_box, t.last_box, ())
+                for t in self._live]
+
     def expire(self, ts: float) -> list[Track[S]]:
         """End tracks too old by `max_age_s` at `ts` without counting a missed detector run.
 

@@ -17,6 +17,14 @@ class HttpConfig(StrictModel):
     port: int = Field(default=8087, ge=0, le=65535)
     """0 picks a free port (tests)."""
     max_body_mb: float = Field(default=8.0, gt=0, le=64)
+    max_clients: int = Field(default=8, ge=1, le=256)
+    """Connections served at once; more are answered 503 (slow clients cannot pile up)."""
+    request_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """A connection must deliver its request (line, headers, body) within this; then it is closed."""
+    tls_cert_file: Path | None = None
+    """TLS certificate chain (PEM); required with tls_key_file when `bind` is not loopback."""
+    tls_key_file: Path | None = None
+    """TLS private key (PEM), mode 0600 (the key-file permission check applies)."""
 
 
 class MqttQueryConfig(StrictModel):
@@ -29,6 +37,11 @@ class MqttQueryConfig(StrictModel):
     max_skew_s: float = Field(default=300.0, gt=0)
     """Requests older or newer than this (by their timestamp) are refused; nonces are remembered as long."""
     reply_expiry_s: int = Field(default=300, ge=1)
+    door_key_file: str = "query-door.key"
+    """This gateway's X25519 door key (32 bytes, mode 0600; a path or a systemd credential name):
+    requests are encrypted to its public half, replies derive their key from it."""
+    nonce_db: Path = Path("query-nonces.db")
+    """The replay window (nonces seen in the last 2 x max_skew_s), kept across restarts."""
 
 
 class RateLimitConfig(StrictModel):
@@ -50,6 +63,8 @@ class QueryConfig(StrictModel):
     max_results: int = Field(default=500, ge=1, le=100_000)
     max_range_days: float = Field(default=93.0, gt=0)
     max_photo_mb: float = Field(default=8.0, gt=0, le=64)
+    max_photo_megapixels: float = Field(default=40.0, gt=0, le=400)
+    """Checked from the image header before decoding: a decompression bomb is refused, never allocated."""
     http: HttpConfig = HttpConfig()
     mqtt: MqttQueryConfig = MqttQueryConfig()
 

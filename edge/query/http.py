@@ -1,24 +1,41 @@
-"""The local HTTP query API (stdlib http.server): bearer tokens, one POST per query kind, OpenAPI at /openapi.json.
+"""The local HTTP query API on FastAPI + uvicorn: bearer tokens, one POST per query kind, OpenAPI at /openapi.json.
 
 Identifiers travel only in request bodies, never in URLs (which end up in proxy and access logs).
-The server binds to loopback by default; put TLS in front (or keep it on loopback) before exposing it.
+The server binds to loopback by default; beyond loopback `config check` demands TLS (served by
+uvicorn from `tls_cert_file`/`tls_key_file`, the key under the key-file permission check).
+
+Bad input never crashes the door (issue 12): bodies are typed pydantic models whose constraints the
+OpenAPI document states; a body that breaks them is a 400 with a reason (audited like any refusal
+of an authenticated caller), never a 422 or a dropped connection; bodies are capped while they are
+read; uvicorn serves at most `max_clients` connections at once (503 beyond) and every connection
+must deliver its request within `request_timeout_s`, so slow clients cannot pile up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import threading
+from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from edge import __version__
+from edge.keys import check_private_file
+from edge.query.api_models import AuditHead, Error, IdentifierQuery, PhotoQuery, QueryBody, QueryResult, RangeQuery
 from edge.query.config import HttpConfig
 from edge.query.model import Channel, Principal, QueryKind, QueryRefusedError, RefusalReason
 from edge.query.principals import Principals
 from edge.query.service import QueryService
-from edge.query.wire import WireError, query_kind, refusal_to_json, request_from_json, result_to_json
+from edge.query.wire import WireError, refusal_to_json, request_from_json, result_to_json
 
 log = logging.getLogger(__name__)
 
@@ -30,218 +47,232 @@ _STATUS = {
     RefusalReason.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
 }
 _QUERY_PREFIX = "/v1/query/"
+_HEADERS = {"Cache-Control": "no-store"}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text} for code, text in (
+        (400, "invalid request (the message says which field and why)"), (401, "no valid bearer token"),
+        (403, "the role may not run this query"), (413, "body too large"), (429, "rate limited"),
+        (503, "too many connections"))}
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers={**_HEADERS, **(headers or {})})
+
+
+def build_app(service: QueryService, principals: Principals) -> FastAPI:
+    """The FastAPI application of the query door (no server: `QueryHttpServer` runs it)."""
+    app = FastAPI(title="edgegw passage query API", version=__version__, docs_url=None, redoc_url=None,
+                  description="Police queries over a gateway's passage records. Every query needs case_id, is "
+                              "rate-limited per token and per officer, and audited. Identifying and photo queries "
+                              "are police-only; the platform role gets time-range aggregates.")
+    bearer = HTTPBearer(scheme_name="bearer", auto_error=False)
+
+    def principal_of(creds: HTTPAuthorizationCredentials | None) -> Principal | None:
+        return principals.by_token(creds.credentials.strip()) if creds is not None else None
+
+    def authenticated(request: Request,
+                      creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
+        principal = principal_of(creds)
+        if principal is None:
+            log.warning("query API: rejected a request without a valid token from %s",
+                        request.client.host if request.client else "?")
+            raise StarletteHTTPException(HTTPStatus.UNAUTHORIZED, "a valid bearer token is required")
+        request.state.principal = principal
+        return principal
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == HTTPStatus.UNAUTHORIZED:
+            return _error(401, "unauthenticated", str(exc.detail), {"WWW-Authenticate": 'Bearer realm="edgegw"'})
+        if exc.status_code == HTTPStatus.NOT_FOUND:
+            return _error(404, "not_found", "no such resource")
+        return _error(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A typed-body failure of an authenticated caller is a refusal like any other: 400, audited.
+        principal = getattr(request.state, "principal", None)
+        if principal is None:
+            principal = principal_of(await bearer(request))
+        if principal is None:
+            return _error(401, "unauthenticated", "a valid bearer token is required",
+                          {"WWW-Authenticate": 'Bearer realm="edgegw"'})
+        kind = request.url.path.removeprefix(_QUERY_PREFIX)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        message = _describe(exc) if ctype == "application/json" else "send the body as application/json"
+        err = await asyncio.to_thread(service.refuse, principal, kind, Channel.HTTP, message)
+        return JSONResponse(refusal_to_json(err), status_code=400, headers=_HEADERS)
+
+    def run(principal: Principal, kind: QueryKind, body: dict[str, object]) -> JSONResponse:
+        try:
+            try:
+                request = request_from_json(kind, body)
+            except WireError as exc:
+                raise service.refuse(principal, kind.value, Channel.HTTP, str(exc)) from None
+            result = service.run(principal, request, Channel.HTTP)
+        except QueryRefusedError as err:
+            headers = dict(_HEADERS)
+            if err.retry_after_s is not None:
+                headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
+            return JSONResponse(refusal_to_json(err), status_code=_STATUS[err.reason], headers=headers)
+        return JSONResponse(result_to_json(result), headers=_HEADERS)
+
+    def route(kind: QueryKind, model: type[QueryBody], summary: str) -> None:
+        async def endpoint(body: model,  # type: ignore[valid-type]
+                           principal: Principal = Depends(authenticated)) -> JSONResponse:  # noqa: B008
+            data = body.model_dump(by_alias=True, exclude_unset=True)  # type: ignore[attr-defined]
+            # The service does the blocking work (SQLite, the face model) off the event loop.
+            return await asyncio.to_thread(run, principal, kind, data)
+
+        # Postponed annotations name `model` as a string FastAPI cannot resolve: give it the class.
+        endpoint.__annotations__["body"] = model
+        app.post(f"{_QUERY_PREFIX}{kind.value}", summary=summary, operation_id=f"query_{kind.value}",
+                 response_model=QueryResult, responses=_ERRORS)(endpoint)
+
+    for kind in (QueryKind.PLATE, QueryKind.CARD, QueryKind.MAC):
+        route(kind, IdentifierQuery, f"passages by {kind.value} (police only)")
+    route(QueryKind.PHOTO, PhotoQuery, "passages by a face photo (police only; biometric processing, audited)")
+    route(QueryKind.RANGE, RangeQuery, "passages in a time range")
+
+    @app.get("/v1/audit/head", summary="the audit chain head, for anchoring", operation_id="audit_head",
+             response_model=AuditHead, responses={401: _ERRORS[401]})
+    async def audit_head(_principal: Principal = Depends(authenticated)) -> JSONResponse:  # noqa: B008
+        head = await asyncio.to_thread(service.audit.head)
+        return JSONResponse({"audit_head": {"seq": head.seq, "hash": head.hash}}, headers=_HEADERS)
+
+    return app
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """A refusal message naming the fields and rules broken, never the values sent (they are audited)."""
+    parts = []
+    for err in exc.errors()[:8]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        field = ".".join(loc[:1]) if loc else "the body"
+        if err.get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"unknown field {field}" if _safe(field) else "an unknown field")
+            continue
+        rule = str(err.get("msg", "invalid"))
+        parts.append(f"{field}: {rule}" if _safe(field) else rule)
+    return "; ".join(dict.fromkeys(parts)) or "the request body is invalid"
+
+
+def _safe(name: str) -> bool:
+    return bool(name) and len(name) <= 32 and name.replace("_", "").isalnum() and name.isascii()
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a body over `max_body` bytes (by Content-Length, or while it streams in)."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._too_large(send)
+            return
+        # Read the body here, up to the cap, then replay it: the app never sees more than max_body
+        # bytes, chunked or not (FastAPI would turn an error raised mid-read into a 400).
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect can come
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"error": {"code": "too_large",
+                                     "message": f"the body may be at most {self.max_body} bytes"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class QueryHttpServer:
-    """Serves the query API on a background thread: `start()`, `stop()`, `port`."""
+    """Serves the query API with uvicorn on a background thread: `start()`, `stop()`, `port`."""
 
     def __init__(self, service: QueryService, principals: Principals, config: HttpConfig) -> None:
+        import uvicorn
+
+        from edge.query.deadline import deadline_protocol
+
         self.service = service
         self.principals = principals
         self.max_body = int(config.max_body_mb * 1024 * 1024)
-        self._server = _Server((config.bind, config.port), _Handler)
-        self._server.app = self
+        self.max_clients = config.max_clients
+        self._sock = socket.socket(socket.AF_INET6 if ":" in config.bind else socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((config.bind, config.port))
+        self._sock.listen(64)
+        ssl_args: dict[str, Any] = {}
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            check_private_file(config.tls_key_file, purpose="HTTP TLS private key")
+            ssl_args = {"ssl_certfile": str(config.tls_cert_file), "ssl_keyfile": str(config.tls_key_file)}
+        app = _BodyLimit(build_app(service, principals), self.max_body)
+        self._config = uvicorn.Config(
+            app, log_config=None, access_log=False, server_header=False, lifespan="off",
+            http=deadline_protocol(config.request_timeout_s), ws="none",
+            limit_concurrency=config.max_clients, timeout_keep_alive=5, **ssl_args)
+        self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful when the config asked for port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="query-http", daemon=True)
         self._thread.start()
-        log.info("query HTTP API on %s:%d", self._server.server_address[0], self.port)
+        log.info("query HTTP API on port %d", self.port)
+
+    def alive(self) -> bool:
+        """True while the server thread runs (the daemon's watchdog ping depends on it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         if self._thread is not None:
-            self._server.shutdown()
+            self._server.should_exit = True
             self._thread.join(10)
             self._thread = None
-        self._server.server_close()
+        self._sock.close()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    app: QueryHttpServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = f"edgegw/{__version__}"
-    timeout = 30  # a client that stalls mid-request must not hold a thread forever
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.client_address[0], *args)
-
-    # -- routing ----------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        if self.path == "/openapi.json":
-            self._json(HTTPStatus.OK, openapi())
-            return
-        if self.path == "/v1/audit/head":
-            if self._principal() is None:
-                return
-            head = self.server.app.service.audit.head()
-            self._json(HTTPStatus.OK, {"audit_head": {"seq": head.seq, "hash": head.hash}})
-            return
-        self._error(HTTPStatus.NOT_FOUND, "not_found", "no such resource")
-
-    def do_POST(self) -> None:
-        if not self.path.startswith(_QUERY_PREFIX):
-            self._error(HTTPStatus.NOT_FOUND, "not_found", "no such resource")
-            return
-        try:
-            kind = query_kind(self.path[len(_QUERY_PREFIX):])
-        except WireError:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", "unknown query kind")
-            return
-        principal = self._principal()
-        if principal is None:
-            return
-        body = self._body()
-        if body is None:
-            return
-        app = self.server.app
-        try:
-            try:
-                request = request_from_json(kind, json.loads(body))
-            except (WireError, ValueError) as exc:
-                message = str(exc) if isinstance(exc, WireError) else "the request body is not valid JSON"
-                raise app.service.refuse(principal, kind.value, Channel.HTTP, message) from None
-            result = app.service.run(principal, request, Channel.HTTP)
-        except QueryRefusedError as err:
-            headers = {}
-            if err.retry_after_s is not None:
-                headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
-            self._json(_STATUS[err.reason], refusal_to_json(err), headers)
-            return
-        self._json(HTTPStatus.OK, result_to_json(result))
-
-    # -- helpers ----------------------------------------------------------------------------------
-
-    def _principal(self) -> Principal | None:
-        header = self.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        principal = self.server.app.principals.by_token(token.strip()) if scheme.lower() == "bearer" else None
-        if principal is None:
-            log.warning("query API: rejected a request without a valid token from %s", self.client_address[0])
-            self._error(HTTPStatus.UNAUTHORIZED, "unauthenticated", "a valid bearer token is required",
-                        {"WWW-Authenticate": 'Bearer realm="edgegw"'})
-        return principal
-
-    def _body(self) -> bytes | None:
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "length_required", "Content-Length is required")
-            return None
-        if length < 0 or length > self.server.app.max_body:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                        f"the body may be at most {self.server.app.max_body} bytes")
-            return None
-        return self.rfile.read(length)
-
-    def _error(self, status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self._json(status, {"error": {"code": code, "message": message}}, headers)
-
-    def _json(self, status: HTTPStatus, obj: object, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API (its schemas are JSON Schema 2020-12)."""
-    time_schema = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-                   "description": "ISO-8601 (no offset means UTC) or seconds since 1970"}
-    error = {"description": "refused or failed", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}}}}
-    kinds = {
-        QueryKind.PLATE: "plate text as read (any spelling; it is normalised)",
-        QueryKind.CARD: "card number (hex of the UID)",
-        QueryKind.MAC: "phone MAC address",
-        QueryKind.PHOTO: "",
-        QueryKind.RANGE: "",
-    }
-    paths: dict[str, Any] = {}
-    for kind, value_doc in kinds.items():
-        props: dict[str, Any] = {"case_id": {"type": "string"}, "officer_id": {"type": "string"},
-                                 "from": time_schema, "to": time_schema, "gate": {"type": "string"},
-                                 "limit": {"type": "integer", "minimum": 1}}
-        if value_doc:
-            props["value"] = {"type": "string", "description": value_doc}
-        if kind is QueryKind.PHOTO:
-            props["photo"] = {"type": "string", "contentEncoding": "base64", "description": "JPEG/PNG/WebP image"}
-            props["threshold"] = {"type": "number", "description": "cosine similarity; never below the gateway's"}
-        paths[f"{_QUERY_PREFIX}{kind.value}"] = {"post": {
-            "summary": f"passages by {kind.value}" if kind is not QueryKind.RANGE else "passages in a time range",
-            "operationId": f"query_{kind.value}",
-            "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "additionalProperties": False, "required": ["case_id", "officer_id", "from", "to"],
-                "properties": props}}}},
-            "responses": {
-                "200": {"description": "the passages found, reduced to what the caller's role may see",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueryResult"}}}},
-                "400": error, "401": error, "403": error, "413": error, "429": error,
-            },
-        }}
-    paths["/v1/audit/head"] = {"get": {
-        "summary": "the audit chain head, for anchoring", "operationId": "audit_head", "security": [{"bearer": []}],
-        "responses": {"200": {"description": "head", "content": {"application/json": {"schema": {
-            "type": "object", "required": ["audit_head"], "properties": {"audit_head": {
-                "type": "object", "required": ["seq", "hash"],
-                "properties": {"seq": {"type": "integer"}, "hash": {"type": "string"}}}}}}}},
-            "401": error},
-    }}
-    member = {"type": "object", "additionalProperties": False, "required": ["event_id", "kind", "source", "ts"],
-              "properties": {
-                  "event_id": {"type": "string"}, "kind": {"type": "string"}, "source": {"type": "string"},
-                  "ts": {"type": "string"}, "direction": {"type": "string"},
-                  "subject": {"type": "object", "additionalProperties": False, "properties": {
-                      "type": {"type": "string"}, "pseudonym": {"type": "string"}, "key_id": {"type": "string"},
-                      "ref": {"type": "string"}}},
-                  "raw": {"type": "string", "description": "decrypted identifier; police role only"},
-                  "score": {"type": "number"}}}
-    hit = {"type": "object", "additionalProperties": False,
-           "required": ["passage_id", "gate", "ts", "direction", "matched", "members"],
-           "properties": {
-               "passage_id": {"type": ["string", "null"]}, "gate": {"type": ["string", "null"]},
-               "ts": {"type": "string"}, "direction": {"type": ["string", "null"]},
-               "matched": {"type": "array", "items": {"type": "string"}},
-               "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
-               "score": {"type": "number"}}}
-    result = {"type": "object", "additionalProperties": False,
-              "required": ["query_id", "kind", "case_id", "officer_id", "view", "audit_seq", "truncated", "hits"],
-              "properties": {
-                  "query_id": {"type": "string"}, "kind": {"enum": [k.value for k in QueryKind]},
-                  "case_id": {"type": "string"}, "officer_id": {"type": "string"},
-                  "view": {"enum": ["metadata", "pseudonyms", "raw"]}, "audit_seq": {"type": "integer"},
-                  "truncated": {"type": "boolean"},
-                  "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}}
-    err = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "audit_seq": {"type": "integer"},
-            "retry_after_s": {"type": "integer"}}}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "edgegw passage query API", "version": __version__,
-                 "description": "Police queries over a gateway's passage records. Every query needs case_id "
-                                "and officer_id, is rate-limited per officer and audited."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Member": member, "Hit": hit, "QueryResult": result, "Error": err},
-        },
-        "paths": paths,
-    }
+def openapi(service: QueryService, principals: Principals) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API (generated from the typed models)."""
+    return build_app(service, principals).openapi()

@@ -49,15 +49,19 @@ class QueryKind(StrEnum):
 
 IDENTIFIER_KINDS = frozenset({QueryKind.PLATE, QueryKind.CARD, QueryKind.MAC})
 
-ROLE_VIEW: dict[Role, View] = {Role.INSTALLER: View.METADATA, Role.PLATFORM: View.PSEUDONYMS, Role.POLICE: View.RAW}
-"""The most each role may see."""
+ROLE_VIEW: dict[Role, View] = {Role.INSTALLER: View.METADATA, Role.PLATFORM: View.METADATA, Role.POLICE: View.RAW}
+"""The most each role may see: the platform gets status and aggregates (kinds, gates, times), never
+pseudonyms it could follow from passage to passage (issue 12)."""
 
 ROLE_KINDS: dict[Role, frozenset[QueryKind]] = {
     Role.INSTALLER: frozenset({QueryKind.RANGE}),  # commissioning: "does the gate record passages?"
-    Role.PLATFORM: frozenset(QueryKind),
+    Role.PLATFORM: frozenset({QueryKind.RANGE}),  # aggregates only: identifying queries are police work
     Role.POLICE: frozenset(QueryKind),
 }
-"""Which query kinds each role may run."""
+"""Which query kinds each role may run: identifying (plate, card, MAC) and photo queries are police-only."""
+
+BIOMETRIC_KINDS = frozenset({QueryKind.PHOTO})
+"""Query kinds that process biometric data (a face compared against stored faces): audited as such."""
 
 CHANNEL_VIEW: dict[Channel, View] = {Channel.CLI: View.RAW, Channel.HTTP: View.RAW, Channel.MQTT: View.PSEUDONYMS}
 """The most a front door may carry: MQTT replies are published, so never raw identifiers."""

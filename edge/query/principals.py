@@ -3,10 +3,13 @@
     [[principal]]
     name = "officer-0042"        # shown in the audit log; MQTT requests name it
     role = "police"              # installer | police | platform
-    officer = "0042"             # optional: a personal token is bound to one officer id
-    token = "…64 hex digits…"    # bearer token (HTTP, CLI); the shared key of MQTT requests
+    officer = "0042"             # the officer the principal is bound to: required for police
+    token = "…64 hex digits…"    # bearer token (HTTP, CLI); optional when verify_key is given
+    verify_key = "…64 hex…"      # Ed25519 public key that signs this principal's MQTT requests
 
-Generate a token with `python -c "import secrets; print(secrets.token_hex(32))"`.
+Generate a token with `python -c "import secrets; print(secrets.token_hex(32))"`; a signing key pair
+with `edge.query.mqtt_rr.generate_signing_key()`. Gateways hold only the public half: the platform's
+private key never leaves the district (issue 12).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from edge.compat import tomllib
 from edge.configbase import StrictModel
@@ -35,7 +39,18 @@ class PrincipalEntry(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
     role: Role
     officer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
-    token: SecretStr = Field(min_length=32, max_length=512)
+    token: SecretStr | None = Field(default=None, min_length=32, max_length=512)
+    verify_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Ed25519 public key (hex) of the principal's MQTT request signatures."""
+
+    @model_validator(mode="after")
+    def _bound(self) -> PrincipalEntry:
+        if self.token is None and self.verify_key is None:
+            raise ValueError("a principal needs a token, a verify_key or both")
+        if self.role is Role.POLICE and self.officer is None:
+            # The audit's "who" and the per-officer limit must never be whatever a request claims.
+            raise ValueError("a police principal must name its officer")
+        return self
 
 
 class PrincipalsFile(StrictModel):
@@ -53,16 +68,20 @@ class Principals:
 
     def __init__(self, entries: Sequence[PrincipalEntry]) -> None:
         self._by_digest: dict[bytes, Principal] = {}
-        self._by_name: dict[str, tuple[Principal, str]] = {}
+        self._by_name: dict[str, tuple[Principal, str | None]] = {}
+        self._verify: dict[str, Ed25519PublicKey] = {}
         for e in entries:
-            token = e.token.get_secret_value()
+            token = e.token.get_secret_value() if e.token is not None else None
             principal = Principal(e.name, e.role, e.officer)
-            digest = _digest(token)
             if e.name in self._by_name:
                 raise ConfigError(f"principal name {e.name!r} appears twice in the tokens file")
-            if digest in self._by_digest:
-                raise ConfigError(f"principal {e.name!r} reuses another principal's token")
-            self._by_digest[digest] = principal
+            if token is not None:
+                digest = _digest(token)
+                if digest in self._by_digest:
+                    raise ConfigError(f"principal {e.name!r} reuses another principal's token")
+                self._by_digest[digest] = principal
+            if e.verify_key is not None:
+                self._verify[e.name] = Ed25519PublicKey.from_public_bytes(bytes.fromhex(e.verify_key))
             self._by_name[e.name] = (principal, token)
 
     def __len__(self) -> int:
@@ -76,11 +95,13 @@ class Principals:
         if found is None:
             return None
         _, secret = self._by_name[found.name]
-        return found if hmac.compare_digest(_digest(secret), digest) else None
+        return found if secret is not None and hmac.compare_digest(_digest(secret), digest) else None
 
-    def by_name(self, name: str) -> tuple[Principal, str] | None:
-        """(principal, token) for MQTT request verification, or None."""
-        return self._by_name.get(name)
+    def signer(self, name: str) -> tuple[Principal, Ed25519PublicKey] | None:
+        """(principal, its Ed25519 public key) for MQTT request verification, or None."""
+        key = self._verify.get(name)
+        found = self._by_name.get(name)
+        return None if key is None or found is None else (found[0], key)
 
 
 def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
@@ -107,7 +128,11 @@ def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
     except ValidationError as exc:
         # Pydantic's message would echo the offending value, which may be a token: name the key only.
         keys = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}") from None
+        # Our own rules (value_error) carry no input, so their reason can be said.
+        rules = sorted({str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()
+                        if err["type"] == "value_error"})
+        why = f" ({'; '.join(rules)})" if rules else ""
+        raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}{why}") from None
     return Principals(parsed.principal)
 
 

@@ -1,9 +1,10 @@
-"""A per-officer sliding-window rate limit kept in SQLite, so the CLI, HTTP and MQTT share one budget."""
+"""A per-officer (and per-token) sliding-window rate limit in SQLite: the CLI, HTTP and MQTT share one budget."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from edge.errors import EdgeError
@@ -36,12 +37,20 @@ class RateLimiter:
 
     def acquire(self, officer: str, now: float) -> float | None:
         """Take one grant for `officer` at `now`; None if granted, else seconds until one is free."""
+        return self.acquire_all((officer,), now)
+
+    def acquire_all(self, keys: Sequence[str], now: float) -> float | None:
+        """Take one grant from every budget in `keys` at once, or none: None if granted, else the wait."""
         with self._lock, transaction(self._db, lambda exc: RateLimitError(f"rate-limit database {self._path}: {exc}")):
             self._db.execute("DELETE FROM grants WHERE ts <= ?", (now - self._per_s,))
-            rows = self._db.execute("SELECT ts FROM grants WHERE officer = ? ORDER BY ts", (officer,)).fetchall()
-            if len(rows) >= self._max:
-                return max(float(rows[len(rows) - self._max][0]) + self._per_s - now, 0.001)
-            self._db.execute("INSERT INTO grants (officer, ts) VALUES (?, ?)", (officer, now))
+            wait = 0.0
+            for key in keys:
+                rows = self._db.execute("SELECT ts FROM grants WHERE officer = ? ORDER BY ts", (key,)).fetchall()
+                if len(rows) >= self._max:
+                    wait = max(wait, float(rows[len(rows) - self._max][0]) + self._per_s - now, 0.001)
+            if wait > 0:
+                return wait
+            self._db.executemany("INSERT INTO grants (officer, ts) VALUES (?, ?)", [(k, now) for k in keys])
             return None
 
     def close(self) -> None:

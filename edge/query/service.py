@@ -32,6 +32,7 @@ from edge.privacy.normalise import normalise
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.query.config import QueryConfig
 from edge.query.model import (
+    BIOMETRIC_KINDS,
     IDENTIFIER_KINDS,
     ROLE_KINDS,
     Channel,
@@ -43,10 +44,12 @@ from edge.query.model import (
     QueryRequest,
     QueryResult,
     RefusalReason,
+    Role,
     View,
     view_for,
 )
 from edge.query.ratelimit import RateLimiter
+from edge.query.refusals import RefusalFlood
 from edge.types import EventKind, IdKind
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,7 @@ class QueryService:
         self._embedder = embedder
         self._embed_lock = threading.Lock()
         self._clock = clock
+        self._flood = RefusalFlood(audit, clock=clock)
 
     @property
     def audit(self) -> AuditLog:
@@ -113,6 +117,9 @@ class QueryService:
             "role": principal.role.value, "kind": request.kind.value,
         }
         actor = f"{principal.role.value}:{principal.name}"
+        action = AuditAction.BIOMETRIC_QUERY if request.kind in BIOMETRIC_KINDS else AuditAction.QUERY
+        if action is AuditAction.BIOMETRIC_QUERY:
+            details["processing"] = "biometric"  # faces compared against stored faces: PIPL sensitive data
         try:
             case_id, officer_id = self._check(principal, request, details)
             actor = f"{principal.role.value}:{officer_id}"
@@ -121,18 +128,18 @@ class QueryService:
             hits, truncated = self._execute(request, view, details)
         except _Refusal as refusal:
             details.update(reason=refusal.reason.value, message=refusal.message)
-            record = self._audit.append(actor, AuditAction.QUERY_REFUSED, details)
+            seq = self._flood.refused(actor, principal.name, refusal.reason.value, details)
             log.info("query %s refused (%s) for %s", query_id, refusal.reason.value, actor)
-            raise QueryRefusedError(refusal.reason, refusal.message, audit_seq=record.seq,
+            raise QueryRefusedError(refusal.reason, refusal.message, audit_seq=seq,
                                     retry_after_s=refusal.retry_after_s) from None
         except Exception as exc:
             details.update(outcome="error", error=type(exc).__name__)
-            self._audit.append(actor, AuditAction.QUERY, details)
+            self._audit.append(actor, action, details)
             raise
         matched = [m for h in hits for m in h.matched]
         details.update(outcome="ok", hits=len(hits), matched=len(matched),
                        matched_event_ids=matched[:_AUDITED_MATCHES], truncated=truncated)
-        record = self._audit.append(actor, AuditAction.QUERY, details)
+        record = self._audit.append(actor, action, details)
         log.info("query %s (%s) by %s: %d hit(s)", query_id, request.kind.value, actor, len(hits))
         return QueryResult(query_id, request.kind, case_id, officer_id, view, record.seq, tuple(hits), truncated)
 
@@ -143,8 +150,13 @@ class QueryService:
                                          "kind": kind if kind in set(QueryKind) else "unknown",
                                          "reason": RefusalReason.INVALID.value,
                                          "message": message}
-        record = self._audit.append(f"{principal.role.value}:{principal.name}", AuditAction.QUERY_REFUSED, details)
-        return QueryRefusedError(RefusalReason.INVALID, message, audit_seq=record.seq)
+        seq = self._flood.refused(f"{principal.role.value}:{principal.name}", principal.name,
+                                  RefusalReason.INVALID.value, details)
+        return QueryRefusedError(RefusalReason.INVALID, message, audit_seq=seq)
+
+    def flush_refusals(self) -> None:
+        """Write the aggregate record of refusals counted but not yet audited (call periodically and on close)."""
+        self._flood.flush()
 
     # -- validation -------------------------------------------------------------------------------
 
@@ -156,6 +168,9 @@ class QueryService:
         if not _CASE_RE.match(case_id):
             raise _Refusal(RefusalReason.INVALID, "the case ID must be 1-64 letters, digits or ' _./:#-'")
         details["case_id"] = case_id
+        if principal.role is Role.POLICE and principal.officer is None:
+            # Every police token names its officer, so the audit's "who" and the limit are never claimed.
+            raise _Refusal(RefusalReason.FORBIDDEN, "this police token names no officer; refused")
         officer_id = (req.officer_id or principal.officer or "").strip()
         if not officer_id:
             raise _Refusal(RefusalReason.MISSING_OFFICER_ID, "every query must carry an officer ID "
@@ -171,9 +186,11 @@ class QueryService:
                            f"queries (allowed: {', '.join(sorted(k.value for k in ROLE_KINDS[principal.role]))})")
         self._check_range(req, details)
         self._check_subject(req, details)
-        wait = self._limiter.acquire(officer_id, self._clock())
+        # One budget per token and one per officer: rotating claimed officer ids behind one token, or
+        # one officer's queries spread over several tokens, both stop at the limit.
+        wait = self._limiter.acquire_all((f"token:{principal.name}", f"officer:{officer_id}"), self._clock())
         if wait is not None:
-            raise _Refusal(RefusalReason.RATE_LIMITED, f"officer {officer_id} reached the limit of "
+            raise _Refusal(RefusalReason.RATE_LIMITED, f"officer {officer_id} (or this token) reached the limit of "
                            f"{self._cfg.rate_limit.max_queries} queries per {self._cfg.rate_limit.per_s:g} s; "
                            f"retry in {wait:.0f} s", retry_after_s=wait)
         return case_id, officer_id

@@ -37,8 +37,19 @@ class WireError(EdgeError):
     """A request body is malformed; the message names the field, never its value."""
 
 
+MIN_TIME = 0.0
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last second ISO-8601 (and iso_ms) can write
+
+
 def parse_time(value: object, name: str) -> float:
-    """Seconds since 1970 from a number or an ISO-8601 string (no offset means UTC)."""
+    """Seconds since 1970 from a number or an ISO-8601 string (no offset means UTC), within 1970..9999."""
+    seconds = _parse_time(value, name)
+    if not MIN_TIME <= seconds <= MAX_TIME:
+        raise WireError(f"{name} must lie between 1970-01-01 and 9999-12-31 (UTC)")
+    return seconds
+
+
+def _parse_time(value: object, name: str) -> float:
     if isinstance(value, bool):
         raise WireError(f"{name} must be an ISO-8601 time or seconds since 1970")
     if isinstance(value, int | float):
@@ -48,14 +59,21 @@ def parse_time(value: object, name: str) -> float:
     if isinstance(value, str):
         text = value.strip()
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(number):
+                raise WireError(f"{name} must be finite")
+            return number
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise WireError(f"{name} is not an ISO-8601 time (e.g. 2026-01-10T08:00:00Z)") from None
-        return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        try:
+            return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59:59-14:00 overflows the UTC conversion
+            raise WireError(f"{name} is out of range") from None
     raise WireError(f"{name} must be an ISO-8601 time or seconds since 1970")
 
 

@@ -41,6 +41,9 @@ class UplinkConfig(StrictModel):
     status_interval_s: float = Field(default=30.0, gt=0)
     backlog_rate: float | None = Field(default=None, gt=0)
     """Events/s for the backlog after an outage (live events go first); None = no limit, strict order."""
+    alarms_first: bool = True
+    """Alarms (SOS presses, watch-list hits, obstruction) go out ahead of both lanes, whatever is
+    queued before them; False keeps strict commit order for them too."""
     ack_mode: Literal["puback", "end_to_end"] = "puback"
     ack_timeout_s: float = Field(default=120.0, gt=0)
 

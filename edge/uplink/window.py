@@ -21,11 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.events import PRIORITY
 from edge.outbox import Outbox
-from edge.types import OutboxRecord
+from edge.types import EventKind, OutboxRecord
 from edge.uplink.config import UplinkConfig
 from edge.uplink.session import reason_text
 from edge.uplink.stats import UplinkStats
+
+ALARM_PRIORITY = PRIORITY[EventKind.ALARM]
 
 AckListener = Callable[[Sequence[OutboxRecord], float], None]
 """Called with the records the broker just acknowledged and the time of the acknowledgement."""
@@ -71,6 +74,9 @@ class InflightWindow:
         self._tokens = 0.0
         self._token_ts = clock()
         self._v5 = True  # set per connection: 3.1.1 has no message expiry
+        self._urgent: set[int] = set()
+        self._urgent_upto = 0
+        """Every alarm row up to here was sent ahead on this connection (or is gone)."""
 
     # -- connection life ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -89,6 +95,7 @@ class InflightWindow:
         """Read the outbox from its start again (after a rejected publish or an end-to-end resend)."""
         self._cursor = 0
         self._live_cursor = self._live_from
+        self._urgent_upto = 0
         self.more = True
 
     def full(self) -> bool:
@@ -128,6 +135,21 @@ class InflightWindow:
         # Rows committed later have higher ids (AUTOINCREMENT), so everything up to `newest` that a
         # short answer did not return is published or in flight: the cursor may jump to `newest`.
         newest = self.outbox.newest_row_id()
+        urgent: list[OutboxRecord] = []
+        self._urgent = set()
+        if self.cfg.alarms_first and self._urgent_upto < newest:
+            # Alarms go out ahead of both lanes and move no lane cursor; the lanes skip them while in
+            # flight and find them gone once acknowledged. Looked up only when rows were committed
+            # since the last look (or after a rewind), so draining a backlog costs nothing more.
+            urgent = self.outbox.pending_priority(ALARM_PRIORITY, self._urgent_upto, newest, room, exclude=exclude,
+                                                  unsent_only=self.cfg.ack_mode == "end_to_end")
+            self._urgent_upto = urgent[-1].row_id if len(urgent) >= room else newest
+            self._urgent = {r.row_id for r in urgent}
+            exclude |= self._urgent
+            room -= len(urgent)
+        return urgent + self._lanes(room, exclude, newest)
+
+    def _lanes(self, room: int, exclude: set[int], newest: int) -> list[OutboxRecord]:
         if self.cfg.backlog_rate is None:
             rows, more = self._lane(self._cursor, room, newest, exclude)
             if not more:
@@ -164,6 +186,8 @@ class InflightWindow:
                 break
             self.inflight[info.mid] = rec
             self.stats.published += 1
+            if rec.row_id in self._urgent:
+                continue  # sent ahead of its lane: the lane's cursor has not reached it
             if rec.row_id > self._live_from and self.cfg.backlog_rate is not None:
                 self._live_cursor = max(self._live_cursor, rec.row_id)
             else:

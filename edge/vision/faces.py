@@ -20,6 +20,7 @@ from edge.types import Detection
 from edge.vision import Runner, as_bgr
 from edge.vision.align import align_face
 from edge.vision.face_quality import FaceQuality, assess
+from edge.vision.imagesize import DEFAULT_MAX_MEGAPIXELS, ImageSizeError, check_image
 from edge.vision.sface import SFace
 from edge.vision.yunet import YuNet
 
@@ -47,26 +48,32 @@ class FaceSample:
     quality: FaceQuality
 
 
-def read_image(path: Path) -> NDArray[np.uint8]:
-    """Decode an image file (JPEG, PNG incl. RGBA and 16-bit, WebP, ...) to BGR uint8; ImageError if not."""
+def read_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> NDArray[np.uint8]:
+    """Decode an image file (JPEG, PNG incl. RGBA and 16-bit, WebP, BMP) to BGR uint8; ImageError if not.
+
+    The size is checked from the header before decoding: a file claiming more than `max_megapixels`
+    is refused, never allocated.
+    """
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc}") from exc
-    if data.size == 0:
+    if not data:
         raise ImageError(f"{path} is empty")
+    return decode_image(data, str(path), max_megapixels)
+
+
+def decode_image(data: bytes, what: str = "the image",
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> NDArray[np.uint8]:
+    """Decode image bytes (JPEG, PNG, WebP, BMP) to BGR uint8; ImageError if they are not an image we accept."""
+    try:
+        check_image(data, max_megapixels, what)
+    except ImageSizeError as exc:
+        raise ImageError(str(exc)) from None
     # IMREAD_COLOR drops alpha, expands grey, converts 16-bit to 8-bit and applies EXIF orientation.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ImageError(f"cannot decode {path} (unsupported or corrupt image)")
-    return np.asarray(image, np.uint8)
-
-
-def decode_image(data: bytes, what: str = "the image") -> NDArray[np.uint8]:
-    """Decode image bytes (JPEG, PNG, WebP, ...) to BGR uint8; ImageError if they are not an image."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise ImageError(f"{what} cannot be decoded (JPEG, PNG, WebP, ... expected)")
+        raise ImageError(f"{what} cannot be decoded (corrupt or unsupported image)")
     return np.asarray(image, np.uint8)
 
 

@@ -1,0 +1,56 @@
+"""A null-modem pair of real pseudo-terminals: what one end writes, the other reads.
+
+Two `os.openpty()` pairs with a relay thread copying between their master sides, so each test gets
+two real tty device paths (like `socat pty,raw pty,raw`) without any package beyond the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+import tty
+
+
+class PtyPair:
+    """Two tty paths, `a` and `b`, wired to each other; `close()` tears the relay down."""
+
+    def __init__(self) -> None:
+        self._ma, self._sa = os.openpty()
+        self._mb, self._sb = os.openpty()
+        for fd in (self._sa, self._sb):
+            tty.setraw(fd)  # no echo, no line discipline: Modbus frames are binary
+        self.a = os.ttyname(self._sa)
+        self.b = os.ttyname(self._sb)
+        self.relayed = 0
+        self.cut = False
+        """While True the relay swallows everything: a cable pulled out of the module."""
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._relay, name="pty-relay", daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        peer = {self._ma: self._mb, self._mb: self._ma}
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._ma, self._mb, self._wake_r], [], [], 0.5)
+            for fd in ready:
+                if fd == self._wake_r:
+                    return
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue  # the slave side is closed for a moment (a client reopening the port)
+                if data and not self.cut:
+                    os.write(peer[fd], data)
+                    self.relayed += len(data)
+
+    def close(self) -> None:
+        """Stop the relay and close every descriptor."""
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        for fd in (self._ma, self._mb, self._sa, self._sb, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
