@@ -17,7 +17,7 @@ Every source stamps on one clock (the wall clock at capture), but a camera obser
 fusion only after its pipeline's latency: the track has to end and inference takes time, seconds
 on a slow gateway. Fusion tolerates that latency, bounded by `max_latency_s`: a camera member stands
 for its whole interval from capture to commit (a card swiped when the gate's display showed the
-recognised face fuses with it; "nearest" is then the gap between intervals, then capture times), a
+recognised face fuses with it; "nearest" is then the nearest of capture and commit), a
 passage waits for late members as long as the gate's cameras have lately taken to deliver
 (measured; at least `latency_s`), and a passage with too few members to publish keeps waiting for a
 late camera member up to `max_latency_s` in any case.
@@ -74,13 +74,23 @@ class _Pending:
 _MAX_ANCHORS_PENDING = 4096  # per gate: grouping is quadratic in the anchors waiting at one gate
 
 
+def _nearness(a: _Member, b: _Member) -> float:
+    """How near two members are, for choosing partners: the closest pair of their interval ends.
+
+    A swipe goes with the passer-by it was nearest to either when they were seen (capture) or when
+    they were reported (commit: the gate showed them recognised); a time inside a slow pipeline's
+    interval is no evidence either way. For instants this is their distance.
+    """
+    return min(abs(x - y) for x in (a.lo, a.hi) for y in (b.lo, b.hi))
+
+
 def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pending]]:
     """Group anchors by nearest time: closest cross-kind pairs first, one anchor per kind, all within window_s.
 
     A member is an interval (a camera member's runs from capture to commit, see the module
-    docstring); two members' distance is the gap between their intervals, and a group fits when every
-    two of its members are within `window_s` of each other (for instants: its span is ≤ window_s).
-    Deterministic (ties broken by capture-time distance, observation time, then event id), so
+    docstring). Pairs join nearest first (`_nearness`: the closest pair of interval ends), and a group
+    fits when the gap between any two of its members' intervals is ≤ `window_s` (for instants: its
+    span is ≤ window_s). Deterministic (ties broken by the gap, observation time, then event id), so
     regrouping the same anchors on a later tick gives the same groups.
     """
     items = sorted(anchors, key=lambda a: (a.member.lo, a.member.event_id))
@@ -103,8 +113,8 @@ def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pe
             if gap > window_s:
                 break  # sorted by start: every later anchor is farther still
             if b.kind is not a.member.kind:
-                pairs.append((gap, b.lo - a.member.lo, i, j))
-    for _gap, _dt, i, j in sorted(pairs):
+                pairs.append((_nearness(a.member, b), gap, i, j))
+    for _near, _gap, i, j in sorted(pairs):
         ri, rj = root(i), root(j)
         if ri == rj or kinds[ri] & kinds[rj]:
             continue
