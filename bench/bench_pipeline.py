@@ -58,7 +58,7 @@ from edge.pipeline.faces import FacePath
 from edge.pipeline.motion import MotionGate
 from edge.pipeline.worker import CameraWorker
 from edge.privacy.boundary import PrivacyBoundary
-from edge.privacy.pseudonym import Pseudonymiser
+from edge.privacy.config import PrivacyConfig
 from edge.residents import ResidentGallery
 from edge.types import Frame, Observation
 from edge.vision.faces import FaceAnalyzer
@@ -100,7 +100,9 @@ def gateway_config(data_dir: Path, *, motion: bool = True, models_dir: Path = MO
     for name in ("district.key", "data.key"):
         if not (data_dir / name).exists():
             generate_key_file(data_dir / name)
+    # The bench measures the pipeline, not key delivery: it derives epoch keys from a local root (dev mode).
     return Config(gateway=GatewayConfig(district="d1", community="c1", gateway="bench", data_dir=data_dir),
+                  privacy=PrivacyConfig(district_key_file="district.key"),
                   models=ModelsConfig(dir=models_dir), motion=MotionConfig(enabled=motion))
 
 
@@ -108,11 +110,11 @@ class Gateway:
     """The commit side of the gateway (boundary, outbox, gallery) for pipelines built here."""
 
     def __init__(self, cfg: Config) -> None:
-        from edge.app.wiring import data_key, district_key
+        from edge.app.wiring import data_key, pseudonymiser
 
         self.cfg = cfg
         self.outbox = make_outbox(cfg)
-        boundary = PrivacyBoundary(Pseudonymiser(district_key(cfg), cfg.privacy.epoch), origin_of(cfg))
+        boundary = PrivacyBoundary(pseudonymiser(cfg), origin_of(cfg))
         self.committer = TimedCommitter(self.outbox, boundary, cfg.outbox.commit_backoff)
         self.gallery = ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
 

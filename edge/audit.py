@@ -30,6 +30,7 @@ Threat model, honestly:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -38,6 +39,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
+
+from pydantic import Field
 
 from edge.compat import StrEnum
 from edge.configbase import StrictModel
@@ -71,6 +75,13 @@ class AuditConfig(StrictModel):
     path: Path = Path("audit.db")
     anchor_path: Path | None = None
     """Default: `<path>.anchor`; put it on another file system or owner to make it worth more."""
+    case_keys_path: Path = Path("audit-case-keys.db")
+    """The per-case keys of the audit's digests (shredded with the case, or after `case_key_days`)."""
+    case_key_days: float = Field(default=365.0, gt=0)
+    """A case key older than this is shredded: its queries' digests link to nothing any more."""
+    retention_days: float = Field(default=730.0, gt=0)
+    """Records older than this are pruned from the start of the chain (which stays verifiable from
+    the pruned point on); the platform keeps the signed heads published before."""
 
 
 class AuditError(EdgeError):
@@ -185,7 +196,11 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
+                                       hash TEXT NOT NULL, pruned_ms INTEGER NOT NULL);
 """
+_NO_DELETE = """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
 # The triggers stop mistakes in our own code, not an attacker (who can drop them); the chain does that.
 
 _COLUMNS = "seq, ts_ms, actor, action, details, prev_hash, hash"
@@ -213,7 +228,7 @@ class AuditLog:
         if not create and not self._path.is_file():
             raise AuditError(f"no audit log at {self._path}")
         try:
-            self._db = connect(self._path)
+            self._db = connect(self._path, secure_delete=True)  # pruned records are overwritten
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open audit log {self._path}: {exc}") from exc
         try:
@@ -310,6 +325,38 @@ class AuditLog:
                 raise AuditError(f"cannot read audit log {self._path}: {exc}") from exc
         return [AuditRecord(*row) for row in reversed(rows)]
 
+    def base(self) -> ChainHead:
+        """Where the retained chain starts: the last pruned record (0 and GENESIS_HASH if none was)."""
+        with self._lock:
+            return self._base()
+
+    def prune(self, before_ms: int, *, actor: str = "system:audit") -> int:
+        """Retention: delete the records older than `before_ms` from the start of the chain (never the
+        newest), remember the last deleted record as the chain's base, and audit the prune.
+
+        The retained chain verifies from its base on; the platform, which stores the signed heads
+        the gateway published, can still check the base against them. Returns how many were deleted.
+        """
+        failed = lambda exc: AuditError(f"cannot prune audit log {self._path}: {exc}")  # noqa: E731
+        with self._lock, transaction(self._db, failed):
+            head = self._head()
+            row = self._db.execute("SELECT MAX(seq) FROM audit WHERE ts_ms < ? AND seq < ?",
+                                   (before_ms, head.seq)).fetchone()
+            last = row[0] if row is not None else None
+            if not isinstance(last, int):
+                return 0
+            base_hash = str(self._db.execute("SELECT hash FROM audit WHERE seq = ?", (last,)).fetchone()[0])
+            # The trigger guards against our own mistakes; retention is the one deliberate delete.
+            self._db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+            n = int(self._db.execute("DELETE FROM audit WHERE seq <= ?", (last,)).rowcount)
+            self._db.execute(_NO_DELETE)
+            self._db.execute("INSERT OR REPLACE INTO audit_base (id, seq, hash, pruned_ms) VALUES (1, ?, ?, ?)",
+                             (last, base_hash, self._clock()))
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.append(actor, "audit_prune", {"deleted": n, "base_seq": last, "base_hash": base_hash})
+        return n
+
     def read_anchor(self) -> ChainHead | None:
         """The head recorded in the anchor file; None if the file does not exist."""
         return _read_anchor(self._anchor_path)
@@ -348,12 +395,22 @@ class AuditLog:
 
     def _head(self) -> ChainHead:
         row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return self._base() if row is None else ChainHead(int(row[0]), str(row[1]))
+
+    def _base(self) -> ChainHead:
+        try:
+            row = self._db.execute("SELECT seq, hash FROM audit_base WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:  # a log from before retention existed (opened with create=False)
+            return ChainHead(0, GENESIS_HASH)
         return ChainHead(0, GENESIS_HASH) if row is None else ChainHead(int(row[0]), str(row[1]))
 
     def _verify(self, anchors: list[tuple[ChainHead, str]], anchor_error: str) -> VerifyResult:
+        base = self._base()
+        # Anchors older than the retained chain cannot be checked here (the platform checks them).
+        anchors = [(a, src) for a, src in anchors if a.seq >= base.seq]
         wanted = {a.seq for a, _ in anchors}
-        seen: dict[int, str] = {0: GENESIS_HASH}
-        prev = ChainHead(0, GENESIS_HASH)
+        seen: dict[int, str] = {base.seq: base.hash}
+        prev = base
         count = 0
 
         def bad(seq: int, problem: Problem, message: str) -> VerifyResult:
@@ -476,6 +533,10 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
+        # Keep the mode of the anchor being replaced: where two daemons share the audit (a group
+        # directory, systemd/edgegw.tmpfiles.conf pre-creates it 0660), the next one must read it.
+        with contextlib.suppress(FileNotFoundError):
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode) & 0o660)
         os.write(fd, text.encode("ascii"))
         os.fsync(fd)
     finally:
@@ -529,7 +590,17 @@ def _check_value(value: object, where: str, depth: int) -> None:
     raise AuditError(f"audit {where} holds a {type(value).__name__}; only JSON data is allowed")
 
 
-def audit_status(audit: AuditLog) -> dict[str, dict[str, object]]:
-    """The status message fragment that lets the platform anchor the audit chain."""
+HeadSigner = Callable[[int, str], dict[str, object]]
+"""(seq, hash) → the signed head for the status message (the gateway's Ed25519 key; edge.privacy.identity)."""
+
+
+def audit_status(audit: AuditLog, sign: HeadSigner | None = None) -> dict[str, dict[str, object]]:
+    """The status message fragment that lets the platform anchor the audit chain.
+
+    With `sign`, the head is signed by the gateway's key, so the platform can tell the gateway's own
+    heads from any broker client's, and a head that no longer appears in the log proves a rewrite.
+    """
     head = audit.head()
+    if sign is not None:
+        return {"audit_head": sign(head.seq, head.hash)}
     return {"audit_head": {"seq": head.seq, "hash": head.hash}}

@@ -6,8 +6,9 @@ PUBACK (or, in end-to-end mode, after the platform's watermark covers it). Seque
 assigned inside the same transaction, per source, so they are gap-free within one outbox `boot`.
 
 Space is bounded twice: the configured quota (events and bytes, lowered automatically when the disk
-itself runs short) applies the documented drop policy, counted; and if a write still fails because
-the disk is full, `append` raises `OutboxFullError` and drops nothing, so the caller can retry.
+itself runs short: edge.diskbudget sets the reserve and every state database's WAL headroom aside)
+applies the documented drop policy, counted; and if a write still fails because the disk is full,
+`append` raises `OutboxFullError` and drops nothing, so the caller can retry.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -27,9 +28,10 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import Field
 
 from edge.configbase import BackoffConfig, StrictModel
+from edge.diskbudget import RateWindow, disk_free, outage_seconds, outbox_quota, state_files
 from edge.errors import OutboxError
 from edge.events import PRIORITY, encode, event_topic, to_wire, validate
-from edge.sqlite import create_private, transaction
+from edge.sqlite import create_private, enable_wal, transaction
 from edge.types import Event, EventKind, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,16 @@ def _guarded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 def _disk_free(path: Path) -> int:
     """Bytes available to this (unprivileged) process on the filesystem holding `path`."""
-    st = os.statvfs(path)
-    return int(st.f_bavail) * int(st.f_frsize)
+    return disk_free(path)
+
+
+FULL_FREE_BYTES = 256 * 1024
+"""Below this much free space the disk counts as full, whether or not a commit has failed yet: the
+markers a failed commit writes cannot reach a full disk, so the free space itself is the signal."""
+_ROW_OVERHEAD_BYTES = 160  # a row's header, its event_id and two index entries, beyond payload and topic
+QUOTA_CLEAR_FRACTION = 0.9
+"""The quota alarm clears once the outbox is back below this fraction of its quota (hysteresis: the
+policy drops in 1 % chunks, so a full outbox hovers just under the quota and must not flap)."""
 
 
 class OutboxConfig(StrictModel):
@@ -99,11 +109,20 @@ class OutboxConfig(StrictModel):
     retention_days: float = Field(default=7.0, gt=0)
     commit_backoff: BackoffConfig = BackoffConfig(initial_s=1.0, max_s=60.0)
     """How capture retries a commit the outbox refused (locked, disk full); events wait, never drop."""
+    reserve_mb: float = Field(default=64.0, ge=0)
+    """Disk space left to the rest of the system: the outbox's backlog never grows into it."""
+    live_mb: float = Field(default=4.0, gt=0)
+    """What the outbox may always hold, even on a short disk, so live events flow with the broker up."""
+    quota_alarm_repeat_s: float = Field(default=300.0, gt=0)
+    """While the quota keeps dropping, one alarm event (with the count since the last) per this interval."""
 
-    def limits(self) -> OutboxLimits:
-        """The quota and retention the outbox enforces."""
+    def limits(self, state_databases: tuple[Path, ...] = (), other_bytes_per_event: float = 0.0) -> OutboxLimits:
+        """The quota and retention the outbox enforces; `state_databases` share its disk budget."""
         return OutboxLimits(max_events=self.max_events, max_bytes=int(self.max_mb * 1024 * 1024),
-                            retention_s=self.retention_days * 86400.0)
+                            retention_s=self.retention_days * 86400.0,
+                            min_free_bytes=int(self.reserve_mb * 1024 * 1024),
+                            live_bytes=int(self.live_mb * 1024 * 1024), state_databases=state_databases,
+                            other_bytes_per_event=other_bytes_per_event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +137,14 @@ class OutboxLimits:
     file_cap_bytes: int | None = None
     """Hard cap on the file (PRAGMA max_page_count): a write past it fails exactly like a full disk.
     Leave it None on a gateway; the chaos tests use it to fill a "disk" without root."""
+    live_bytes: int = 4 * 1024 * 1024
+    """What the outbox may always hold (if the disk has it), reserve or not: see edge.diskbudget."""
+    state_databases: tuple[Path, ...] = ()
+    """The gateway's other SQLite files (passage store, keys, audit, residents): their WALs' headroom
+    is set aside before the outbox may grow, and their size counts in the reported budget."""
+    other_bytes_per_event: float = 0.0
+    """What the other stores gain per committed event (the passage store: see bench/bench_disk.py);
+    they grow from the same free space during an outage, which the outage estimate accounts for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +164,26 @@ class StorageState:
     disk_free_bytes: int
     disk_full: bool
     full_since: float | None
+    state_bytes: int = 0
+    """Every state file (outbox, passage store, audit, keys, residents, their WALs) together."""
+    wal_headroom_bytes: int = 0
+    reserve_bytes: int = 0
+    rate_eps: float | None = None
+    """Events committed per second over the last 10–20 minutes (None before a minute of history)."""
+    bytes_per_event: float | None = None
+    """What one more pending event takes in the outbox file."""
+    outage_s: float | None = None
+    """How long a broker outage the outbox can absorb at `rate_eps` before the quota drops events."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """The quota alarm: raised at the first drop, cleared once the outbox is back below 90 % of its quota."""
+
+    active: bool
+    since: float | None
+    dropped_since: int
+    """Events dropped since the alarm was raised."""
 
 
 class OutboxFullError(OutboxError):
@@ -210,6 +257,12 @@ class Outbox:
         row = self._db.execute("SELECT value FROM meta WHERE key='full_since'").fetchone()
         self._full_since: float | None = None if row is None else float(row[0])
         self._data_version = -1
+        self._granted: int | None = None
+        """The byte quota the last commit enforced (see _quota_bytes)."""
+        self._drops_unlogged: dict[str, int] = {}
+        self._drops_logged_at = float("-inf")
+        self._unsaved_full_errors = 0
+        """Failed commits on a full disk that could not be counted on it yet (written with the next commit)."""
 
     @contextmanager
     def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -234,7 +287,7 @@ class Outbox:
     def _connect(self, path: Path) -> sqlite3.Connection:
         create_private(path)  # 0600 whatever the umask; -wal and -shm inherit it (issue 12)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)  # retried: two daemons creating a new outbox at once race for this switch
         db.execute("PRAGMA secure_delete=ON")  # delivered rows are overwritten, not left in free pages
         # FULL: a commit is on stable storage before `append` returns; a power cut loses nothing acked.
         db.execute("PRAGMA synchronous=FULL")
@@ -315,29 +368,51 @@ class Outbox:
                     )
                     records.append(OutboxRecord(int(cur.lastrowid or 0), ev.event_id, ev.source_id, seq,
                                                 self.boot, ev.kind, topic, payload, prio, now, expires))
-                dropped = self._enforce_quota(file_bytes)
-                if self._full_since is not None:
+                dropped = self._enforce_quota(file_bytes, now)
+                self._count_rate(now, records)
+                if self._full_since is not None or self._unsaved_full_errors:
+                    # The markers a full disk refused are written now that a commit fits.
                     self._db.execute("DELETE FROM meta WHERE key='full_since'")
+                    if self._unsaved_full_errors:
+                        self._bump("full_errors", self._unsaved_full_errors)
         except sqlite3.Error as exc:
             if _is_full(exc):
                 self._note_full(now)
                 raise OutboxFullError(f"outbox {self.path} is full (disk or file cap): {len(events)} event(s) "
                                       "not committed; retry once the uplink drains or space is freed") from exc
             raise OutboxError(f"cannot commit {len(events)} event(s) to {self.path}: {exc}") from exc
+        self._unsaved_full_errors = 0
         if self._full_since is not None:
             log.warning("outbox writable again after %.1f s full", now - self._full_since)
             self._full_since = None
         if dropped:
-            log.warning("outbox quota reached: dropped %s", dropped)
+            self._log_drops(dropped, now)
         return AppendResult(tuple(records), dropped)
+
+    def _log_drops(self, dropped: dict[str, int], now: float) -> None:
+        # At most one line per 10 s with the counts since the last: a full outbox drops on every
+        # commit, and a line each time buried everything else in the journal (the counts are exact
+        # in the counters and the status either way).
+        for kind, n in dropped.items():
+            self._drops_unlogged[kind] = self._drops_unlogged.get(kind, 0) + n
+        if now - self._drops_logged_at >= 10.0:
+            log.warning("outbox quota reached: dropped %s (oldest low-priority first)", self._drops_unlogged)
+            self._drops_unlogged, self._drops_logged_at = {}, now
 
     def _note_full(self, now: float) -> None:
         """Record a full disk where the uplink can see it (best effort: the write may fail too)."""
         first = self._full_since is None
         self._full_since = self._full_since or now
-        with suppress(sqlite3.Error), self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('full_since', ?)", (repr(self._full_since),))
-            self._bump("full_errors", 1)
+        self._unsaved_full_errors += 1
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('full_since', ?)",
+                           (repr(self._full_since),))
+                self._bump("full_errors", self._unsaved_full_errors)
+        except sqlite3.Error:
+            pass  # the disk is full: kept in memory, counted with the next commit that fits
+        else:
+            self._unsaved_full_errors = 0
         if first:
             log.error("outbox %s is full: commits fail until space returns (nothing is dropped)", self.path)
 
@@ -350,19 +425,37 @@ class Outbox:
     def _file_bytes(self) -> int:
         return int(self._db.execute("PRAGMA page_count").fetchone()[0]) * self._page_size
 
-    def _quota_bytes(self, file_bytes: int) -> int:
-        """The byte quota in force: the configured one, lowered to leave `min_free_bytes` on the disk."""
+    def _quota_bytes(self, file_bytes: int, *, enforce: bool = False) -> int:
+        """The byte quota in force: the configured one, lowered so the disk keeps its reserve and WAL headroom."""
         try:
             free = _disk_free(self.path.parent)
         except OSError:
             return self.limits.max_bytes
+        headroom = state_files((self.path, *self.limits.state_databases)).wal_headroom
         # Pages already in the file (used or free-listed) are ours to reuse; only growth needs the disk.
-        return min(self.limits.max_bytes, file_bytes + max(free - self.limits.min_free_bytes, 0))
+        # But not the pages an over-quota commit added before the policy dropped room for it: counted
+        # as reusable, they raised the quota by a batch each time and the file crept into the reserve
+        # (4 -> 9.4 MiB over a 60,000-event outage on a short disk). So the file counts only up to the
+        # quota last enforced.
+        reusable = file_bytes if self._granted is None else min(file_bytes, self._granted)
+        quota = outbox_quota(max_bytes=self.limits.max_bytes, file_bytes=reusable, free=free,
+                             reserve=self.limits.min_free_bytes, wal_headroom=headroom,
+                             live_bytes=self.limits.live_bytes)
+        if enforce:
+            self._granted = quota
+        return quota
 
-    def _enforce_quota(self, file_bytes: int) -> dict[str, int]:
+    def _count_rate(self, now: float, records: Sequence[OutboxRecord]) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='rate'").fetchone()
+        window = RateWindow.decode(None if row is None else str(row[0]), now)
+        nbytes = sum(len(r.payload) + len(r.topic) for r in records)
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('rate', ?)",
+                         (window.add(now, len(records), nbytes).encode(),))
+
+    def _enforce_quota(self, file_bytes: int, now: float) -> dict[str, int]:
         dropped: dict[str, int] = {}
         n, used = self._usage()
-        quota = self._quota_bytes(file_bytes)
+        quota = self._quota_bytes(file_bytes, enforce=True)
         while n > self.limits.max_events or used > quota:
             # Drop in chunks: oldest first within the lowest priority present. Alarms (highest) last.
             excess = max(n - self.limits.max_events, 1, n // 100)
@@ -379,7 +472,17 @@ class Outbox:
             self._bump(f"dropped_quota.{kind}", count)
         if dropped:
             self._bump("dropped_quota", sum(dropped.values()))
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('quota_since', ?)", (repr(now),))
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) SELECT 'quota_base', "
+                             "COALESCE((SELECT value FROM counters WHERE name = 'dropped_quota'), 0) - ?",
+                             (sum(dropped.values()),))
+        elif not self._pressed(n, used, quota):
+            self._db.execute("DELETE FROM meta WHERE key IN ('quota_since', 'quota_base')")
         return dropped
+
+    def _pressed(self, n: int, used: int, quota: int) -> bool:
+        """Still near the quota: the alarm stays up until the outbox is below 90 % of it."""
+        return n > QUOTA_CLEAR_FRACTION * self.limits.max_events or used > QUOTA_CLEAR_FRACTION * quota
 
     def _bump(self, name: str, by: int) -> None:
         self._db.execute("INSERT INTO counters(name, value) VALUES(?, ?) "
@@ -569,7 +672,42 @@ class Outbox:
             free = -1
         row = self._db.execute("SELECT value FROM meta WHERE key='full_since'").fetchone()
         since = None if row is None else float(row[0])
-        return StorageState(used, self._quota_bytes(self._file_bytes()), free, since is not None, since)
+        n = int(self._db.execute("SELECT n FROM tally").fetchone()[0])
+        quota = self._quota_bytes(self._file_bytes())
+        files = state_files((self.path, *self.limits.state_databases))
+        now = self._clock()
+        rate_row = self._db.execute("SELECT value FROM meta WHERE key='rate'").fetchone()
+        window = RateWindow.decode(None if rate_row is None else str(rate_row[0]), now)
+        rate = window.rate_eps(now)
+        # One more pending event costs its payload, topic and row overhead in the file; with a
+        # backlog the file itself says it best.
+        mean = window.bytes_per_event()
+        per_event = used / n if n >= 200 else None if mean is None else mean + _ROW_OVERHEAD_BYTES
+        outage = None
+        if per_event is not None and free >= 0:
+            events_room = max(self.limits.max_events - n, 0) * per_event
+            free_room = free - self.limits.min_free_bytes - files.wal_headroom
+            outage = outage_seconds(room_bytes=int(min(quota - used, events_room)), rate_eps=rate,
+                                    outbox_bytes_per_event=per_event,
+                                    other_bytes_per_event=self.limits.other_bytes_per_event,
+                                    free_room_bytes=free_room if self.limits.other_bytes_per_event else None)
+        full = since is not None or 0 <= free < FULL_FREE_BYTES
+        return StorageState(used, quota, free, full, since, state_bytes=files.bytes,
+                            wal_headroom_bytes=files.wal_headroom, reserve_bytes=self.limits.min_free_bytes,
+                            rate_eps=rate, bytes_per_event=per_event, outage_s=outage)
+
+    @_guarded
+    def quota_state(self) -> QuotaState:
+        """Whether the quota alarm is up: raised at the first drop, cleared below 90 % of the quota."""
+        meta = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('quota_since', 'quota_base')"))
+        if "quota_since" not in meta:
+            return QuotaState(False, None, 0)
+        n, used = self._usage()
+        if not self._pressed(n, used, self._quota_bytes(self._file_bytes())):
+            return QuotaState(False, None, 0)  # drained (the next commit clears the record)
+        total = int(self._db.execute("SELECT COALESCE((SELECT value FROM counters WHERE name = 'dropped_quota'), 0)"
+                                     ).fetchone()[0])
+        return QuotaState(True, float(meta["quota_since"]), total - int(float(meta.get("quota_base", 0))))
 
     @_guarded
     def put_status(self, component: str, body: dict[str, object]) -> None:

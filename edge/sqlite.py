@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,7 @@ def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secu
     create_private(path)
     db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute(f"PRAGMA secure_delete={'ON' if secure_delete else 'OFF'}")
         if foreign_keys:
@@ -32,6 +34,41 @@ def connect(path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", secu
         db.close()
         raise
     return db
+
+
+def enable_wal(db: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another connection holds the file (first start).
+
+    When two processes create the same new database at once, the switch to WAL needs an exclusive
+    lock, and SQLite answers SQLITE_BUSY at once instead of calling the busy handler (waiting could
+    deadlock inside SQLite). So the busy timeout does not cover it; this retries, with a short
+    jittered sleep, for as long as the busy timeout would have waited. Raises sqlite3.Error.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        else:
+            if mode is not None and str(mode[0]).lower() == "wal":
+                return
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
+        time.sleep(delay * (0.5 + random.random()))  # jitter: two racing processes must not retry in step
+        delay = min(delay * 2, 0.2)
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes; sqlite3's constants for them are 3.11+
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # 3.11+; on 3.10 only the message tells
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def create_private(path: Path, mode: int = 0o600) -> None:

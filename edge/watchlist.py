@@ -56,7 +56,7 @@ MAX_BYTES = 16 * 1024 * 1024
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CASE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
-_KEY_ID = re.compile(r"^[0-9a-f]{8}\.[0-9A-Z-]{4,10}$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}\.[0-9A-Z-]{4,10}$")  # the event schema's key_id (edge.keys.key_fingerprint)
 _APPROVER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 

@@ -81,17 +81,27 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def new_gateway(tmp_path: Path, sections: str = "") -> Path:
-    """A gateway under `tmp_path`: data dir with fresh 0600 district and data keys, and gw.toml whose
-    [gateway] section points there, followed by `sections` (more TOML). Returns the config path."""
+    """A gateway under `tmp_path`: data dir with a fresh 0600 data key and gateway identity, its epoch
+    keys issued by the real key service from a stand-in district root key (`data/district.key`, which
+    the gateway's config never names) and imported; gw.toml's [gateway] section points there, followed
+    by `sections` (more TOML). Returns the config path."""
     from edge.keys import generate_key_file
 
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("district.key", "data.key"):
-        generate_key_file(data / name)
+    generate_key_file(data / "data.key")
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'[gateway]\ndistrict = "d1"\ncommunity = "c1"\ngateway = "g1"\ndata_dir = "{data}"\n\n{sections}')
+    provision(cfg, data / "district.key")
     return cfg
+
+
+def provision(cfg_path: Path, root_key_file: Path, window_days: float | None = None) -> None:
+    """Issue and import the gateway's epoch keys from a stand-in district root key (created if missing)."""
+    from edge.app.config import load_config
+    from edge.app.provision import provision_epoch_keys
+
+    provision_epoch_keys(load_config(cfg_path), root_key_file, window_days=window_days)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_quota_reached_while_offline_policy_counts_alarm_status_and_recovery(tmp
     acked = prod.ids()
     prod.stop()
     assert len(acked) == 1000  # every commit returned: the quota never blocks capture
-    ob = Outbox(db)
+    ob = Outbox(db, limits=OutboxLimits(max_events=300))  # the uplink runs under the same config
     rows = ob.pending(10_000)
     counters = ob.counters()
     by_kind = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("dropped_quota.")}
@@ -69,17 +69,23 @@ def test_quota_reached_while_offline_policy_counts_alarm_status_and_recovery(tmp
         ids = [i for i, k in zip(acked, _kinds_of(1000), strict=True) if k == kind]
         kept_ids = [i for i in ids if i in survivors]
         assert kept_ids == ids[len(ids) - len(kept_ids):]
-    # Never silently: alarm events say so (capture commits one per append that dropped).
-    assert alarms and all(a["attrs"]["code"] == "outbox_quota" for a in alarms)
-    assert sum(a["attrs"]["count"] for a in alarms) <= counters["dropped_quota"]
+    # Never silently, and once: one alarm event for the episode (it used to be one per dropping commit);
+    # the repeat comes only after `alarm_repeat_s` (300 s by default), the clearing once it drains.
+    assert len(alarms) == 1 and alarms[0]["attrs"]["code"] == "outbox_quota", alarms
+    assert 0 < alarms[0]["attrs"]["count"] <= counters["dropped_quota"]
     # The platform sees the flag and the counts in the retained status, then the backlog.
     sub = Subscriber(broker.port, client_id="platform")
     up, t = _uplink(ob, broker)
     try:
-        assert wait_until(lambda: ob.depth() == 0, 30)
         assert wait_until(lambda: bool(sub.statuses), 10)
+        assert wait_until(lambda: ob.depth() == 0, 30)
+        raised = [s for s in sub.statuses if "outbox_quota" in s["alarms"]]
+        assert raised and raised[0]["alarm"] is True and raised[0]["quota"]["alarm"] is True
+        assert raised[0]["quota"]["dropped_since"] == counters["dropped_quota"]
+        # Drained: the alarm clears (and the status says so at once); the counts stay on record.
+        assert wait_until(lambda: "outbox_quota" not in sub.statuses[-1]["alarms"], 10)
         status = sub.statuses[-1]
-        assert status["alarm"] is True and "outbox_quota" in status["alarms"]
+        assert status["quota"]["alarm"] is False
         assert status["drops"]["quota"] == counters["dropped_quota"]
         assert status["drops"]["quota_by_kind"] == by_kind
         # Recovery: with room again, new commits drop nothing and are delivered.
@@ -134,10 +140,19 @@ def test_disk_full_capture_retries_drops_nothing_and_recovers_when_the_uplink_fr
         assert wait_until(lambda: any(s.get("disk_full") for s in sub.statuses) or done.is_set(), 10)
         # Draining frees pages inside the file; capture's retries get through.
         assert wait_until(done.is_set, 60), "capture never recovered"
+        committer.tick(time.time())  # a recovery alarm the still-short disk refused is retried here
         assert wait_until(lambda: view.depth() == 0, 30)
         total = sum(len(b) for b in batches)
+        # Besides the events: one `disk_full` alarm per full episode, committed once space returned.
         assert committer.committed == total
-        assert wait_until(lambda: len(sub.ids()) == total, 30)
+        episodes = committer.alarms_committed
+        assert episodes >= 1
+        assert wait_until(lambda: len(sub.ids()) == total + episodes, 30)
+        full_alarms = [json.loads(g.payload) for g in sub.got if g.source == "outbox"]
+        assert len({a["event_id"] for a in full_alarms}) == episodes
+        assert all(a["attrs"]["code"] == "disk_full" and a["attrs"]["count"] >= 1 for a in full_alarms)
+        assert sum(a["attrs"]["count"] for a in {a["event_id"]: a for a in full_alarms}.values()) \
+            == committer.full_refusals
         assert not view.storage().disk_full  # the flag clears with the first commit that fits
         up.publish_status(online=True)
         assert wait_until(lambda: sub.statuses and sub.statuses[-1]["disk_full"] is False, 10)

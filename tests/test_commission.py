@@ -56,7 +56,7 @@ def test_every_check_passes_on_a_healthy_gateway(tmp_path: Path, broker: Broker,
 
 def test_failures_are_named_and_explained(tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _gateway(tmp_path, broker, str(tmp_path / "no-such-tty"))
-    os.chmod(tmp_path / "data" / "district.key", 0o644)
+    os.chmod(tmp_path / "data" / "gateway.key", 0o644)
     broker.stop()
     capsys.readouterr()
     assert main(["check", "--config", str(cfg)]) == 1

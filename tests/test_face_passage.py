@@ -52,14 +52,15 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     gallery = ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
     analyzer = FaceAnalyzer(MODELS_DIR)
     # The embedding is sealed at rest: the enrolled vector's float bytes (any 16 of them) are in
-    # neither the database nor its WAL, while the local resident id is (so the scan reads the data).
+    # neither the database nor its WAL, and neither is the resident id (issue 12: ids encrypted at
+    # rest); the table names are (so the scan reads the data).
     sample = analyzer.largest_face_embedding(cv2.imread(str(FACES / "obama" / "obama.jpg")))
     assert sample is not None
     clear = sample.embedding.astype("<f4").tobytes()
     db = cfg.path(cfg.storage.residents_db)
     wal = db.with_name(db.name + "-wal")
     raw = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-    assert b"r-obama" in raw
+    assert b"r-obama" not in raw and b"resident_embeddings" in raw
     assert not any(clear[i:i + 16] in raw for i in range(0, len(clear) - 16, 4))
     # ...and the vector looked for is really the one enrolled (the gallery decrypts it back).
     assert gallery.match(sample.embedding, 0.99999).resident_id == "r-obama"
@@ -111,11 +112,14 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     assert status["committed"] == 2
     # Which ONNX Runtime provider each model runs on is part of the status (CPU on this machine).
     assert status["inference"] == {"yunet.edge.onnx": "CPUExecutionProvider", "sface.edge.onnx": "CPUExecutionProvider"}
+    # The passage store's write health rides in capture's status (issue 17): both recorded, none missed.
+    assert status["passages"]["stored"] == 2 and status["passages"]["missed"] == 0  # type: ignore[index]
+    assert status["full_refusals"] == 0
 
 
 def test_capture_refuses_a_world_readable_key(tmp_path: Path) -> None:
     cfg_path = _setup(tmp_path, '\n[[cameras]]\nid = "gate1"\nkind = "fake"\nframes = 1\n')
-    key = tmp_path / "data" / "district.key"
+    key = tmp_path / "data" / "gateway.key"
     os.chmod(key, 0o644)
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path), "--exit-when-done"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from edge.app.config import Config, load_config
-from edge.app.wiring import build_passage_observers, data_key, district_key, open_audit
+from edge.app.wiring import build_passage_observers, data_key, open_audit
 from edge.audit import AuditLog, audit_status
 from edge.cli import main
-from edge.keys import generate_key_file
+from edge.keys import generate_key_file, load_key_file
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
 from edge.privacy.boundary import PrivacyBoundary
@@ -34,6 +34,7 @@ from tests._passages import (
     shared_plates,
     write_tokens,
 )
+from tests.conftest import provision
 
 DAY = 86400.0
 
@@ -58,7 +59,9 @@ class Gateway:
         audit = open_audit(self.cfg)
         store, fusion = build_passage_observers(self.cfg, data_key(self.cfg), audit, clock=lambda: at)
         assert isinstance(store, PassageStore) and isinstance(fusion, PassageFusion)
-        boundary = PrivacyBoundary(Pseudonymiser(district_key(self.cfg), self.cfg.privacy.epoch),
+        # Capture at time `at` held that epoch's key; derive it from the stand-in district root.
+        root = load_key_file(self.data / "district.key", purpose="district root")
+        boundary = PrivacyBoundary(Pseudonymiser(root, self.cfg.privacy.epoch, community="c0001"),
                                    Origin("dl-district", "c0001", "gw01"))
         try:
             events = [boundary.to_event(o) for o in observations]
@@ -78,7 +81,6 @@ class Gateway:
 def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
     data = tmp_path / "data"
     data.mkdir()
-    generate_key_file(data / "district.key")
     generate_key_file(data / "data.key")
     generate_key_file(data / "query-door.key")
     tokens = write_tokens(data / "query-tokens.toml")
@@ -88,6 +90,7 @@ def make_gateway(tmp_path: Path, models_dir: Path | None = None) -> Gateway:
         text += f'[models]\ndir = "{models_dir}"\n'
     config = tmp_path / "edgegw.toml"
     config.write_text(text)
+    provision(config, data / "district.key")
     return Gateway(config, data, load_config(config), tokens)
 
 
@@ -156,6 +159,9 @@ def test_an_unknown_token_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_purge_shreds_expired_plates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gw = make_gateway(tmp_path)
+    # The record below is older than the 30-day window its epoch key is issued for; a longer window
+    # keeps the key so the query before the purge can find it.
+    provision(gw.config, gw.data / "district.key", window_days=90)
     plate = shared_plates(1)[0]
     old = time.time() - 40 * DAY
     gw.commit([plate_obs("cam1", old, plate)], at=old)

@@ -206,7 +206,9 @@ def test_every_query_writes_exactly_one_audit_record_with_pseudonyms_only(env: E
     assert records[0].actor == "police:0042" and records[0].seq == result.audit_seq
     assert first["case_id"] == "C-2026-17" and first["kind"] == "plate" and first["outcome"] == "ok"
     assert first["matched_event_ids"] == [scene["car1"][0].event_id]
-    assert first["pseudonyms"][0]["pseudonym"] == scene["car1"][0].subject.pseudonym
+    # The audit keeps a keyed digest per case, never the matched pseudonym itself (issue 12).
+    assert "pseudonym" not in first["pseudonyms"][0] and len(first["pseudonyms"][0]["digest"]) == 32
+    assert scene["car1"][0].subject.pseudonym not in records[0].details
     assert json.loads(records[1].details)["channel"] == "mqtt"
     audit_bytes = (env.tmp / "audit.db").read_bytes() + b"".join(p.read_bytes() for p in env.tmp.glob("audit.db-*"))
     for raw in (plate, CARDS[0]):
@@ -336,7 +338,7 @@ def test_photo_query_finds_the_same_person_in_another_photo(tmp_path: Path) -> N
             assert not others & {m for h in result.hits for m in h.matched}, ident
             assert best.members[0].score == pytest.approx(best.score, abs=1e-3)
         details = json.loads(env.audit.records()[-1].details)
-        assert len(details["photo_sha256"]) == 64 and details["threshold"] == pytest.approx(0.363)
+        assert len(details["photo_digest"]) == 32 and details["threshold"] == pytest.approx(0.363)
         # A caller may raise the threshold, never lower it below the gateway's.
         low = env.service.run(POLICE, QueryRequest(QueryKind.PHOTO, "C-9", "0042", T0 - 1, T0 + DAY, photo=photo,
                                                    threshold=-1.0), Channel.CLI)

@@ -225,14 +225,14 @@ def test_public_key_files(platform_key: Ed25519PrivateKey, tmp_path: Path) -> No
 
 
 def test_matching_is_a_lookup_not_a_scan(platform_key: Ed25519PrivateKey) -> None:
-    entries = [WatchEntry(IdKind.MAC, "deadbeef.2026-11", f"{i:032x}") for i in range(50_000)]
+    entries = [WatchEntry(IdKind.MAC, "deadbeefdeadbeef.2026-11", f"{i:032x}") for i in range(50_000)]
     payload = build_watchlist(signing_key=platform_key, district="d1", list_id="macs", version=1, case_id="C-9",
                               approver="officer.li", issued_at=int(NOV), expires_at=int(NOV + 86400), entries=entries)
     store = _store(platform_key, Clock(NOV + 60))
     store.offer(payload)
-    assert [wl.list_id for wl in store.match(IdKind.MAC, "deadbeef.2026-11", f"{4242:032x}")] == ["macs"]
-    assert store.match(IdKind.MAC, "deadbeef.2026-12", f"{4242:032x}") == []  # another epoch's key
-    assert store.match(IdKind.CARD, "deadbeef.2026-11", f"{4242:032x}") == []  # another kind
+    assert [wl.list_id for wl in store.match(IdKind.MAC, "deadbeefdeadbeef.2026-11", f"{4242:032x}")] == ["macs"]
+    assert store.match(IdKind.MAC, "deadbeefdeadbeef.2026-12", f"{4242:032x}") == []  # another epoch's key
+    assert store.match(IdKind.CARD, "deadbeefdeadbeef.2026-11", f"{4242:032x}") == []  # another kind
 
 
 def test_delivered_as_a_retained_message_to_a_gateway_that_connects_later(

@@ -25,6 +25,7 @@ from edge.app.config import Config
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
+    head_signer,
     make_outbox,
     open_audit,
     privacy_boundary,
@@ -33,6 +34,7 @@ from edge.app.wiring import (
 from edge.audit import AuditAction, audit_status
 from edge.errors import ModelError
 from edge.models.runner import chosen_providers
+from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
 from edge.pipeline.faces import FacePath
 from edge.pipeline.motion import MotionGate
@@ -60,10 +62,12 @@ class CaptureDaemon:
         self.boundary = privacy_boundary(cfg)
         # The passage store first: a passage's members are on disk before the passage that links them.
         self.audit = open_audit(cfg)
+        self._sign_head = head_signer(cfg)
         self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         # Capture's own retry policy: how long a refused commit waits before it is tried again.
-        self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers)
+        self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers,
+                                   alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
         self.sensor_hub: SensorHub | None = None
@@ -148,10 +152,14 @@ class CaptureDaemon:
             "commit_failures": self.committer.failures,
             "refused_at_boundary": self.committer.refused,
             "inference": chosen_providers(),  # per model file: the ONNX Runtime provider it runs on
+            "full_refusals": self.committer.full_refusals,
         }
+        for observer in self.passage_observers:
+            if isinstance(observer, PassageStore):
+                body["passages"] = observer.health()
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
-        body.update(audit_status(self.audit))
+        body.update(audit_status(self.audit, self._sign_head))
         return body
 
     def _publish_status(self) -> None:

@@ -21,10 +21,13 @@ from drivers.camera.config import FileCameraConfig
 from drivers.camera.registry import create_driver
 from edge.app.config import Config
 from edge.app.uplink import probe_broker
-from edge.app.wiring import data_key, district_key, make_outbox
+from edge.app.wiring import data_key, make_outbox, pseudonymiser
+from edge.diskbudget import describe_outage
 from edge.errors import EdgeError
 from edge.models.fetch import verify
 from edge.models.manifest import load_manifest
+from edge.privacy.pseudonym import epoch_label
+from edge.types import IdKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +48,16 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
 
 def _keys(cfg: Config) -> str:
 
-    district_key(cfg)
+    if cfg.privacy.district_key_file is not None:
+        raise EdgeError("privacy.district_key_file is set: a gateway must not hold the district root key (a stolen "
+                        "gateway would expose the whole district); import epoch keys instead (docs/keys.md)")
     data_key(cfg)
-    return "district and data keys load (mode 0600 or systemd credentials)"
+    # The pseudonym key of the current epoch must be here, or every identifier is refused at the boundary.
+    now = time.time()
+    pseudonymiser(cfg).pseudonym_at(IdKind.PLATE, "京A12345", now)
+    label = epoch_label(cfg.privacy.epoch, now)
+    return (f"gateway identity, data key and this epoch's ({label}) pseudonym keys load (mode 0600 or "
+            f"systemd credentials)")
 
 
 def _models(cfg: Config) -> str:
@@ -111,10 +121,22 @@ def _outbox(cfg: Config) -> str:
 def _disk(cfg: Config) -> str:
     free = shutil.disk_usage(cfg.gateway.data_dir).free
     need = int(cfg.outbox.max_mb * 1024 * 1024)
+    outbox = make_outbox(cfg)
+    try:
+        st = outbox.storage()
+    finally:
+        outbox.close()
+    # What the free space buys: the outbox's room under the quota in force (reserve and WAL headroom
+    # set aside) at the recent event rate. Not a failure on its own: a short disk sheds by policy.
+    buffer = describe_outage(st.outage_s, st.rate_eps)
+    if st.disk_full:
+        raise EdgeError(f"the disk holding {cfg.gateway.data_dir} is full ({free / 2**10:.0f} KiB free): "
+                        "commits are refused until space is freed")
     if free < need:
         raise EdgeError(f"{free / 2**20:.0f} MiB free in {cfg.gateway.data_dir}, less than the outbox quota "
-                        f"({cfg.outbox.max_mb:.0f} MiB): lower outbox.max_mb or free space")
-    return f"{free / 2**30:.1f} GiB free in {cfg.gateway.data_dir}"
+                        f"({cfg.outbox.max_mb:.0f} MiB): lower outbox.max_mb or free space ({buffer})")
+    return (f"{free / 2**30:.1f} GiB free in {cfg.gateway.data_dir}; state files {st.state_bytes / 2**20:.1f} MiB, "
+            f"outbox quota {st.quota_bytes / 2**20:.0f} MiB; {buffer}")
 
 
 def run_checks(cfg: Config, config_dir: Path, *, camera_timeout_s: float = 10.0,

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from drivers.serial import rdm6300
 from edge.app.brokers import LocalBroker
 from edge.app.config import load_config
+from edge.app.provision import provision_epoch_keys
 from edge.errors import EdgeError
 from edge.keys import generate_key_file
 from edge.models.fetch import extract_sample_images
@@ -65,9 +66,11 @@ def prepare(config_path: Path) -> Path:
     cfg = load_config(config_path)
     data = cfg.gateway.data_dir
     data.mkdir(parents=True, exist_ok=True)
-    for name in (cfg.privacy.district_key_file, cfg.storage.data_key_file):
-        if not (data / name).exists():
-            generate_key_file(data / name)
+    if not (data / cfg.storage.data_key_file).exists():
+        generate_key_file(data / cfg.storage.data_key_file)
+    # The demo plays the district too: its root key lives beside the gateway's data, never in it, and
+    # the gateway gets only its window's epoch keys, wrapped to its own identity, as in the field.
+    provision_epoch_keys(cfg, data.parent / "demo-district" / "root.key")
     samples = data / "samples"
     wanted = {p for p, _ in CLIP} | set(ENROL.values())
     if not all((samples / n).exists() for n in wanted):

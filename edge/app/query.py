@@ -22,6 +22,7 @@ from edge.app.wiring import (
     data_key,
     mqtt_password,
     open_audit,
+    open_case_keys,
     open_store,
     origin_of,
     pseudonymiser,
@@ -114,7 +115,8 @@ def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
         raise
     limiter = RateLimiter(cfg.path(qcfg.rate_db), qcfg.rate_limit.max_queries, qcfg.rate_limit.per_s)
     service = QueryService(store, pseudonymiser(cfg), audit, qcfg, limiter,
-                           embedder=embedder if embedder is not None else face_embedder(cfg), clock=clock)
+                           embedder=embedder if embedder is not None else face_embedder(cfg), clock=clock,
+                           case_keys=open_case_keys(cfg))
     return QueryStack(audit, store, limiter, service, principals)
 
 

@@ -1,4 +1,5 @@
-"""Residents: enrolment from photos (largest face, embedded, sealed), removal, the audit of both."""
+"""Residents: enrolment from photos (largest face, embedded, sealed) with a consent record, complete
+erasure (removal or withdrawn consent), the audit of both (by a random handle, never an id or pseudonym)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from edge.app.config import Config
-from edge.app.wiring import data_key, open_audit, pseudonymiser, runtime_options
-from edge.audit import AuditAction
-from edge.residents import ResidentGallery
+from edge.app.wiring import data_key, open_audit, open_store, pseudonymiser, runtime_options
+from edge.audit import AuditAction, JsonValue
+from edge.residents import Consent, ResidentGallery
 from edge.types import IdKind
 from edge.vision.faces import FaceAnalyzer, ImageError, read_image
 
@@ -21,19 +22,51 @@ def open_gallery(cfg: Config) -> ResidentGallery:
     return ResidentGallery(cfg.path(cfg.storage.residents_db), data_key(cfg))
 
 
-def audit_resident(cfg: Config, action: AuditAction, resident_id: str, **details: str | int) -> None:
-    """Record an enrolment or removal in the audit log, naming the resident by pseudonym."""
-    # The audit trail names the resident by pseudonym only: it is published (its head) and exported.
-    pseudonym, key_id = pseudonymiser(cfg).pseudonym_at(
-        IdKind.RESIDENT, resident_id, time.time())
+def audit_resident(cfg: Config, action: AuditAction | str, handle: str, **details: JsonValue) -> None:
+    """Record an enrolment or erasure in the audit log, naming the resident by their random handle.
+
+    The handle exists only in the resident's gallery row: once they are erased, it links to nobody.
+    (A pseudonym here would link the audit to every published event of theirs, forever.)
+    """
     audit = open_audit(cfg)
     try:
-        audit.append(f"cli:{getpass.getuser()}", action, {"resident": pseudonym, "key_id": key_id, **details})
+        audit.append(f"cli:{getpass.getuser()}", action, {"resident": handle, **details})
     finally:
         audit.close()
 
 
-def enrol_photos(cfg: Config, resident_id: str, consent: str, photos: list[Path]) -> tuple[int, list[str]]:
+def erase_resident(cfg: Config, resident_id: str, *, reason: str = "removed") -> tuple[int, int] | None:
+    """Erase a resident completely: gallery key, id, consent and embeddings shredded, and every stored
+    passage record about them (by their pseudonym in each epoch whose key the gateway holds) erased.
+    Audited. Returns (embeddings, passage records) destroyed, or None if not enrolled."""
+    gallery = open_gallery(cfg)
+    try:
+        done = gallery.erase(resident_id)
+    finally:
+        gallery.close()
+    if done is None:
+        return None
+    records = 0
+    if cfg.passages.enabled and cfg.path(cfg.passages.path).exists():
+        now = time.time()
+        # Records live at most records_days; one more epoch covers the one the oldest record is in.
+        since = now - (cfg.passages.retention.records_days + 31) * 86400.0
+        pseudonyms = [p for p, _ in pseudonymiser(cfg).pseudonyms_between(IdKind.RESIDENT, resident_id, since, now)]
+        audit = open_audit(cfg)
+        try:
+            store = open_store(cfg, data_key(cfg), audit)
+            try:
+                records = store.erase_subject(IdKind.RESIDENT.value, pseudonyms)
+            finally:
+                store.close()
+        finally:
+            audit.close()
+    audit_resident(cfg, AuditAction.REMOVE if reason == "removed" else "consent_withdrawn", done.handle,
+                   embeddings=done.embeddings, passage_records=records, reason=reason)
+    return done.embeddings, records
+
+
+def enrol_photos(cfg: Config, resident_id: str, consent: Consent | str, photos: list[Path]) -> tuple[int, list[str]]:
     """Embed the largest face of each photo and store them; returns (stored, problems)."""
     analyzer = FaceAnalyzer(cfg.models.dir, runtime_options(cfg), score_threshold=cfg.face.score_threshold)
     crops = []
@@ -56,20 +89,19 @@ def enrol_photos(cfg: Config, resident_id: str, consent: str, photos: list[Path]
         return 0, problems
     gallery = open_gallery(cfg)
     try:
-        stored = gallery.enrol(resident_id, consent, analyzer.embed(np.stack(crops)))
+        record = Consent(consent) if isinstance(consent, str) else consent
+        stored = gallery.enrol(resident_id, record, analyzer.embed(np.stack(crops)))
+        handle = gallery.handle_of(resident_id)
     finally:
         gallery.close()
-    audit_resident(cfg, AuditAction.ENROL, resident_id, consent=consent, embeddings=stored)
+    assert handle is not None
+    # The consent's reference and purposes are audited; who signed it stays sealed in the gallery.
+    audit_resident(cfg, AuditAction.ENROL, handle, consent=record.reference, purposes=list(record.purposes),
+                   embeddings=stored)
     return stored, problems
 
 
 def remove_resident(cfg: Config, resident_id: str) -> int:
-    """Remove a resident's embeddings (consent withdrawn); audited. Returns how many were removed."""
-    gallery = open_gallery(cfg)
-    try:
-        n = gallery.remove(resident_id)
-    finally:
-        gallery.close()
-    if n:
-        audit_resident(cfg, AuditAction.REMOVE, resident_id, embeddings=n)
-    return n
+    """Erase a resident (see `erase_resident`); returns how many embeddings were destroyed (0: not enrolled)."""
+    done = erase_resident(cfg, resident_id)
+    return 0 if done is None else done[0]

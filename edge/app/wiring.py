@@ -7,20 +7,28 @@ light wings (no OpenCV, ONNX Runtime or pyserial): the uplink daemon uses it too
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edge.app.config import Config
-from edge.audit import AuditLog
+from edge.audit import AuditLog, HeadSigner
+from edge.diskbudget import PASSAGE_BYTES_PER_EVENT
+from edge.errors import KeyFileError
 from edge.keys import check_private_file, load_secret, read_private_text, resolve_secret_path
 from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
 from edge.privacy.boundary import PrivacyBoundary
+from edge.privacy.epochkeys import EpochKeyring, RootKeySource
+from edge.privacy.identity import GatewayIdentity, sign_audit_head
 from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.casekeys import CaseKeys
 from edge.types import Origin
+
+log = logging.getLogger(__name__)
 
 
 def origin_of(cfg: Config) -> Origin:
@@ -33,9 +41,19 @@ def runtime_options(cfg: Config) -> RuntimeOptions:
     return cfg.models.runtime_options()
 
 
+def state_databases(cfg: Config) -> tuple[Path, ...]:
+    """The gateway's SQLite files besides the outbox: they share its disk budget (edge.diskbudget)."""
+    paths = [cfg.audit.path, cfg.storage.residents_db]
+    if cfg.passages.enabled:
+        paths += [cfg.passages.path, cfg.passages.keys_path]
+    return tuple(cfg.path(p) for p in paths)
+
+
 def make_outbox(cfg: Config) -> Outbox:
-    """The outbox configured for this gateway."""
-    return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix, limits=cfg.outbox.limits())
+    """The outbox configured for this gateway (its quota budgets every state database's WAL)."""
+    per_event = PASSAGE_BYTES_PER_EVENT if cfg.passages.enabled else 0.0
+    return Outbox(cfg.path(cfg.outbox.path), topic_prefix=cfg.mqtt.topic_prefix,
+                  limits=cfg.outbox.limits(state_databases(cfg), per_event))
 
 
 # -- secrets: one resolver (edge.keys.resolve_secret_path), relative paths in the data directory ----
@@ -45,8 +63,28 @@ def secret_path(cfg: Config, name: str) -> Path:
 
 
 def district_key(cfg: Config) -> bytes:
-    """The district (pseudonym) key."""
+    """The district root key, where a development config names one (`privacy.district_key_file`)."""
+    if cfg.privacy.district_key_file is None:
+        raise KeyFileError("this gateway holds no district root key (privacy.district_key_file is unset): its "
+                           "epoch keys come wrapped from the district's key service")
     return load_secret(secret_path(cfg, cfg.privacy.district_key_file), purpose="district pseudonym key")
+
+
+def gateway_identity(cfg: Config) -> GatewayIdentity:
+    """The gateway's identity (X25519 for its epoch keys, Ed25519 for its signatures)."""
+    return GatewayIdentity(load_secret(secret_path(cfg, cfg.privacy.gateway_key_file), purpose="gateway identity"))
+
+
+def open_keyring(cfg: Config, identity: GatewayIdentity | None = None) -> EpochKeyring:
+    """The store of wrapped epoch keys, opened with the gateway's identity; keys past their window are
+    destroyed on opening."""
+    ring = EpochKeyring(cfg.path(cfg.privacy.epoch_keys_path), identity or gateway_identity(cfg),
+                        district=cfg.gateway.district, community=cfg.gateway.community, gateway=cfg.gateway.gateway,
+                        policy=cfg.privacy.epoch.value,
+                        trusted_signer=bytes.fromhex(cfg.privacy.key_service_public_key)
+                        if cfg.privacy.key_service_public_key else None)
+    ring.purge()
+    return ring
 
 
 def data_key(cfg: Config) -> bytes:
@@ -74,9 +112,27 @@ def privacy_boundary(cfg: Config) -> PrivacyBoundary:
     return PrivacyBoundary(pseudonymiser(cfg), origin_of(cfg))
 
 
+def head_signer(cfg: Config, identity: GatewayIdentity | None = None) -> HeadSigner | None:
+    """Signs the audit head for the status message with the gateway's key (None in a development config
+    that has a root key and no gateway identity)."""
+    if identity is None:
+        if cfg.privacy.district_key_file is not None and not secret_path(cfg, cfg.privacy.gateway_key_file).exists():
+            return None
+        identity = gateway_identity(cfg)
+    signer, gateway = identity, cfg.gateway.gateway
+    return lambda seq, digest: sign_audit_head(signer, gateway, seq, digest, round(time.time(), 3))
+
+
 def pseudonymiser(cfg: Config) -> Pseudonymiser:
-    """Keyed pseudonyms under the district key and the configured epoch policy."""
-    return Pseudonymiser(district_key(cfg), cfg.privacy.epoch)
+    """Keyed pseudonyms under this gateway's epoch keys and the configured epoch policy.
+
+    A development config with `privacy.district_key_file` derives them from that root key instead.
+    """
+    if cfg.privacy.district_key_file is not None:
+        log.warning("privacy.district_key_file is set: this machine holds the district root key (development "
+                    "only; a gateway in the field imports wrapped epoch keys, see docs/keys.md)")
+        return Pseudonymiser(RootKeySource(district_key(cfg), cfg.gateway.community), cfg.privacy.epoch)
+    return Pseudonymiser(open_keyring(cfg), cfg.privacy.epoch)
 
 
 # -- audit log and passage store --------------------------------------------------------------------
@@ -86,6 +142,11 @@ def open_audit(cfg: Config) -> AuditLog:
     path.parent.mkdir(parents=True, exist_ok=True)
     anchor = cfg.path(cfg.audit.anchor_path) if cfg.audit.anchor_path is not None else None
     return AuditLog(path, anchor_path=anchor)
+
+
+def open_case_keys(cfg: Config) -> CaseKeys:
+    """The per-case keys of the audit's digests."""
+    return CaseKeys(cfg.path(cfg.audit.case_keys_path), max_age_days=cfg.audit.case_key_days)
 
 
 def open_store(cfg: Config, key: bytes, audit: AuditLog, *,

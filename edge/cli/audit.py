@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--limit", type=int, default=50, metavar="N", help="how many records (default 50)")
     show.set_defaults(func=_show)
 
+    shred = audit_sub.add_parser("shred-case", help="close a case: destroy its audit key (its digests unlink)")
+    shred.add_argument("--config", required=True)
+    shred.add_argument("--case", required=True, dest="case_id")
+    shred.set_defaults(func=_shred_case)
+
     keys = subparsers.add_parser("keys", help="create and identify secret key files")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     gen = keys_sub.add_parser("generate", help="create a random key file with mode 0600")
@@ -54,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fp.add_argument("path", metavar="PATH", help="key file, or a systemd credential name")
     fp.add_argument("--domain", default="key-id", help="fingerprint domain (default key-id)")
     fp.set_defaults(func=_fingerprint)
+    from edge.cli.keys import add_commands
+
+    add_commands(keys_sub)
 
 
 def _head_arg(text: str) -> ChainHead:
@@ -104,6 +112,21 @@ def _parsed(details: str) -> object:
         return json.loads(details)
     except (TypeError, ValueError):
         return details
+
+
+def _shred_case(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge.app.config import load_config
+    from edge.app.wiring import open_audit, open_case_keys
+
+    cfg = load_config(Path(args.config))
+    with open_case_keys(cfg) as keys:
+        had = keys.shred(args.case_id)
+    with open_audit(cfg) as audit:
+        audit.append(f"cli:{getpass.getuser()}", "case_shred", {"case_id": args.case_id, "had_key": had})
+    print(f"case {args.case_id}: audit key {'shredded' if had else 'was not held (marked closed)'}")
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -44,6 +44,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     age = body["oldest_pending_age_s"]
     print(f"outbox: {body['outbox_depth']} pending" + (f", oldest {age:.0f} s" if age is not None else "")
           + f"; delivered {body['delivered']}, dropped {body['dropped']}, expired {body['expired']}")
+    st = body["storage"]
+    hours = st.get("outage_hours")
+    print(f"disk: {st['disk_free_bytes'] / 2**20:.1f} MiB free, state {st.get('state_bytes', 0) / 2**20:.1f} MiB, "
+          f"outbox quota {st['quota_bytes'] / 2**20:.1f} MiB; "
+          + (f"outage buffer {hours:.1f} h at {st.get('rate_eps')} events/s" if hours is not None
+             else "outage buffer: no event rate yet")
+          + ("; DISK FULL" if body["disk_full"] else ""))
+    passages = body.get("passages") or {}
+    if passages.get("missed") or passages.get("lost"):
+        print(f"passage store: {passages.get('missed')} missed, {passages.get('recorded_late')} recorded late, "
+              f"{passages.get('backlog')} waiting, {passages.get('lost')} lost")
     if body["alarms"]:
         print(f"ALARMS: {', '.join(body['alarms'])}")
     for cam, st in sorted(body["cameras"].items()):

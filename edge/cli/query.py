@@ -182,13 +182,18 @@ def cmd_door_key(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Purge expired passage data now (also done hourly by the capture daemon)."""
     from edge.app.query import open_store_stack  # the query stack: loaded when a query command runs
+    from edge.app.retention import apply_retention
 
-    audit, store = open_store_stack(_config(args))
+    cfg = _config(args)
+    audit, store = open_store_stack(cfg)
     try:
         report = store.purge(actor=f"cli:{getpass.getuser()}")
+        kept = apply_retention(cfg, audit, actor=f"cli:{getpass.getuser()}")
     finally:
         store.close()
         audit.close()
+    print(f"audit: {kept.audit_records_pruned} record(s) past retention pruned, {kept.case_keys_shredded} case "
+          f"key(s) shredded; pseudonym epoch keys destroyed: {kept.epoch_keys_destroyed}")
     sealed = ", ".join(f"{k} {v}" for k, v in sorted(report.sealed_deleted.items())) or "none"
     print(f"purged {report.records_deleted} record(s); sealed fields deleted: {sealed}; "
           f"epoch keys destroyed: {len(report.keys_destroyed)}; audit record {report.audit_seq}")

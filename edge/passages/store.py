@@ -19,6 +19,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,11 @@ _AAD_DOMAIN = "edgegw/passage/v1"
 _STORED_KINDS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE, EventKind.CARD_SWIPE,
                            EventKind.DEVICE_SEEN, EventKind.PASSAGE})
 _SQL_VARS = 500  # stay well below SQLite's host-parameter limit in IN (...) lists
+BACKLOG_MAX = 20_000
+"""Events kept in memory (raw fields included, never on disk) for a store that cannot write, e.g. on a
+full disk, and recorded when it can again; beyond this many the oldest are lost, counted."""
+_RETRY_S = 1.0
+_RETRY_BATCH = 500
 
 
 class StoreError(EdgeError):
@@ -203,6 +209,13 @@ class PassageStore:
         self._next_purge: float | None = None
         self.stored = 0
         self.failures = 0
+        self.missed = 0
+        """Events a write failed to record at first (each kept for a retry, or counted in `lost`)."""
+        self.recorded_late = 0
+        self.lost = 0
+        self._backlog: deque[tuple[Observation, Event]] = deque()
+        self._next_retry = 0.0
+        self._last_error: str | None = None
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # secure_delete: purged blobs are overwritten, not left in free pages.
@@ -266,17 +279,74 @@ class PassageStore:
     # -- CommitObserver ---------------------------------------------------------------------------
 
     def committed(self, pairs: Sequence[tuple[Observation, Event]]) -> list[Derived]:
-        """Record committed events; never raises (the events are safe in the outbox already)."""
+        """Record committed events; never raises (the events are safe in the outbox already).
+
+        A store that cannot write (a full disk) keeps what it missed in memory, bounded, and records
+        it once a write succeeds again; the counts are in `health()`, which capture's status carries.
+        """
+        if self._backlog:
+            self._keep(pairs)  # behind what is waiting, so records go in commit order
+            self._retry()
+            return []
         try:
             self.record(pairs)
         except (EdgeError, sqlite3.Error, OSError) as exc:
-            self.failures += 1
-            # No exc_info: the message names the store and the problem, never a value.
-            log.error("passage store %s could not record %d event(s): %s", self._path, len(pairs), exc)
+            self._failed(exc, len(pairs))
+            self._keep(pairs)
         return []
+
+    def _failed(self, exc: Exception, n: int) -> None:
+        self.failures += 1
+        text = str(exc)
+        if text != self._last_error or self.failures % 1000 == 1:
+            # Once per distinct error (and every 1000th): a full disk fails every write the same way.
+            # No exc_info: the message names the store and the problem, never a value.
+            log.error("passage store %s could not record %d event(s) (kept for a retry; %d failed writes so "
+                      "far): %s", self._path, n, self.failures, exc)
+            self._last_error = text
+
+    def _keep(self, pairs: Sequence[tuple[Observation, Event]]) -> None:
+        stored = [p for p in pairs if p[1].kind in _STORED_KINDS]
+        self.missed += len(stored)
+        self._backlog.extend(stored)
+        while len(self._backlog) > BACKLOG_MAX:
+            self._backlog.popleft()
+            self.lost += 1
+
+    def _retry(self, *, force: bool = False) -> None:
+        # At most once a second, and a small batch first: sealing the whole backlog on every commit
+        # of a still-full disk would hold up the committer (and so every camera) for nothing.
+        now = time.monotonic()
+        if not self._backlog or (not force and now < self._next_retry):
+            return
+        self._next_retry = now + _RETRY_S
+        done = 0
+        while self._backlog:
+            batch = [self._backlog[i] for i in range(min(_RETRY_BATCH, len(self._backlog)))]
+            try:
+                self.record(batch)
+            except (EdgeError, sqlite3.Error, OSError) as exc:
+                self._failed(exc, len(batch))
+                break
+            for _ in batch:
+                self._backlog.popleft()
+            done += len(batch)
+        if done:
+            self.recorded_late += done
+            if not self._backlog:
+                self._last_error = None
+            log.warning("passage store %s recorded %d event(s) it had missed (%d waiting, %d lost in all)",
+                        self._path, done, len(self._backlog), self.lost)
+
+    def health(self) -> dict[str, int | str | None]:
+        """Write health for the gateway's status: failed writes, events missed, recorded late, waiting, lost."""
+        return {"stored": self.stored, "failures": self.failures, "missed": self.missed,
+                "recorded_late": self.recorded_late, "backlog": len(self._backlog), "lost": self.lost,
+                "last_error": self._last_error}
 
     def tick(self, now: float) -> list[Derived]:
         """Run the periodic purge when it is due (never on the shutdown tick, whose `now` is infinite)."""
+        self._retry(force=not math.isfinite(now))
         interval = self._cfg.purge_interval_s
         if interval <= 0 or not math.isfinite(now):
             return []
@@ -498,6 +568,48 @@ class PassageStore:
         """Rows per table (status and tests)."""
         return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}", [])[0][0])  # noqa: S608
                 for t in ("records", "links", "sealed")}
+
+    def erase_subject(self, subject_type: str, pseudonyms: Sequence[str]) -> int:
+        """Erase every record about a subject (by its pseudonyms in each epoch) and every passage they were
+        part of, with its other members (the card they swiped, the phone they carried: observations of
+        the same passage of the same person), sealed fields included, overwritten (secure_delete), the WAL
+        truncated; returns how many records were erased.
+
+        For a resident's erasure: afterwards no record decrypts to their id or to what passed with them,
+        and none carries a pseudonym of theirs. The caller audits it (by the resident's handle).
+        """
+        erased: set[str] = set()
+        with self._lock:
+            def failed(exc: sqlite3.Error) -> StoreError:
+                return StoreError(f"cannot erase from passage store {self._path}: {exc}")
+
+            def select(sql: str, values: Sequence[str], *extra: object) -> set[str]:
+                out: set[str] = set()
+                for i in range(0, len(values), _SQL_VARS):
+                    chunk = list(values[i:i + _SQL_VARS])
+                    out |= {str(r[0]) for r in self._db.execute(sql.format(",".join("?" * len(chunk))),
+                                                                 [*extra, *chunk])}
+                return out
+
+            with transaction(self._db, failed):
+                subject = select("SELECT event_id FROM records WHERE subject_type = ? AND pseudonym IN ({})",
+                                 pseudonyms, subject_type)
+                passages = select("SELECT passage_id FROM links WHERE member_id IN ({})", sorted(subject))
+                members = select("SELECT member_id FROM links WHERE passage_id IN ({})", sorted(passages))
+                erased = subject | passages | members
+                ids = sorted(erased)
+                for i in range(0, len(ids), _SQL_VARS):
+                    chunk = ids[i:i + _SQL_VARS]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(f"DELETE FROM links WHERE member_id IN ({marks}) OR passage_id IN ({marks})",  # noqa: S608
+                                     [*chunk, *chunk])
+                    self._db.execute(f"DELETE FROM sealed WHERE event_id IN ({marks})", chunk)  # noqa: S608
+                    self._db.execute(f"DELETE FROM records WHERE event_id IN ({marks})", chunk)  # noqa: S608
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise failed(exc) from exc
+        return len(erased)
 
     # -- retention --------------------------------------------------------------------------------
 

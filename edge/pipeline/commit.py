@@ -9,19 +9,19 @@ loop, until nothing more is derived.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edge.backoff import Backoff
 from edge.configbase import BackoffConfig
 from edge.errors import OutboxError, PrivacyError
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxFullError
+from edge.pipeline.alarms import DiskFullAlarm, QuotaAlarm
 from edge.privacy.boundary import PrivacyBoundary
-from edge.types import Derived, Event, EventKind, Observation
+from edge.types import Derived, Event, Observation
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,25 @@ class Committer:
     """Turns observations into events at the privacy boundary and commits them (thread-safe)."""
 
     def __init__(self, outbox: Outbox, boundary: PrivacyBoundary, backoff: BackoffConfig,
-                 observers: Sequence[CommitObserver] = ()) -> None:
+                 observers: Sequence[CommitObserver] = (), *, alarm_repeat_s: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._outbox = outbox
         self._boundary = boundary
         self._lock = threading.Lock()
         self._backoff_cfg = backoff
+        self._clock = clock
         self.observers = list(observers)
         self.committed = 0
         self.failures = 0
         self.refused = 0
+        self.full_refusals = 0
+        """Commits a full disk refused (each retried; nothing dropped)."""
+        self.quota_alarm = QuotaAlarm(alarm_repeat_s)
+        self.disk_alarm = DiskFullAlarm()
+        self._next_alarm_check = 0.0
+        self._pending_alarms: list[Observation] = []
+        self.alarms_committed = 0
+        """Storage alarm events committed (quota raised/repeated/cleared, disk full)."""
 
     def commit(self, observations: Sequence[Observation], stop: threading.Event | None = None) -> None:
         """Commit, retrying with backoff until it succeeds or `stop` is set. Never drops."""
@@ -102,6 +112,10 @@ class Committer:
                 return [d for pair in pairs for d in self._append([pair], stop)]
             except OutboxError as exc:
                 self.failures += 1
+                if isinstance(exc, OutboxFullError):
+                    with self._lock:
+                        self.full_refusals += 1
+                        self.disk_alarm.refusal(self._clock())
                 delay = backoff.next_delay()
                 log.error("cannot commit %d event(s), retrying in %.1f s: %s", len(pairs), delay, exc)
                 if stop is not None and stop.wait(delay):
@@ -109,28 +123,46 @@ class Committer:
                     return []
                 if stop is None:
                     time.sleep(delay)
-        if result.dropped:
-            self._alarm_dropped(sum(result.dropped.values()))
+        now = self._clock()
+        with self._lock:  # camera workers and the serial hub commit from their own threads
+            alarms = [a for a in (self.disk_alarm.recovered(now),) if a is not None]
+            if result.dropped:
+                quota = self.quota_alarm.dropped(sum(result.dropped.values()), now)
+                alarms += [quota] if quota is not None else []
+            elif self.quota_alarm.raised_at is not None:
+                alarms += self._quota_check(now)
+        self._commit_alarms(alarms)
         return derived
 
-    def _alarm_dropped(self, n: int) -> None:
-        # Outside the batch's retry loop: the batch is committed, and a failure here must not make
-        # the loop append it a second time.
-        alarm = Observation(EventKind.ALARM, "outbox", time.time(), attrs={
-            "code": "outbox_quota", "message": "outbox quota reached: oldest low-priority events dropped",
-            "count": n, "severity": "warning"})
+    def _quota_check(self, now: float) -> list[Observation]:
+        """The repeat when due, or the closing alarm once the outbox is back below its quota (under the lock)."""
         try:
-            with self._lock:
-                extra = self._outbox.append([self._boundary.to_event(alarm)]).dropped
-        except OutboxError as exc:
-            log.error("cannot record the quota alarm for %d dropped event(s): %s", n, exc)
-            return
-        if extra:  # the alarm's own commit made room too: say so, once
-            with self._lock, contextlib.suppress(OutboxError):
-                self._outbox.append([self._boundary.to_event(Observation(
-                    EventKind.ALARM, "outbox", time.time(), attrs={
-                        "code": "outbox_quota", "message": "outbox quota reached while recording an alarm",
-                        "count": sum(extra.values()), "severity": "warning"}))])
+            active = self._outbox.quota_state().active
+        except OutboxError:
+            return []
+        alarm = self.quota_alarm.due(now) if active else self.quota_alarm.cleared(now)
+        return [] if alarm is None else [alarm]
+
+    def _commit_alarms(self, alarms: Sequence[Observation]) -> None:
+        # Outside the batch's retry loop: the batch is committed, and a failure here must not make
+        # the loop append it a second time. What an alarm's own commit drops joins the quota alarm.
+        with self._lock:
+            batch = [*self._pending_alarms, *alarms]
+            if not batch:
+                return
+            try:
+                extra = self._outbox.append([self._boundary.to_event(a) for a in batch]).dropped
+            except OutboxError as exc:
+                # Kept and tried again with the next commit or tick (a disk just back may still be short).
+                self._pending_alarms = batch[-16:]
+                log.error("cannot record %d storage alarm(s) yet: %s", len(batch), exc)
+                return
+            self._pending_alarms = []
+            self.alarms_committed += len(batch)
+            if extra:
+                raised = self.quota_alarm.dropped(sum(extra.values()), self._clock())
+                if raised is not None:
+                    self._pending_alarms.append(raised)  # committed with the next commit or tick
 
     def tick(self, now: float, stop: threading.Event | None = None) -> None:
         """Let observers close their time windows; commit what they derive."""
@@ -139,5 +171,12 @@ class Committer:
             for observer in self.observers:
                 derived += observer.tick(now)
         self._commit_all(derived, stop)
+        wall = self._clock()
+        if (self.quota_alarm.raised_at is not None or self._pending_alarms) and wall >= self._next_alarm_check:
+            # No commits may come for a while (a quiet gate): repeat, clear and retry from here too.
+            self._next_alarm_check = wall + 1.0
+            with self._lock:
+                alarms = self._quota_check(wall) if self.quota_alarm.raised_at is not None else []
+            self._commit_alarms(alarms)
 
 

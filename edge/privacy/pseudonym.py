@@ -1,8 +1,10 @@
-"""Keyed pseudonyms: HMAC-SHA256 under per-epoch keys derived with HKDF from the district key.
+"""Keyed pseudonyms: HMAC-SHA256 under per-epoch keys (derived by the district's key service, see
+`edge.privacy.epochkeys`).
 
 A pseudonym is stable within an epoch (so the platform can count repeat visits) and unlinkable
-across epochs and across identifier kinds (domain separation), and cannot be reversed without the
-district key. Police queries recompute them for each epoch in a time range.
+across epochs, across identifier kinds and, for resident ids, across communities (domain
+separation), and cannot be reversed without that epoch's key. Police queries recompute them for
+each epoch in a time range whose key the gateway still holds.
 """
 
 from __future__ import annotations
@@ -10,18 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timedelta
-from functools import lru_cache
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edge.compat import UTC
 from edge.privacy.config import EpochPolicy
+from edge.privacy.epochkeys import EpochKeyMissingError, EpochKeySource, RootKeySource
 from edge.privacy.normalise import normalise
 from edge.types import IdKind
 
 PSEUDONYM_BYTES = 16  # 128 bits: the issue's floor, and short enough for topic-free payloads
-_SALT = b"edgegw/pseudonym/v1"
 
 
 def epoch_label(policy: EpochPolicy, ts: float) -> str:
@@ -33,6 +31,20 @@ def epoch_label(policy: EpochPolicy, ts: float) -> str:
         iso = dt.isocalendar()
         return f"{iso.year:04d}-W{iso.week:02d}"
     return dt.strftime("%Y-%m-%d")
+
+
+def epoch_bounds(policy: EpochPolicy, ts: float) -> tuple[float, float]:
+    """[start, end) of the epoch containing `ts`, in UTC seconds."""
+    dt = datetime.fromtimestamp(ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if policy is EpochPolicy.MONTH:
+        start = dt.replace(day=1)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    elif policy is EpochPolicy.WEEK:
+        start = dt - timedelta(days=dt.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start, end = dt, dt + timedelta(days=1)
+    return start.timestamp(), end.timestamp()
 
 
 def epochs_between(policy: EpochPolicy, t1: float, t2: float) -> list[str]:
@@ -51,44 +63,53 @@ def epochs_between(policy: EpochPolicy, t1: float, t2: float) -> list[str]:
 
 
 class Pseudonymiser:
-    """Derives epoch keys from the district key and computes pseudonyms with them."""
+    """Computes pseudonyms with epoch keys from an `EpochKeySource`.
 
-    def __init__(self, district_key: bytes, policy: EpochPolicy = EpochPolicy.MONTH) -> None:
-        if len(district_key) < 32:
-            raise ValueError("the district key must be at least 32 bytes")
-        self._key = district_key
+    On a gateway the source is its `EpochKeyring` (the wrapped epoch keys delivered by the district's
+    key service; the root key is never there). Passing root key bytes derives every epoch key
+    locally (`RootKeySource`): that is the district side, and tests.
+    """
+
+    def __init__(self, keys: EpochKeySource | bytes, policy: EpochPolicy = EpochPolicy.MONTH, *,
+                 community: str = "") -> None:
+        if isinstance(keys, bytes | bytearray):
+            keys = RootKeySource(bytes(keys), community)
+        self._keys: EpochKeySource = keys
         self.policy = policy
-        # The key id names the district key (by fingerprint) and the epoch, never the key itself.
-        self.key_fingerprint = hashlib.sha256(b"edgegw/key-id/v1\x00" + district_key).hexdigest()[:8]
-        self._derive = lru_cache(maxsize=64)(self._derive_uncached)
 
-    def _derive_uncached(self, kind: IdKind, label: str) -> bytes:
-        hkdf = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=_SALT,
-            info=f"edgegw pseudonym|{kind.value}|{label}".encode(),
-        )
-        return hkdf.derive(self._key)
+    @property
+    def keys(self) -> EpochKeySource:
+        """Where the epoch keys come from."""
+        return self._keys
 
-    def key_id(self, label: str) -> str:
-        """The published key id for an epoch: district-key fingerprint plus epoch label."""
-        return f"{self.key_fingerprint}.{label}"
+    def key_id(self, label: str, kind: IdKind = IdKind.PLATE) -> str:
+        """The published key id of epoch `label`: `<root fingerprint>.<label>` (EpochKeyMissingError without it)."""
+        return f"{self._keys.epoch_key(kind, label)[1]}.{label}"
+
+    def pseudonym_with_id(self, kind: IdKind, value: str, label: str) -> tuple[str, str]:
+        """(pseudonym, key_id) of `value` in epoch `label`; EpochKeyMissingError without that epoch's key."""
+        canonical = normalise(kind, value)
+        key, root = self._keys.epoch_key(kind, label)
+        mac = hmac.new(key, canonical.encode(), hashlib.sha256).digest()
+        return mac[:PSEUDONYM_BYTES].hex(), f"{root}.{label}"
 
     def pseudonym_in(self, kind: IdKind, value: str, label: str) -> str:
         """The pseudonym of `value` in epoch `label` (value is normalised first)."""
-        canonical = normalise(kind, value)
-        mac = hmac.new(self._derive(kind, label), canonical.encode(), hashlib.sha256).digest()
-        return mac[:PSEUDONYM_BYTES].hex()
+        return self.pseudonym_with_id(kind, value, label)[0]
 
     def pseudonym_at(self, kind: IdKind, value: str, ts: float) -> tuple[str, str]:
         """(pseudonym, key_id) of `value` for an event at time `ts`."""
-        label = epoch_label(self.policy, ts)
-        return self.pseudonym_in(kind, value, label), self.key_id(label)
+        return self.pseudonym_with_id(kind, value, epoch_label(self.policy, ts))
 
     def pseudonyms_between(self, kind: IdKind, value: str, t1: float, t2: float) -> list[tuple[str, str]]:
-        """(pseudonym, key_id) for every epoch overlapping [t1, t2]: what a query must match."""
-        return [
-            (self.pseudonym_in(kind, value, label), self.key_id(label))
-            for label in epochs_between(self.policy, t1, t2)
-        ]
+        """(pseudonym, key_id) for every epoch overlapping [t1, t2] whose key is held: what a query must match.
+
+        Epochs whose key is gone (past the window) are skipped: nothing stored under them is kept.
+        """
+        out = []
+        for label in epochs_between(self.policy, t1, t2):
+            try:
+                out.append(self.pseudonym_with_id(kind, value, label))
+            except EpochKeyMissingError:
+                continue
+        return out

@@ -2,8 +2,9 @@
 
 Every call writes exactly one audit record, whatever happens after the caller was authenticated:
 `query` (with the outcome, ok or error) or `query_refused` (with the reason). Identifiers never
-enter the audit log or the logs: an identifier query is recorded by the pseudonyms it was matched
-on, a photo query by the SHA-256 of the photo.
+enter the audit log or the logs, nor do their pseudonyms: an identifier query is recorded by keyed
+digests of the pseudonyms it was matched on, a photo query by a keyed digest of the photo, both
+under the case's own key (`CaseKeys`), which is shredded with the case.
 
 Identifier queries never decrypt to match: the service computes the keyed pseudonym of the value
 for every pseudonym epoch in the range and matches stored pseudonyms. Raw values are decrypted
@@ -30,6 +31,7 @@ from edge.ids import uuid7
 from edge.passages.store import Expansion, PassageStore, StoredRecord
 from edge.privacy.normalise import normalise
 from edge.privacy.pseudonym import Pseudonymiser
+from edge.query.casekeys import CaseKeyError, CaseKeys
 from edge.query.config import QueryConfig
 from edge.query.model import (
     BIOMETRIC_KINDS,
@@ -93,8 +95,11 @@ class QueryService:
         *,
         embedder: PhotoEmbedder | None = None,
         clock: Callable[[], float] = time.time,
+        case_keys: CaseKeys | None = None,
     ) -> None:
         self._store = store
+        # Without a store of case keys, an in-memory one: digests are then unlinkable after a restart.
+        self._case_keys = case_keys if case_keys is not None else CaseKeys(None)
         self._pseudonymiser = pseudonymiser
         self._audit = audit
         self._cfg = config
@@ -224,9 +229,16 @@ class QueryService:
                 raise _Refusal(RefusalReason.INVALID, "a photo query needs a photo")
             if len(req.photo) > self._cfg.max_photo_mb * 1024 * 1024:
                 raise _Refusal(RefusalReason.INVALID, f"the photo is larger than {self._cfg.max_photo_mb:g} MB")
-            details["photo_sha256"] = hashlib.sha256(req.photo).hexdigest()
+            details["photo_digest"] = self._digest(str(details["case_id"]), "photo",
+                                                   hashlib.sha256(req.photo).hexdigest())
             if req.threshold is not None and not -1.0 <= req.threshold <= 1.0:
                 raise _Refusal(RefusalReason.INVALID, "threshold must be between -1 and 1")
+
+    def _digest(self, case_id: str, domain: str, value: str) -> str:
+        try:
+            return self._case_keys.digest(case_id, domain, value)
+        except CaseKeyError as exc:
+            raise _Refusal(RefusalReason.INVALID, str(exc)) from None
 
     # -- execution --------------------------------------------------------------------------------
 
@@ -235,7 +247,8 @@ class QueryService:
         if req.kind in IDENTIFIER_KINDS:
             assert req.identifier is not None  # checked in _check_subject
             pairs = self._pseudonymiser.pseudonyms_between(req.identifier.kind, req.identifier.value, req.t1, req.t2)
-            details["pseudonyms"] = [{"pseudonym": p, "key_id": k} for p, k in pairs]
+            case_id = str(details["case_id"])
+            details["pseudonyms"] = [{"digest": self._digest(case_id, "pseudonym", p), "key_id": k} for p, k in pairs]
             records = self._store.by_pseudonyms(req.identifier.kind.value, [p for p, _ in pairs], req.t1, req.t2,
                                                 gate=req.gate, limit=limit + 1)
             return self._hits([(r, None) for r in records], view, limit)

@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties
 from edge.types import Origin
 from edge.uplink.config import MqttConfig
 from edge.uplink.stats import UplinkStats
+from edge.uplink.tlsprobe import speaks_tls
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,12 @@ class BrokerSession:
         self.stats.last_error = f"broker {self.where} closed the connection before CONNACK{note}"
         if self._connect_note is not None and any(w in self._connect_note for w in ("SSL", "TLS", "certificate")):
             return  # a TLS failure (e.g. a client certificate the broker wants): not the protocol version
+        if self.mqtt_cfg.tls is None and speaks_tls(self.mqtt_cfg.host, self.mqtt_cfg.port):
+            # Plain MQTT to a TLS listener is hung up on just like MQTT 5 to a 3.1.1-only broker:
+            # name the real cause, and do not guess at the protocol version.
+            self.stats.last_error = (f"broker {self.where} speaks TLS on this port, but mqtt.tls is not set: "
+                                     "configure mqtt.tls (ca_file) or use the broker's plain MQTT port")
+            return
         if self._probing_311:
             # 3.1.1 was only a guess, and it fared no better: go back to MQTT 5 for the next attempt.
             self.protocol = self.mqtt_cfg.protocol

@@ -31,7 +31,7 @@ from edge.types import Origin
 from edge.uplink.config import MqttConfig, UplinkConfig
 from edge.uplink.session import BrokerSession, pump
 from edge.uplink.stats import UplinkStats
-from edge.uplink.status import alarm_signature, status_body, uplink_state
+from edge.uplink.status import DiskWatch, alarm_signature, status_body, uplink_state
 from edge.uplink.window import AckListener, InflightWindow
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Uplink:
         self._next_purge = 0.0
         self._next_resend = 0.0
         self._store_error: str | None = None
+        self._disk = DiskWatch()
 
     @property
     def protocol(self) -> str:
@@ -127,7 +128,7 @@ class Uplink:
     def status(self, online: bool) -> dict[str, Any]:
         """The retained status body: online, backlog, drops, disk, camera and port states."""
         body = status_body(self.outbox, self.origin, self.cfg, self.stats, online=online, protocol=self.protocol,
-                           now=self._clock())
+                           now=self._clock(), disk=self._disk)
         if self._status_extra is not None:
             body.update(self._status_extra())
         return body
@@ -151,12 +152,16 @@ class Uplink:
         self._heartbeat()  # systemd watchdog: the loop is alive even while disconnected
         now = self._clock()
         if now >= self._next_purge:
-            self.outbox.purge_expired(now)
             self._next_purge = now + _PURGE_INTERVAL_S
+            self.outbox.purge_expired(now)
         if self.cfg.ack_mode == "end_to_end" and now >= self._next_resend:
             if self.outbox.unsend_overdue(now, self.cfg.ack_timeout_s):
                 self.window.rewind()
             self._next_resend = now + min(_PURGE_INTERVAL_S, self.cfg.ack_timeout_s / 4)
+        self._status_if_due(now)
+
+    def _status_if_due(self, now: float) -> None:
+        """Publish the status when it is due or an alarm changed: reads only, so it works on a full disk."""
         if self._client is None:
             return
         if now >= self._next_status_check:
@@ -230,6 +235,15 @@ class Uplink:
                 if str(exc) != self._store_error:
                     log.warning("uplink: outbox error, retrying: %s", exc)
                     self._store_error = str(exc)
+                # A full disk refuses the deletes too; the status is built from reads and held in
+                # memory here, so the platform still hears that the disk is full.
+                try:
+                    self._heartbeat()
+                    self._status_if_due(self._clock())
+                    if self._client is not None:
+                        pump(self._client, 0.0)
+                except (OutboxError, OSError) as status_exc:
+                    log.debug("uplink: cannot publish the status now: %s", status_exc)
                 self._stop.wait(min(1.0, self.cfg.backoff.max_s))
                 continue
             if until_empty or self._drain_exit.is_set():
