@@ -8,12 +8,9 @@ in the same process run, so their ratio is what to read.
 from __future__ import annotations
 
 import csv
-import importlib
-import importlib.util
 import logging
 import os
 import resource
-import subprocess
 import sys
 import time
 import zipfile
@@ -37,15 +34,6 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 FACES = SHARED_DATA / "faces"
 MODELS_DIR = ROOT / "models"
 FRAME_W, FRAME_H = 1280, 720
-# The face_recognition peer lives in its own pip --target folder (git-ignored), never in .venv:
-# face_recognition declares a dlib requirement that would compile dlib from source.
-FACE_PEER_DIR = ROOT / "bench" / ".peers-face"
-FACE_PEER_PACKAGES = (
-    "dlib-bin>=19.24,<21",
-    "face_recognition_models==0.3.0",
-    "face_recognition==1.3.0",
-    "pillow>=10,<14",
-)
 
 
 class SkipSection(Exception):  # noqa: N818  (reads better at raise sites: raise SkipSection(why))
@@ -217,43 +205,14 @@ def interleaved(n: int) -> Iterator[tuple[int, bool]]:
 
 
 def load_face_recognition(install: bool = True) -> tuple[Any, str | None]:
-    """Import the face_recognition peer from its own folder, installing it there once if allowed.
+    """The face_recognition peer from the bench's peer venv (bench/peers.py), installing it once if allowed.
 
     Returns (module, None) or (None, reason). Nothing compiles: dlib comes from the `dlib-bin`
     wheel and face_recognition is installed without its `dlib` requirement.
     """
-    if str(FACE_PEER_DIR) not in sys.path:
-        # Appended, not prepended: the venv's own packages (numpy, setuptools) win.
-        sys.path.append(str(FACE_PEER_DIR))
-    importlib.invalidate_caches()
-    module, reason = _try_import("face_recognition")
-    if module is not None or not install:
-        return module, reason
-    packages = list(FACE_PEER_PACKAGES)
-    if importlib.util.find_spec("pkg_resources") is None:
-        # face_recognition_models 0.3.0 imports pkg_resources, gone from setuptools 81 and from
-        # Python 3.12 venvs.
-        packages.append("setuptools>=65,<81")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-           "--upgrade", "--target", str(FACE_PEER_DIR), *packages]
-    print(f"installing the face_recognition peer into {FACE_PEER_DIR.relative_to(ROOT)} (once) ...",
-          file=sys.stderr, flush=True)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"cannot install face_recognition: {exc}"
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["pip failed"]
-        return None, f"cannot install face_recognition ({' '.join(cmd[4:8])} ...): {tail[0]}"
-    importlib.invalidate_caches()
-    return _try_import("face_recognition")
+    from bench import peers
 
-
-def _try_import(name: str) -> tuple[Any, str | None]:
-    try:
-        return importlib.import_module(name), None
-    except Exception as exc:  # a broken peer install can raise anything at import
-        return None, f"{name} is not importable: {type(exc).__name__}: {exc}"
+    return peers.try_load("face_recognition", install_missing=install)
 
 
 def env_summary() -> dict[str, object]:

@@ -256,8 +256,12 @@ def ort_threads(frames: list[BenchFrame], models_dir: Path, limit: int) -> dict[
 
 
 def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
-        models_dir: Path = MODELS_DIR) -> dict[str, Any]:
-    """Race both face stacks on the same frames; report times, ratios and accuracy (JSON-ready)."""
+        models_dir: Path = MODELS_DIR, race_only: bool = False) -> dict[str, Any]:
+    """Race both face stacks on the same frames; report times, ratios and accuracy (JSON-ready).
+
+    `race_only` (the harness's repeated runs) skips the variants: embed latency, detection
+    resolution, threads and int8.
+    """
     frames = face_frames(labelled=4, multi=1, ctu=1) if quick else face_frames()
     analyzer = build_analyzer(models_dir)
     fr: Any = None
@@ -287,7 +291,8 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
             res.faces.append(n)
             if frame.label_path is not None:
                 res.largest[frame.label_path] = emb
-    _embed_latency(analyzer, frames, stages, limit=8 if quick else 60)
+    if not race_only:
+        _embed_latency(analyzer, frames, stages, limit=8 if quick else 60)
     result: dict[str, Any] = {
         "frames": len(frames),
         "frame_size": "1280x720",
@@ -300,9 +305,10 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
         },
         "stages": stages.summary(),
     }
-    result["detect_resolution"] = detect_resolution(frames, models_dir, limit=len(frames))
-    result["ort_threads"] = ort_threads(frames, models_dir, limit=6 if quick else 40)
-    if not quick:
+    if not race_only:
+        result["detect_resolution"] = detect_resolution(frames, models_dir, limit=len(frames))
+        result["ort_threads"] = ort_threads(frames, models_dir, limit=6 if quick else 40)
+    if not quick and not race_only:
         result["int8"] = int8_variant(analyzer, ours.crops, models_dir)
     annotated = [(f.annotated_faces, i) for i, f in enumerate(frames) if f.annotated_faces]
     result["annotated_group_faces"] = sum(n for n, _ in annotated if n)

@@ -7,7 +7,7 @@ frame so drift on a shared machine cancels. Accuracy is the exact full-plate mat
 read on those frames (ours: the best grammar-valid read; AgentCLPR: any of its texts).
 
 AgentCLPR 1.1.0 and its runtime dependency AgentOCR 2.0.0 are pip-installed with --no-deps into
-bench/.peers (never into .venv), with the few packages they import (shapely, pyclipper, six,
+the bench's peer venv (bench/peers.py; never into .venv), with the few packages they import (shapely, pyclipper, six,
 wget, pillow); its code is not changed. Its sessions are made single-threaded by giving new ORT
 SessionOptions one intra-op thread, the only setting touched.
 
@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import subprocess
 import sys
 import time
 import warnings
@@ -39,7 +38,6 @@ from bench._common import (
     FRAME_H,
     FRAME_W,
     MODELS_DIR,
-    ROOT,
     SHARED_DATA,
     SkipSection,
     csv_rows,
@@ -52,16 +50,6 @@ from edge.models.config import RuntimeOptions
 from edge.plates.reader import PlateReader, ReaderParams
 
 PLATES = SHARED_DATA / "plates"
-PEER_DIR = ROOT / "bench" / ".peers"
-AGENTCLPR_WHEEL = "agentclpr-1.1.0-py3-none-any.whl"
-PEER_PACKAGES = (
-    "agentocr==2.0.0",
-    "shapely>=2,<3",
-    "pyclipper>=1.3,<2",
-    "six>=1.16",
-    "wget==3.2",
-    "pillow>=10,<14",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,43 +108,14 @@ def edge_frames(limit: int = 12) -> list[SceneFrame]:
 
 
 def load_agentclpr(install: bool = True) -> tuple[Any, str | None]:
-    """AgentCLPR's CLPSystem class from bench/.peers (installing it there once if allowed)."""
-    if str(PEER_DIR) not in sys.path:
-        sys.path.append(str(PEER_DIR))
-    try:
-        from agentclpr import CLPSystem  # type: ignore[import-not-found]
+    """AgentCLPR's CLPSystem class from the bench's peer venv (bench/peers.py), installed once if allowed."""
+    from bench import peers
 
-        _quiet_peer()
-        return CLPSystem, None
-    except Exception as exc:  # a missing or broken peer install can raise anything at import
-        reason = f"agentclpr is not importable: {type(exc).__name__}: {exc}"
-    if not install:
+    module, reason = peers.try_load("agentclpr", install_missing=install)
+    if module is None:
         return None, reason
-    wheel = MODELS_DIR / ".cache" / AGENTCLPR_WHEEL
-    first = str(wheel) if wheel.is_file() else "agentclpr==1.1.0"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--upgrade",
-        "--target",
-        str(PEER_DIR),
-        first,
-        *PEER_PACKAGES,
-    ]
-    print(f"installing the agentclpr peer into {PEER_DIR.relative_to(ROOT)} (once) ...", file=sys.stderr)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"cannot install agentclpr: {exc}"
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["pip failed"]
-        return None, f"cannot install agentclpr: {tail[0]}"
-    return load_agentclpr(install=False)
+    _quiet_peer()
+    return module.CLPSystem, None
 
 
 def one_thread_sessions() -> None:
@@ -206,8 +165,12 @@ def run(
     install_peers: bool = True,
     models_dir: Path = MODELS_DIR,
     rounds: int = 3,
+    race_only: bool = False,
 ) -> dict[str, Any]:
-    """Race both plate readers on the same frames; report ms per frame, ratio and accuracy."""
+    """Race both plate readers on the same frames; report ms per frame, ratio and accuracy.
+
+    `race_only` (the harness's repeated runs) skips the frame-edge section.
+    """
     frames = scene_frames()
     if quick:
         frames, rounds = frames[:6], 1
@@ -251,7 +214,7 @@ def run(
                 side.seconds.append(time.perf_counter() - t0)
                 if r == 0:
                     side.texts.append(texts)
-    edge = _edge_section(reader, peer, edge_frames(4 if quick else 12))
+    edge = None if race_only else _edge_section(reader, peer, edge_frames(4 if quick else 12))
     result: dict[str, Any] = {
         "frames": len(frames),
         "rounds": rounds,

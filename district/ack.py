@@ -10,8 +10,10 @@ Gaps the gateway will never fill (an event dropped by its quota or expired) are 
 `seq.floor` in the gateway's retained status: everything below the floor has left the gateway's
 outbox for good, so a missing seq below it is recorded in `gaps` and the watermark moves past it.
 
-Run it with `python -m district.ack --host H --port P --db consumer.db`; docs/delivery.md
-describes the protocol for platforms that write their own.
+It is the SQLite test double of the real worker (district/mqtt_worker.py + PostgreSQL) and shares
+its message validation (district.messages). Run it with
+`python -m district.ack --host H --port P --db consumer.db`; docs/delivery.md describes the protocol
+for platforms that write their own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from district.messages import EventRow, StatusRow, parse
 from edge.sqlite import connect, transaction
 
 log = logging.getLogger(__name__)
@@ -131,27 +134,20 @@ class PlatformConsumer:
         floors: list[tuple[str, int, dict[str, int]]] = []
         with transaction(self.db):
             for m in batch:
-                try:
-                    body = json.loads(m.payload)
-                except ValueError:
+                # The real worker's validation (district.messages): schema, size, topic/payload match.
+                parsed = parse(m.topic, m.payload, prefix=self.prefix)
+                if isinstance(parsed, StatusRow):
+                    if parsed.boot is not None and parsed.floors:
+                        floors.append((parsed.gw.base(self.prefix), parsed.boot, parsed.floors))
                     continue
-                if not isinstance(body, dict):
+                if not isinstance(parsed, EventRow):
+                    log.warning("rejecting a message on %s: %s", m.topic, parsed.reason)
                     continue
-                if m.topic.endswith("/status"):
-                    seq = body.get("seq")
-                    if isinstance(seq, dict) and "boot" in body and isinstance(seq.get("floor"), dict):
-                        floors.append((m.topic.rsplit("/", 1)[0], int(body["boot"]),
-                                       {str(k): int(v) for k, v in seq["floor"].items()}))
-                    continue
-                base = m.topic.split("/events/", 1)[0]
-                try:
-                    row = (str(body["event_id"]), base, int(body["boot"]), str(body["source"]), int(body["seq"]),
-                           str(body["kind"]), time.time(), m.payload)
-                except (KeyError, TypeError, ValueError):
-                    log.warning("ignoring a malformed event message on %s", m.topic)
-                    continue
+                base = parsed.gw.base(self.prefix)
+                row = (str(parsed.event_id), base, parsed.boot, parsed.source, parsed.seq, parsed.kind, time.time(),
+                       m.payload)
                 self.db.execute("INSERT OR IGNORE INTO events VALUES(?,?,?,?,?,?,?,?)", row)
-                touched.add((base, row[2], row[3]))
+                touched.add((base, parsed.boot, parsed.source))
             self.db.execute("UPDATE received SET n = n + ?", (len(batch),))
             for base, boot, source in touched:
                 self._advance(base, boot, source)

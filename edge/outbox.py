@@ -586,6 +586,22 @@ class Outbox:
         return n
 
     @_guarded
+    def unsend_range(self, source_id: str, boot: int, first: int, last: int) -> int:
+        """A platform replay request: send `source_id`'s rows with `first` <= seq <= `last` again (this boot only).
+
+        Rows not sent yet are left alone (they go out anyway); rows no longer held cannot be resent,
+        and the status's `seq.floor` tells the platform so. Counted as `replayed`.
+        """
+        if boot != self.boot or last < first:
+            return 0
+        with self._tx(durable=False) as db:
+            n = int(db.execute("UPDATE events SET sent_ts = NULL WHERE source_id = ? AND seq BETWEEN ? AND ? "
+                               "AND sent_ts IS NOT NULL", (source_id, first, last)).rowcount)
+            if n:
+                self._bump("replayed", n)
+        return n
+
+    @_guarded
     def unsend_older_than(self, cutoff_ts: float) -> int:
         """End-to-end mode: rows sent before `cutoff_ts` and still not covered are sent again."""
         with self._tx(durable=False) as db:

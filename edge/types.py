@@ -182,6 +182,11 @@ class Observation:
     subject_ref: str | None = None
     attrs: Mapping[str, Scalar] = field(default_factory=dict)
     embedding: NDArray[np.float32] | None = field(default=None, repr=False)
+    event_id: str | None = None
+    """A preassigned event_id (a path that decides early names its event, so a rare later
+    correction can link to it); None: the privacy boundary assigns one."""
+    links: tuple[str, ...] = ()
+    """event_ids this observation refers to (a correction links the event it corrects)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", _frozen_attrs(self.attrs))

@@ -51,4 +51,10 @@ def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path, broker:
     for raw in ("resident-0001", "resident-0002", "0A1B2C3D01", "0a1b2c3d01"):
         assert raw not in proc.stdout and raw not in proc.stderr
     assert f"{len(events)} received by the subscriber" in proc.stderr
+    # After the events, a summary a person can read: who came, what fused, why no direction.
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("# ")]
+    assert summary and summary[0].startswith(f"# summary: {len(events)} event(s): 2 resident face passage(s) "
+                                             "(2 different resident(s)), 2 unknown visitor(s)"), summary
+    assert f"{len(cards)} card swipe(s), {len(passages)} fused passage(s)" in summary[0]
+    assert any('faces have direction "none": no gate line is configured' in line for line in summary), summary
     assert ("MQTT 3.1.1" if broker == "embedded" else "on 127.0.0.1") in proc.stderr

@@ -77,8 +77,12 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     obama, biden = obs
     assert obama.kind is EventKind.FACE_PASSAGE and obama.subject is not None
     assert obama.subject.kind is IdKind.RESIDENT and obama.subject.value == "r-obama"
-    assert obama.attrs["matched"] is True and obama.attrs["frames"] == 6 and obama.attrs["embedded"] == 3
+    # Decided while the person is still in view: on the third good frame, not when the track ends.
+    assert obama.attrs["matched"] is True and obama.attrs["decision"] == "early"
+    assert obama.attrs["frames"] == cfg.face.early_min_hits == 3 and obama.attrs["embedded"] == 3
+    assert obama.ts == pytest.approx(1_764_000_000.0 + 0.2) and obama.event_id is not None
     assert biden.subject is None and biden.subject_ref and biden.attrs["matched"] is False
+    assert biden.attrs["unmatched"] == "no_resident"
     # Issue 12: an unknown face publishes no gallery similarity (it told how close a stranger came).
     assert "confidence" not in biden.attrs and 0 < float(obama.attrs["confidence"]) <= 1
     assert obama.embedding is not None and abs(float(np.linalg.norm(obama.embedding)) - 1) < 1e-4

@@ -93,6 +93,23 @@ def test_status_is_retained_with_depth_and_offline_on_clean_stop(tmp_path: Path,
     late.close()
 
 
+def test_final_retained_status_counts_what_was_delivered(tmp_path: Path, broker: Broker) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    sent = [r for _ in range(4) for r in ob.append(events()).records]
+    up = _uplink(ob, broker)
+    up.run(until_empty=True, idle_exit_s=0.2)
+    late = Collector(broker.host, broker.port, topic=up.status_topic, client_id="final-status")
+    deadline = time.monotonic() + 5
+    while not late.messages and time.monotonic() < deadline:
+        time.sleep(0.05)
+    late.close()
+    body = json.loads(late.messages[-1].payload)
+    assert body["online"] is False and body["delivered"] == len(sent) > 0
+    # Not the snapshot taken when the uplink connected (published 0): the final counts.
+    assert body["components"]["uplink"]["published"] == len(sent)
+    assert body["components"]["uplink"]["acked"] == len(sent)
+
+
 def test_refused_credentials_are_reported_and_retried(tmp_path: Path, broker: Broker) -> None:
     broker.stop()
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))

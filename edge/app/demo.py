@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from drivers.serial import rdm6300
 from edge.app.brokers import LocalBroker
 from edge.app.config import load_config
+from edge.app.demo_summary import Tally
 from edge.app.provision import provision_epoch_keys
 from edge.errors import EdgeError
 from edge.keys import generate_key_file
@@ -136,6 +137,7 @@ class Printer:
     def __init__(self, host: str, port: int, protocol: str, topic: str,
                  on_resident: Callable[[], None] | None = None) -> None:
         self.count = 0
+        self.tally = Tally()
         self._on_resident = on_resident
         self._ready = threading.Event()
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
@@ -151,6 +153,7 @@ class Printer:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.count += 1
         body = json.loads(msg.payload)
+        self.tally.add(body)
         print(json.dumps({"topic": msg.topic, "event": body}, ensure_ascii=False, sort_keys=True), flush=True)
         if self._on_resident and body.get("kind") == "face_passage" and body.get("attrs", {}).get("matched"):
             self._on_resident()  # the resident now swipes their card at the reader beside the camera
@@ -194,6 +197,9 @@ def run_demo(config_path: Path, broker_pref: str = "auto", verbose: int = 0) -> 
         broker.stop()
         if reader is not None:
             reader.close()
+    faces_without_line = sum(1 for c in cfg.cameras if c.id not in cfg.gate_lines and c.id not in cfg.plates.cameras)
+    for line in printer.tally.lines(face_cameras_without_line=faces_without_line):
+        print(line, flush=True)
     print(f"# demo done: {committed} event(s) committed, {printer.count} received by the subscriber, "
           f"{depth} left in the outbox", file=sys.stderr)
     if rc != 0:

@@ -24,6 +24,7 @@ _GROUPS: tuple[str, ...] = (
     "edge.cli.audit",
     "edge.cli.query",
     "edge.cli.plates",
+    "district.cli",
     "edge.cli.inputs",
     "edge.cli.watchlist",
 )

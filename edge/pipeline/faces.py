@@ -1,6 +1,8 @@
 """One camera's face path: detect, track, and at the end of each track embed its best frames once.
 
-One person walking past yields one track and so one `face_passage` observation. The embedding is
+One person walking past yields one track and so one `face_passage` observation, decided as soon
+as the track has enough good frames (`decision: early`, while the person is still at the gate) or
+when it ends (`track_end`); a track too poor to match is reported "unmatched: quality". The embedding is
 the mean of the best few aligned crops (by size, sharpness and frontalness), matched against the
 resident gallery; an unmatched face gets a random per-track reference, never an identity.
 """
@@ -8,13 +10,14 @@ resident gallery; an unmatched face gets a random per-track reference, never an 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.ids import random_ref
 from edge.pipeline.config import FaceConfig
+from edge.pipeline.early import EarlyDecisions
 from edge.pipeline.tracker import GateLine, IouTracker, TrackerConfig, track_direction
 from edge.residents import ResidentGallery
 from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Track
@@ -56,6 +59,7 @@ class FacePath:
                                  best_k=config.embed_best),
         )
         self.tracks_finished = 0
+        self.decisions = EarlyDecisions()
         self.faces_detected = 0
 
     def process(self, frame: Frame) -> list[Observation]:
@@ -68,7 +72,8 @@ class FacePath:
             aligned = self._analyzer.align(frame.image, det)
             return FaceSample(aligned, assess(det, aligned).score, frame.ts)
 
-        return self._observe(self._tracker.update(frame.ts, dets, sample))
+        ended = self._observe(self._tracker.update(frame.ts, dets, sample))
+        return ended + self._early(frame.ts)
 
     def idle(self, ts: float) -> list[Observation]:
         """No detection ran on this frame (nothing moved): end tracks that are too old."""
@@ -78,10 +83,34 @@ class FacePath:
         """End of input: report every open track."""
         return self._observe(self._tracker.flush())
 
+    def _early(self, ts: float) -> list[Observation]:
+        """Decide open tracks that already have enough good frames: embed them once, now."""
+        cfg = self._cfg
+        if cfg.early_min_hits <= 0:
+            return []
+        ready = []
+        for track in self._tracker.peek():
+            if track.track_id in self.decisions or track.hits < cfg.early_min_hits:
+                continue
+            good = [s for s in track.samples if s.quality >= cfg.min_match_quality]
+            if len(good) >= min(cfg.embed_best, cfg.early_min_hits):
+                ready.append(track)
+        out = self._embed_and_match(ready, ts=ts, decision="early")
+        return [replace(obs, event_id=self.decisions.decide(track.track_id, "", len(track.samples), ts))
+                for track, obs in zip(ready, out, strict=True)]
+
     def _observe(self, tracks: list[Track[FaceSample]]) -> list[Observation]:
+        # A track decided early is final: its end emits nothing (the early event is the passage).
+        undecided = [t for t in tracks if self.decisions.close(t.track_id) is None]
+        out = self._embed_and_match(undecided, ts=None, decision="track_end")
+        self.tracks_finished += len(tracks)
+        return out
+
+    def _embed_and_match(self, tracks: list[Track[FaceSample]], *, ts: float | None,
+                         decision: str) -> list[Observation]:
         if not tracks:
             return []
-        # One batched embedding call for every sample of every finished track.
+        # One batched embedding call for every sample of every track.
         crops = [s.aligned for t in tracks for s in t.samples]
         embeddings = self._analyzer.embed(np.stack(crops))
         out: list[Observation] = []
@@ -91,28 +120,33 @@ class FacePath:
             mean = embeddings[start:start + n].mean(axis=0)
             start += n
             mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-            out.append(self._observation(track, mean))
-        self.tracks_finished += len(tracks)
+            out.append(self._observation(track, mean, ts=track.last_ts if ts is None else ts, decision=decision))
         return out
 
-    def _observation(self, track: Track[FaceSample], embedding: NDArray[np.float32]) -> Observation:
-        match = self._gallery.match(embedding, self._cfg.match_threshold) if self._gallery else None
+    def _observation(self, track: Track[FaceSample], embedding: NDArray[np.float32], *, ts: float,
+                     decision: str) -> Observation:
+        quality = max(s.quality for s in track.samples)
+        # A track too poor to match is never matched: "unmatched: quality" beats a wrong match.
+        poor = quality < self._cfg.min_match_quality
+        match = None if poor or not self._gallery else self._gallery.match(embedding, self._cfg.match_threshold)
         attrs: dict[str, str | int | float | bool] = {
             "matched": bool(match and match.resident_id),
-            "quality": round(max(s.quality for s in track.samples), 3),
+            "quality": round(quality, 3),
             "frames": track.hits,
             "embedded": len(track.samples),
             "duration_s": round(track.duration, 3),
             "threshold": self._cfg.match_threshold,
             "direction": track_direction(track, self._gate).value,
+            "decision": decision,
         }
         if match is not None and match.resident_id is not None:
             # Only a match publishes its similarity: an unknown face's best gallery score would tell a
             # subscriber how close a stranger came to some resident (issue 12).
             attrs["confidence"] = round(max(-1.0, min(1.0, match.score)), 4)
         if match is not None and match.resident_id is not None:
-            return Observation(EventKind.FACE_PASSAGE, self.source_id, track.last_ts,
+            return Observation(EventKind.FACE_PASSAGE, self.source_id, ts,
                                subject=RawIdentifier(IdKind.RESIDENT, match.resident_id), attrs=attrs,
                                embedding=embedding)
-        return Observation(EventKind.FACE_PASSAGE, self.source_id, track.last_ts, subject_ref=random_ref(),
+        attrs["unmatched"] = "quality" if poor else "no_resident"
+        return Observation(EventKind.FACE_PASSAGE, self.source_id, ts, subject_ref=random_ref(),
                            attrs=attrs, embedding=embedding)

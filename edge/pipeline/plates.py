@@ -1,6 +1,8 @@
 """One camera's plate path: detect and read plates per frame, track vehicles, vote once per track.
 
-One vehicle passing yields one track and so one `plate_passage` observation, carrying the voted
+One vehicle passing yields one track and so one `plate_passage` observation, emitted as soon as
+enough reads agree (`decision: early`) or when the track ends (`track_end`); a rare `correction`
+links the early event when the rest of the track outvoted it. The observation carries the voted
 plate text as a raw identifier (pseudonymised at the boundary), its colour, layout, the vote's
 confidence, whether it is local, and the direction across the gate line. A track whose frames gave
 no grammar-valid read is reported as an unread plate with a random reference, never a guess.
@@ -13,11 +15,12 @@ from collections.abc import Sequence
 
 from edge.ids import random_ref
 from edge.pipeline.config import PlateConfig
+from edge.pipeline.early import EarlyDecisions
 from edge.pipeline.tracker import GateLine, IouTracker, TrackerConfig, track_direction
 from edge.plates.colour import PlateColour
 from edge.plates.reader import PlateReader
 from edge.plates.values import PlateRead
-from edge.plates.vote import PlateVote
+from edge.plates.vote import PlateVote, VotedPlate
 from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Scalar, Track
 
 
@@ -40,9 +43,11 @@ class PlatePath:
             source_id, quality=_quality,
             config=TrackerConfig(max_age_s=config.track_max_age_s, min_hits=config.track_min_hits, best_k=8))
         self.plates_read = 0
+        self.decisions = EarlyDecisions()
 
     def process(self, frame: Frame) -> list[Observation]:
-        """Read the plates in `frame`, update tracks, report vehicles whose track ended."""
+        """Read the plates in `frame`, update tracks, report vehicles whose track ended or whose
+        plate is already read with confidence (early; see edge.pipeline.early)."""
         reads = self._reader.read(frame.image)
         self.plates_read += sum(1 for r in reads if r.valid)
         by_det: dict[int, PlateRead] = {}
@@ -51,7 +56,8 @@ class PlatePath:
             det = Detection(box=r.box, score=r.detector_score, keypoints=r.corners)
             by_det[id(det)] = r
             dets.append(det)
-        return self._observe(self._tracker.update(frame.ts, dets, lambda d: by_det[id(d)]))
+        ended = self._observe(self._tracker.update(frame.ts, dets, lambda d: by_det[id(d)]))
+        return ended + self._early(frame.ts)
 
     def idle(self, ts: float) -> list[Observation]:
         """Nothing moved: end tracks that are too old."""
@@ -61,19 +67,49 @@ class PlatePath:
         """End of input: report every open track."""
         return self._observe(self._tracker.flush())
 
-    def _observe(self, tracks: list[Track[PlateRead]]) -> list[Observation]:
-        return [self._observation(t) for t in tracks]
-
-    def _observation(self, track: Track[PlateRead]) -> Observation:
+    def _vote(self, track: Track[PlateRead]) -> VotedPlate | None:
         vote = PlateVote(self._cfg.min_confidence)
         for read in track.samples:
             vote.add(read)
-        result = vote.result()
+        return vote.result()
+
+    def _early(self, ts: float) -> list[Observation]:
+        need = self._cfg.early_min_agreeing
+        if need <= 0:
+            return []
+        out: list[Observation] = []
+        for track in self._tracker.peek():
+            if track.track_id in self.decisions:
+                continue
+            result = self._vote(track)
+            if result is None or result.support < need or result.confidence < self._cfg.early_min_confidence:
+                continue
+            event_id = self.decisions.decide(track.track_id, result.text, result.support, ts)
+            out.append(self._observation(track, result, ts=ts, decision="early", event_id=event_id))
+        return out
+
+    def _observe(self, tracks: list[Track[PlateRead]]) -> list[Observation]:
+        out: list[Observation] = []
+        for track in tracks:
+            result = self._vote(track)
+            decided = self.decisions.close(track.track_id)
+            if decided is None:
+                out.append(self._observation(track, result, ts=track.last_ts, decision="track_end"))
+            elif result is not None and result.text != decided.key and result.support > decided.support:
+                # The rest of the track outvoted the early read: correct it, linking the early event.
+                self.decisions.count_correction()
+                out.append(self._observation(track, result, ts=track.last_ts, decision="correction",
+                                             links=(decided.event_id,)))
+        return out
+
+    def _observation(self, track: Track[PlateRead], result: VotedPlate | None, *, ts: float, decision: str,
+                     event_id: str | None = None, links: tuple[str, ...] = ()) -> Observation:
         attrs: dict[str, Scalar] = {
             "frames": track.hits,
-            "reads": len(vote),
+            "reads": sum(1 for r in track.samples if r.valid),
             "duration_s": round(track.duration, 3),
             "direction": track_direction(track, self._gate).value,
+            "decision": decision,
         }
         if result is None:
             colours = Counter(r.colour for r in track.samples)
@@ -81,10 +117,11 @@ class PlatePath:
             layouts = Counter(r.plate_type for r in track.samples)
             attrs |= {"confidence": 0.0, "colour": colour.value, "local": False,
                       "plate_type": layouts.most_common(1)[0][0].value if layouts else "single"}
-            return Observation(EventKind.PLATE_PASSAGE, self.source_id, track.last_ts, subject_ref=random_ref(),
-                               attrs=attrs)
-        attrs |= {"confidence": round(min(1.0, max(0.0, result.confidence)), 4), "colour": result.colour.value,
-                  "plate_type": result.plate_type.value, "local": result.text.upper().startswith(self._local)
-                  if self._local else False}
-        return Observation(EventKind.PLATE_PASSAGE, self.source_id, track.last_ts,
-                           subject=RawIdentifier(IdKind.PLATE, result.text), attrs=attrs)
+            return Observation(EventKind.PLATE_PASSAGE, self.source_id, ts, subject_ref=random_ref(),
+                               attrs=attrs, event_id=event_id, links=links)
+        attrs |= {"reads": result.reads, "confidence": round(min(1.0, max(0.0, result.confidence)), 4),
+                  "colour": result.colour.value, "plate_type": result.plate_type.value,
+                  "local": result.text.upper().startswith(self._local) if self._local else False}
+        return Observation(EventKind.PLATE_PASSAGE, self.source_id, ts,
+                           subject=RawIdentifier(IdKind.PLATE, result.text), attrs=attrs, event_id=event_id,
+                           links=links)

@@ -253,20 +253,26 @@ class IouTracker(Generic[S]):
                 self._discarded += 1
                 continue
             self._finished += 1
-            best = sorted(track.samples, key=lambda r: (-r.quality, r.seq))
-            out.append(
-                Track(
-                    track_id=track.track_id,
-                    source_id=self._source_id,
-                    first_ts=track.first_ts,
-                    last_ts=track.last_ts,
-                    hits=track.hits,
-                    first_box=track.first_box,
-                    last_box=track.last_box,
-                    samples=tuple(r.sample for r in best),
-                )
-            )
+            out.append(self._snapshot(track))
         return out
+
+    def peek(self) -> list[Track[S]]:
+        """Snapshots of the open tracks with at least `min_hits` hits, without ending them (a path
+        that decides early looks at a track while the subject is still in view)."""
+        return [self._snapshot(t) for t in self._live if t.hits >= self._config.min_hits]
+
+    def _snapshot(self, track: _LiveTrack[S]) -> Track[S]:
+        best = sorted(track.samples, key=lambda r: (-r.quality, r.seq))
+        return Track(
+            track_id=track.track_id,
+            source_id=self._source_id,
+            first_ts=track.first_ts,
+            last_ts=track.last_ts,
+            hits=track.hits,
+            first_box=track.first_box,
+            last_box=track.last_box,
+            samples=tuple(r.sample for r in best),
+        )
 
 
 class Direction(StrEnum):

@@ -40,6 +40,7 @@ class ColourEstimate:
 
     colour: PlateColour
     support: float
+    gradient: bool = False  # green only: the new-energy gradient (pale top, saturated bottom) is there
 
 
 # OpenCV hue is 0-179. Blue plates photograph from cyan-blue (~95) to violet-blue (~130).
@@ -79,7 +80,26 @@ def classify_colour(plate_bgr: NDArray[np.uint8]) -> ColourEstimate:
     if total <= 0.0:
         return ColourEstimate(PlateColour.UNKNOWN, 0.0)
     best = max(votes, key=lambda c: votes[c])
-    return ColourEstimate(best, votes[best] / total)
+    gradient = best is PlateColour.GREEN and new_energy_gradient(
+        np.asarray(hsv[:, 1], np.uint8).reshape(plate_bgr.shape[:2]))
+    return ColourEstimate(best, votes[best] / total, gradient)
+
+
+# Small new-energy plates fade from near-white at the top to green at the bottom: on CCPD's green
+# plates the lower rows are 2.5-6x as saturated as the upper ones; blue plates that photograph teal
+# (and read as green by hue) are flat (0.9-1.1x).
+_GRADIENT_RATIO = 1.6
+
+
+def new_energy_gradient(saturation: NDArray[np.uint8]) -> bool:
+    """Whether a plate's saturation (HxW) rises from top to bottom like a new-energy plate's."""
+    h, w = saturation.shape[:2]
+    if h < 8 or w < 8:
+        return False
+    cols = slice(w // 16, w - w // 16)
+    top = float(saturation[h // 10 : max(h // 10 + 1, h * 35 // 100), cols].mean())
+    bottom = float(saturation[h * 65 // 100 : max(h * 65 // 100 + 1, h * 9 // 10), cols].mean())
+    return bottom >= _GRADIENT_RATIO * max(top, 1.0)
 
 
 def _light_text(plate_bgr: NDArray[np.uint8]) -> bool:

@@ -16,6 +16,7 @@ from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
 from edge.models.runner import OrtRunner
 from edge.plates import detector as det
+from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
 from edge.plates.grammar import PlateFormat
@@ -29,8 +30,9 @@ from edge.plates.recognisers import (
     ppocr_charset,
     preprocess_lines,
 )
-from edge.plates.rectify import INNER, Band, may_be_double_row, stitch_double_row, warp_band
+from edge.plates.rectify import INNER, WIDE, Band, may_be_double_row, stitch_double_row, warp_band
 from edge.plates.values import PlateRead
+from edge.plates.variants import PIXEL_VARIANTS, combine
 from edge.types import Box, Detection
 from edge.vision import Runner, as_bgr
 
@@ -67,6 +69,21 @@ class ReaderParams:
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
+    # When the proposals at `detector.long_side` find nothing, look once more at this long side
+    # (None: never). Costs a second detector run only on frames where no plate was found.
+    fallback_long_side: int | None = 1280
+    # Test-time variants of each plate line read in the same batch and combined per character
+    # position (edge.plates.variants): "clahe", "gamma", "sharpen", "wide" (a wider band).
+    # Measured (bench/bench_gate_plates.py): "clahe" read 1 more of 36 at 720p and natively, and
+    # 0-1 more per degraded seed; "gamma", "sharpen" and "wide" gained nothing or lost.
+    variants: tuple[str, ...] = ("clahe",)
+    # ... read only for plates whose plain read's weakest character is below this (1.0: always):
+    # always reading them cost 40 % more CPU per 1280x720 frame.
+    variants_below: float = 0.6
+    # Log-prior for the colour's forms when a read contradicts its trusted colour (a green plate
+    # read with 7 characters): large enough to decide the length, and the re-read must still pass
+    # the character-confidence floor to be published (0: never re-read; the read stays invalid).
+    forced_colour_prior: float = 40.0
     # clp_v2_c_rec as a second opinion when PP-OCR's weakest character is below this (0: never).
     second_opinion_below: float = 0.0
 
@@ -188,7 +205,19 @@ class PlateReader:
         p = self.params
         if p.refine_width is None:
             return self.detect(bgr)
-        proposal = replace(p.detector, score_threshold=p.proposal_threshold, max_plates=p.max_proposals)
+        found = self._locate_at(bgr, p.detector.long_side)
+        fallback = p.fallback_long_side
+        if not found and fallback is not None and max(bgr.shape[:2]) > (p.detector.long_side or 0):
+            # Nothing at the proposal scale: a small plate (60-100 px in 1280x720) may be below
+            # the detector's smallest anchors once the frame is halved; look once more, larger.
+            found = self._locate_at(bgr, fallback)
+        return found
+
+    def _locate_at(self, bgr: NDArray[np.uint8], long_side: int | None) -> list[Detection]:
+        p = self.params
+        assert p.refine_width is not None  # locate() took the plain detect() path otherwise
+        proposal = replace(p.detector, score_threshold=p.proposal_threshold, max_plates=p.max_proposals,
+                           long_side=long_side)
         tensor, meta = det.preprocess(bgr, proposal)
         proposals = det.postprocess(self._detector.run(tensor), meta, proposal)
         found: list[Detection] = []
@@ -254,42 +283,64 @@ class PlateReader:
         meta: list[tuple[NDArray[np.float32], Box, float, ColourEstimate]] = []
         height = PPOCR_SPEC.height
         owner: list[int] = []  # which quad each line belongs to (ambiguous quads get two lines)
+        layout_of: list[PlateLayout] = []  # the reading each line stands for
         for q, (corners, box, score) in enumerate(quads):
             # Tight crops already are the plate: keep their full height (the band trim is for
             # detector corners, which include the plate frame).
             band = Band() if crop else p.band
             single = warp_band(image, corners, p.line_width, height, band)
             colour = classify_colour(single)
-            candidates = [single]
+            candidates = [(single, PlateLayout.SINGLE)]
             if may_be_double_row(corners) and not _single_row_colour(colour):
                 # Yaw and pitch squeeze single-row plates to double-row aspect ratios (CCPD has
                 # single-row plates at 1.9), so an ambiguous plate is read both ways.
                 plate = warp_band(image, corners, 220, 110)
-                candidates.append(stitch_double_row(plate))
-            for line in candidates:
+                candidates.append((stitch_double_row(plate), PlateLayout.DOUBLE))
+            for line, layout in candidates:
                 lines.append(line)
                 widths.append(_line_width(line))
                 biases.append(self._bias(colour))
                 owner.append(q)
+                layout_of.append(layout)
             meta.append((corners, box, score, colour))
         decoded_lines = self._read_lines(lines, widths, biases)
         if self._clp is not None:
             decoded_lines = self._second_opinion(self._clp, lines, biases, decoded_lines)
-        # Per quad, the best of its candidate lines (single-row reading first).
+        # Test-time variants only for plates whose plain read is weak: a clear read costs nothing more.
+        weak = [q for q in range(len(quads)) if p.variants and self._weak(decoded_lines[owner.index(q)])]
+        extra: list[NDArray[np.uint8]] = []
+        extra_owner: list[int] = []
+        for q in weak:
+            for v in self._variants(image, meta[q][0], lines[owner.index(q)], crop):
+                extra.append(v)
+                extra_owner.append(q)
+        if extra:
+            extra_widths = [_line_width(v) for v in extra]
+            extra_biases = [biases[owner.index(q)] for q in extra_owner]
+            decoded_lines = [*decoded_lines, *self._read_lines(extra, extra_widths, extra_biases)]
+            owner = [*owner, *extra_owner]
+            layout_of = [*layout_of, *([PlateLayout.SINGLE] * len(extra))]
+        # Per quad and reading, the variants' reads combined per position; then the better reading.
+        groups: dict[tuple[int, PlateLayout], list[Decoded | None]] = {}
+        for q, layout, d in zip(owner, layout_of, decoded_lines, strict=True):
+            groups.setdefault((q, layout), []).append(d)
         decoded: list[Decoded | None] = [None] * len(quads)
         rows: list[PlateLayout] = [PlateLayout.SINGLE] * len(quads)
-        first_line = {q: owner.index(q) for q in set(owner)}
-        for i, (q, d) in enumerate(zip(owner, decoded_lines, strict=True)):
+        for (q, layout), reads_of in groups.items():
+            d = combine(reads_of)
             cur = decoded[q]
             if d is not None and (cur is None or d.confidence > cur.confidence):
                 decoded[q] = d
-                rows[q] = PlateLayout.SINGLE if i == first_line[q] else PlateLayout.DOUBLE
+                rows[q] = layout
+        first_line = {q: owner.index(q) for q in set(owner)}
+        decoded = self._agree_with_colour(lines=lines, widths=widths, first_line=first_line, decoded=decoded,
+                                          meta=meta)
         reads: list[PlateRead] = []
         for d, layout, (corners, box, score, colour) in zip(decoded, rows, meta, strict=True):
             if d is None:
                 continue
             form = self._ppocr.decoder.form_of(d.text)
-            valid = form is not None and d.min_confidence >= p.min_char_confidence
+            valid = form is not None and d.min_confidence >= p.min_char_confidence and self._agrees(d.text, colour)
             pts = np.array(corners, dtype=np.float32).reshape(4, 2)
             pts.setflags(write=False)
             reads.append(
@@ -304,6 +355,7 @@ class PlateReader:
                     valid=valid,
                     form=form,
                     detector_score=score,
+                    colour_trusted=self._trusted(colour),
                 )
             )
         return reads
@@ -321,6 +373,60 @@ class PlateReader:
             got = self._ppocr.read([lines[i] for i in idx], [width] * len(idx), [biases[i] for i in idx])
             for i, d in zip(idx, got, strict=True):
                 out[i] = d
+        return out
+
+    def _variants(
+        self, image: NDArray[np.uint8], corners: NDArray[np.float32], single: NDArray[np.uint8], crop: bool
+    ) -> list[NDArray[np.uint8]]:
+        """The configured test-time variants of a plate's single-row line (edge.plates.variants)."""
+        out: list[NDArray[np.uint8]] = []
+        for name in self.params.variants:
+            if name in PIXEL_VARIANTS:
+                out.append(PIXEL_VARIANTS[name](single))
+            elif name == "wide" and not crop:
+                # Less of the band trimmed: corners a few pixels off on a small plate cut characters.
+                out.append(warp_band(image, corners, self.params.line_width, PPOCR_SPEC.height, WIDE))
+            elif name not in ("wide",):
+                raise ValueError(f"unknown plate variant {name!r}")
+        return out
+
+    def _weak(self, d: Decoded | None) -> bool:
+        return d is None or d.min_confidence < self.params.variants_below
+
+    def _trusted(self, colour: ColourEstimate) -> bool:
+        """A colour estimate sure enough to decide the plate's length: green needs its gradient too,
+        because blue plates that photograph teal read as green by hue."""
+        if colour.support < self.params.min_colour_support or expected_length(colour.colour) is None:
+            return False
+        return colour.colour is not PlateColour.GREEN or colour.gradient
+
+    def _agrees(self, text: str, colour: ColourEstimate) -> bool:
+        """Length and a trusted colour agree (green: 8 characters, blue: 7); see edge.plates.agreement."""
+        return not self._trusted(colour) or agrees(text, colour.colour)
+
+    def _agree_with_colour(
+        self,
+        *,
+        lines: Sequence[NDArray[np.uint8]],
+        widths: Sequence[int],
+        first_line: dict[int, int],
+        decoded: list[Decoded | None],
+        meta: Sequence[tuple[NDArray[np.float32], Box, float, ColourEstimate]],
+    ) -> list[Decoded | None]:
+        """Re-decode the single-row line of each plate whose read contradicts its trusted colour,
+        constrained to the colour's forms (one extra recogniser call, only for such plates)."""
+        p = self.params
+        todo = [q for q, d in enumerate(decoded)
+                if d is not None and not self._agrees(d.text, meta[q][3]) and q in first_line]
+        if not todo or p.forced_colour_prior <= 0:
+            return decoded
+        out = list(decoded)
+        for q in todo:
+            i = first_line[q]
+            bias = {f: p.forced_colour_prior for f in forms_for(meta[q][3].colour)}
+            got = self._ppocr.read([lines[i]], [widths[i]], [bias])[0]
+            if got is not None and agrees(got.text, meta[q][3].colour):
+                out[q] = got
         return out
 
     def _bias(self, colour: ColourEstimate) -> dict[PlateFormat, float]:

@@ -26,6 +26,7 @@ class PlateRead:
     valid: bool
     form: PlateFormat | None = None
     detector_score: float = 1.0
+    colour_trusted: bool = False  # the colour is sure enough to decide the length (edge.plates.agreement)
 
     @property
     def min_confidence(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from edge.plates.agreement import agrees
 from edge.plates.colour import PlateColour, PlateLayout
 from edge.plates.grammar import is_valid_plate, plate_format
 from edge.plates.values import PlateRead
@@ -26,7 +27,9 @@ class VotedPlate:
 class PlateVote:
     """Accumulates the reads of one track and votes per character position.
 
-    Only grammar-valid reads vote. Reads of the most supported length vote position by position,
+    Only grammar-valid reads vote. When some reads' colour is sure enough to decide the length
+    (`PlateRead.colour_trusted`), the track's colour is voted among those and reads of another
+    length are dropped. Reads of the most supported length vote position by position,
     each character weighted by its confidence; if the per-position winner is not a valid plate
     (positions voted from different forms), the best-supported whole text wins instead.
     """
@@ -48,6 +51,17 @@ class PlateVote:
         reads = self._reads
         if not reads:
             return None
+        trusted: defaultdict[PlateColour, float] = defaultdict(float)
+        for r in reads:
+            if r.colour_trusted:
+                trusted[r.colour] += r.confidence
+        decided = max(trusted, key=lambda c: trusted[c]) if trusted else None
+        if decided is not None:
+            # Length and colour must agree before anything is published: a track whose plate is
+            # surely green keeps only its 8-character reads (surely blue: 7).
+            reads = [r for r in reads if agrees(r.text, decided)]
+            if not reads:
+                return None
         by_len: defaultdict[int, float] = defaultdict(float)
         for r in reads:
             by_len[len(r.text)] += r.confidence
@@ -70,7 +84,9 @@ class PlateVote:
             text = max(whole, key=lambda t: whole[t])
             confs = [sum(r.char_confidences[i] for r in same if r.text == text) / len(same) for i in range(length)]
         support = sum(1 for r in reads if r.text == text)
-        colour = Counter(r.colour for r in reads).most_common(1)[0][0]
+        colour = decided or Counter(r.colour for r in reads).most_common(1)[0][0]
+        if not agrees(text, colour):
+            colour = PlateColour.UNKNOWN  # an unsure colour that contradicts the length is not reported
         layout = Counter(r.plate_type for r in reads).most_common(1)[0][0]
         return VotedPlate(
             text=text,

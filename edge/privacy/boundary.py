@@ -29,12 +29,12 @@ class PrivacyBoundary:
         elif obs.subject_ref is not None:
             subject = Subject(type=_UNKNOWN_TYPES.get(obs.kind, "unknown"), ref=obs.subject_ref)
         return Event(
-            event_id=str(uuid7(int(obs.ts * 1000))),
+            event_id=obs.event_id or str(uuid7(int(obs.ts * 1000))),
             kind=obs.kind,
             origin=self.origin,
             source_id=obs.source_id,
             ts=obs.ts,
             subject=subject,
             attrs=obs.attrs,
-            links=links,
+            links=links or obs.links,
         )

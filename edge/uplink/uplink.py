@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _IDLE_POLL_S = 0.02  # how soon a commit by the capture process is noticed when the outbox was empty
 _ACK_WAIT_S = 0.05  # select() returns as soon as a PUBACK arrives; this only bounds a silent wait
 _STATUS_CHECK_S = 1.0  # how often a change of alarm state is looked for (then status goes out at once)
+_MAX_REPLAY = 100_000  # seqs per replay request
 _PURGE_INTERVAL_S = 10.0
 
 
@@ -71,6 +72,7 @@ class Uplink:
         self.stats = UplinkStats(protocol=mqtt_cfg.protocol)
         self.status_topic = status_topic(origin, mqtt_cfg.topic_prefix)
         self.ack_topic = f"{base_topic(origin, mqtt_cfg.topic_prefix)}/ack"
+        self.replay_topic = f"{base_topic(origin, mqtt_cfg.topic_prefix)}/replay"
         self.session = BrokerSession(mqtt_cfg, origin, self.status_topic, self.stats, password=password, clock=clock)
         self.window = InflightWindow(outbox, uplink_cfg, self.stats, clock=clock, on_acked=on_acked)
         self._client: mqtt.Client | None = None
@@ -90,7 +92,7 @@ class Uplink:
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> bool:
         self.window.reset()
-        subscribe = (self.ack_topic,) if self.cfg.ack_mode == "end_to_end" else ()
+        subscribe = (self.ack_topic, self.replay_topic) if self.cfg.ack_mode == "end_to_end" else ()
         client = self.session.connect(self.window.on_publish, self._on_message, subscribe=subscribe,
                                       stop=self._stop.is_set)
         if client is None:
@@ -104,6 +106,9 @@ class Uplink:
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         # The platform's committed watermark (end-to-end mode): rows it covers leave the outbox.
+        if msg.topic == self.replay_topic:
+            self._on_replay(bytes(msg.payload))
+            return
         if msg.topic != self.ack_topic:
             return
         try:
@@ -120,6 +125,26 @@ class Uplink:
             # The mark is retained and sent again on the next connection; rows stay until then.
             log.warning("cannot apply the platform's watermark now: %s", exc)
 
+    def _on_replay(self, payload: bytes) -> None:
+        # The platform saw a gap in a source's seqs (docs/district.md): send that range again now
+        # rather than after ack_timeout_s. Rows already deleted cannot be resent; the status's
+        # seq.floor tells the platform that.
+        try:
+            body = json.loads(payload)
+            source, boot, first, last = str(body["source"]), int(body["boot"]), int(body["from"]), int(body["to"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring a malformed replay request on %s", self.replay_topic)
+            return
+        last = min(last, first + _MAX_REPLAY - 1)  # one request cannot make the whole outbox go out again
+        try:
+            n = self.outbox.unsend_range(source, boot, first, last)
+        except OutboxError as exc:
+            log.warning("cannot apply the platform's replay request now: %s", exc)
+            return
+        if n:
+            log.info("platform asked for %s seq %d..%d again: %d event(s) to resend", source, first, last, n)
+            self.window.rewind()
+
     def rewind(self) -> None:
         """Read the outbox from its start again (after a rejected publish or an end-to-end resend)."""
         self.window.rewind()
@@ -131,6 +156,9 @@ class Uplink:
                            now=self._clock(), disk=self._disk)
         if self._status_extra is not None:
             body.update(self._status_extra())
+        # The uplink's own figures live in memory: the copy in the outbox's status table is written
+        # only on (re)connect and stop, so the body would carry a stale "published 0".
+        body.setdefault("components", {})["uplink"] = uplink_state(self.stats, self.protocol)
         return body
 
     def publish_status(self, online: bool) -> None:
@@ -261,11 +289,12 @@ class Uplink:
             return
         self.stats.connected = False  # our own DISCONNECT is not a connection loss to report
         try:
-            self.publish_status(online=False)
             deadline = time.monotonic() + 2.0
             while self.window.inflight and time.monotonic() < deadline:
                 pump(client, 0.05)
                 self.window.settle()
+            # After the last acknowledgements: the final retained status carries the final counts.
+            self.publish_status(online=False)
             pump(client, 0.1)
             client.disconnect()  # a clean DISCONNECT: the broker discards the will
             pump(client, 0.1)

@@ -1,0 +1,7 @@
+"""`python -m district ...`."""
+
+import sys
+
+from district.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""The platform's HTTP API (FastAPI): police search, audit verification, gateway status; bearer-token roles.
+
+OpenAPI is generated from the typed models below (`/openapi.json`, docs at `/docs`). Identifiers
+travel only in request bodies, never in URLs, which end up in proxy and access logs.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures at run time,
+# and the dependencies in them are local to create_app.
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from district.errors import SearchRefusedError
+from district.platform_audit import verify
+from district.principals import Principal, Principals, Role
+from district.search import Refusal, SearchKind, SearchRequest, SearchService
+
+_STATUS = {
+    Refusal.MISSING_CASE_ID: status.HTTP_400_BAD_REQUEST,
+    Refusal.MISSING_OFFICER_ID: status.HTTP_400_BAD_REQUEST,
+    Refusal.INVALID: status.HTTP_400_BAD_REQUEST,
+    Refusal.FORBIDDEN: status.HTTP_403_FORBIDDEN,
+    Refusal.RATE_LIMITED: status.HTTP_429_TOO_MANY_REQUESTS,
+}
+
+
+class SearchIn(BaseModel):
+    """A police search request."""
+
+    kind: SearchKind
+    value: str = Field(min_length=1, max_length=64, description="the raw plate, card number or MAC; never stored")
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    case_id: str = Field(default="", max_length=64)
+    officer: str = Field(default="", max_length=64)
+
+
+class HitOut(BaseModel):
+    """One sighting."""
+
+    event_id: str
+    ts: datetime
+    district: str
+    community: str
+    gateway: str
+    gate: str
+    kind: str
+
+
+class SearchOut(BaseModel):
+    """The hits, the epochs searched and the audit record written."""
+
+    hits: list[HitOut]
+    epochs: list[str]
+    truncated: bool
+    audit_seq: int
+    details_hint: str = Field(description="how to get the sealed details from the gateways that hold them")
+
+
+class RefusalOut(BaseModel):
+    """Why a request was refused."""
+
+    reason: str
+    message: str
+
+
+class AuditOut(BaseModel):
+    """The platform audit chain's state."""
+
+    ok: bool
+    records: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None
+    message: str
+
+
+def create_app(service: SearchService, principals: Principals) -> FastAPI:
+    """Build the API around a search service and the token table."""
+    app = FastAPI(title="edgegw district platform", version="1", description=__doc__)
+    bearer = HTTPBearer(auto_error=False)
+
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        who = principals.authenticate(creds.credentials) if creds is not None else None
+        if who is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return who
+
+    def require(*roles: Role) -> Any:
+        def check(who: Annotated[Principal, Depends(caller)]) -> Principal:
+            if who.role not in roles:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {who.role.value} may not do this")
+            return who
+        return Depends(check)
+
+    @app.exception_handler(SearchRefusedError)
+    async def refused(_r: Request, exc: SearchRefusedError) -> JSONResponse:
+        headers = {"Retry-After": str(int(exc.retry_after_s) + 1)} if exc.retry_after_s else None
+        return JSONResponse({"reason": exc.reason, "message": str(exc)},
+                            status_code=_STATUS.get(Refusal(exc.reason), 400), headers=headers)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/search", response_model=SearchOut,
+              responses={400: {"model": RefusalOut}, 403: {"model": RefusalOut}, 429: {"model": RefusalOut}})
+    def search(body: SearchIn, who: Annotated[Principal, require(Role.POLICE, Role.ADMIN)]) -> SearchOut:
+        """Where and when a plate, card or MAC was seen across the district (case id and officer required)."""
+        res = service.search(who, SearchRequest(body.kind, body.value, body.start, body.end, body.case_id,
+                                                body.officer))
+        return SearchOut(hits=[HitOut(event_id=h.event_id, ts=h.ts, district=h.district, community=h.community,
+                                      gateway=h.gateway, gate=h.gate, kind=h.kind) for h in res.hits],
+                         epochs=res.epochs, truncated=res.truncated, audit_seq=res.audit_seq,
+                         details_hint="ask each listed gateway's query door (edgegw query ... --case "
+                                      f"{body.case_id}) for the sealed record of an event_id")
+
+    @app.get("/v1/audit/verify", response_model=AuditOut)
+    def audit_verify(_who: Annotated[Principal, require(Role.AUDITOR, Role.ADMIN)]) -> AuditOut:
+        """Re-hash the platform's audit chain."""
+        with service.connect() as conn:
+            c = verify(conn)
+        return AuditOut(ok=c.ok, records=c.records, head_seq=c.head_seq, head_hash=c.head_hash,
+                        first_bad_seq=c.first_bad_seq, message=c.message)
+
+    return app
