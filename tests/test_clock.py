@@ -259,6 +259,9 @@ window_s = 1
     try:
         assert proc.wait(timeout=180) == 0, "".join(lines)[-3000:]
     finally:
+        if proc.poll() is None:  # timed out: never leave a daemon behind
+            proc.kill()
+            proc.wait(10)
         reader.join(5)
         os.close(master)
         os.close(slave)
