@@ -1,9 +1,10 @@
 """`make bench`: every benchmark in one run, one table on stdout, the same figures in bench/results.json.
 
 Sections: the face race against face_recognition (bench_faces), the capture pipeline (bench_pipeline),
-the plate race against agentclpr (bench_plates) and the outbox (bench_outbox) when those modules are
-present. A section that cannot run (no data, no peer, no broker) is reported with its reason and its
-figures are null; nothing is ever filled in from an earlier run.
+the plate race against agentclpr (bench_plates), the outbox (bench_outbox), camera zones (bench_zones)
+and SOS latency under a backlog (bench_sos) when those modules are present. A section that cannot run
+(no data, no peer, no broker) is reported with its reason and its figures are null; nothing is ever
+filled in from an earlier run.
 
     .venv/bin/python bench/run.py [--quick] [--no-peers] [--no-install] [--only faces,pipeline,...]
 """
@@ -29,7 +30,7 @@ if __package__ in (None, ""):
 from bench._common import ROOT, SkipSection, env_summary, percentiles
 
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district")
+SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district", "zones", "sos")
 STAGES = ("decode", "motion_gate", "detect", "align", "embed", "plate_detect", "plate_read", "outbox_commit")
 TARGETS = {
     "face_speedup_vs_face_recognition": ">= 20x",
@@ -138,6 +139,13 @@ def require_peers(only: set[str], install: bool) -> None:
             peers.load(peer, install_missing=install)
 
 
+def _alarm_bench(name: str, kw: dict[str, Any]) -> dict[str, Any]:
+    mod = _optional(f"bench_{name}")
+    if mod is None:
+        return {"skipped": f"bench/bench_{name}.py is not in this checkout"}
+    return _section(name, lambda: dict(mod.run(**kw)))
+
+
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """Run the chosen sections and derive the headline figures."""
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
@@ -185,6 +193,15 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             res["district"] = {"skipped": "bench/bench_district.py is not in this checkout"}
         else:
             res["district"] = _section("district", lambda: bench_district.run(quick=args.quick))
+    # The alarm benches (docs/alarms.md): zones on assembled 30-minute clips, SOS latency under a backlog.
+    # Zones always on the documented 30-minute clips: shorter ones move the scenarios' events
+    # relative to the 5-minute raise and change what is measured (about 20 s of CPU either way).
+    alarm_benches: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("zones", {}),
+        ("sos", {"backlog": 2_000, "trials": 1} if args.quick else {}))
+    for name, kw in alarm_benches:
+        if name in only:
+            res[name] = _alarm_bench(name, kw)
     res["load_avg_end"] = os.getloadavg()[0]
     res.update(headline(res))
     return res
@@ -338,6 +355,16 @@ def table(res: dict[str, Any]) -> str:
                      f"{e2e.get('missing_in_db')}", "", "", "p99 <= 2000; 0"))
     elif district:
         rows.append(("district", "n/a", "", "", _why(district, "")))
+    zones, sos = res.get("zones") or {}, res.get("sos") or {}
+    if zones.get("scenarios"):
+        raised = sum(r["raised"] for r in zones["scenarios"])
+        false = sum(r.get("false_alarms", 0) for r in zones["scenarios"])
+        rows.append(("zones: clips raised / false alarms (bench_zones)", f"{raised} / {false}", "", "", ""))
+        rows.append(("zones: ms per modelled frame (4 zones)", _fmt(_get(zones, "cpu", "per_frame_ms_mean"), "", 2),
+                     "", "", ""))
+    for case, trials in (sos.get("cases") or {}).items():
+        ms = [t["to_puback_ms"] for t in trials if "to_puback_ms" in t]
+        rows.append((f"sos: {case}, ms to PUBACK", " / ".join(_fmt(m, "", 0) for m in ms) or "n/a", "", "", ""))
     for name in STAGES:
         st = res["stage_latency_ms"][name]
         rows.append((f"stage {name}, p50 / p90 ms (n)",

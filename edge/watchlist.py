@@ -39,10 +39,8 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import Field
 
 from edge.compat import StrEnum
-from edge.configbase import StrictModel
 from edge.errors import EdgeError
 from edge.privacy.pseudonym import Pseudonymiser, epoch_label
 from edge.types import Derived, Event, EventKind, IdKind, Observation
@@ -58,18 +56,6 @@ _CASE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}\.[0-9A-Z-]{4,10}$")  # the event schema's key_id (edge.keys.key_fingerprint)
 _APPROVER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-
-
-class WatchlistConfig(StrictModel):
-    """The gateway's `[watchlist]` section."""
-
-    enabled: bool = False
-    public_key: str = Field(default="platform-watchlist.pub", min_length=1)
-    """The platform's Ed25519 public key (PEM or 64 hex digits), relative to the data directory."""
-    state: str = Field(default="watchlists.json", min_length=1)
-    """Accepted lists and version high-water marks, relative to the data directory."""
-    sweep_interval_s: float = Field(default=60.0, gt=0)
-    """How often expired lists are dropped (matching ignores them from their expiry on anyway)."""
 
 
 class Refusal(StrEnum):
@@ -294,6 +280,8 @@ class WatchlistStore:
         self.hits = 0
         self._stamp: tuple[int, int, int] | None = None
         self._load()
+        for wl in sorted(self._lists.values(), key=lambda w: w.list_id):
+            self._audit_in_force(wl)
 
     # -- receiving lists -----------------------------------------------------------------------
     def offer(self, payload: bytes) -> Watchlist:
@@ -324,6 +312,22 @@ class WatchlistStore:
                                                 "approver": wl.approver, "entries": len(wl.entries),
                                                 "expires_at": wl.expires_at})
         return wl
+
+    def holds(self, payload: bytes) -> bool:
+        """Whether `payload` carries the very signature of a list in force here.
+
+        A retained list comes again on every reconnect and restart; such a copy is no replay to
+        count or audit. Nothing is installed on this answer, so an altered body that copied the
+        signature only gets itself ignored.
+        """
+        try:
+            obj = json.loads(payload)
+            list_id, signature = obj["list_id"], obj["signature"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return False
+        with self._lock:
+            held = self._payloads.get(list_id) if isinstance(list_id, str) else None
+            return held is not None and isinstance(signature, str) and held.get("signature") == signature
 
     def _install(self, wl: Watchlist, obj: dict[str, Any]) -> None:
         self._drop(wl.list_id)
@@ -390,7 +394,18 @@ class WatchlistStore:
                 self._stamp = stamp
                 log.error("watch-lists not reloaded: %s", exc)
                 return False
+            new = [wl for lid, wl in sorted(self._lists.items())
+                   if lid not in before[0] or before[0][lid].version != wl.version]
+        # The receiving daemon (the uplink) may have no audit log of its own to write: the matching
+        # one records each list it starts matching.
+        for wl in new:
+            self._audit_in_force(wl)
         return True
+
+    def _audit_in_force(self, wl: Watchlist) -> None:
+        self._audit_append("watchlist_in_force", {"list_id": wl.list_id, "version": wl.version,
+                                                  "case_id": wl.case_id, "approver": wl.approver,
+                                                  "entries": len(wl.entries), "expires_at": wl.expires_at})
 
     # -- matching --------------------------------------------------------------------------------
     def match(self, kind: IdKind, key_id: str, pseudonym: str) -> list[Watchlist]:
@@ -452,7 +467,14 @@ class WatchlistStore:
             return
         state = {"high": self._high, "lists": list(self._payloads.values())}
         tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            # Keep the mode of the file replaced: the installer pre-creates it group-readable for the
+            # capture daemon (systemd/edgegw.tmpfiles.conf), which a 0077 umask would otherwise undo.
+            mode = self._path.stat().st_mode & 0o660
+        except FileNotFoundError:
+            mode = 0o600
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(state, f, ensure_ascii=False, separators=(",", ":"))
             f.flush()
@@ -467,7 +489,9 @@ class WatchlistStore:
         try:
             st = self._path.stat()
             self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            state = json.loads(self._path.read_text(encoding="utf-8"))
+            text = self._path.read_text(encoding="utf-8")
+            # An empty file is the installer's pre-created one (tmpfiles): no list accepted yet.
+            state = json.loads(text) if text.strip() else {"high": {}, "lists": []}
             high = {str(k): int(v) for k, v in state["high"].items()}
             payloads = list(state["lists"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -54,3 +54,37 @@ class PtyPair:
         for fd in (self._ma, self._mb, self._sa, self._sb, self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def lockable(path: str) -> bool:
+    """Whether no other process holds an exclusive lock on the tty at `path` (as pyserial takes).
+
+    On a shared machine the name a new pty gets can be one another process still has open and
+    locked (a leftover daemon in another container's view of /dev/pts); opening it then fails.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def free_pair(tries: int = 8) -> PtyPair:
+    """A `PtyPair` whose two names nobody else holds locked (skipping, and then closing, any that are)."""
+    held: list[PtyPair] = []
+    try:
+        for _ in range(tries):
+            pair = PtyPair()
+            if lockable(pair.a) and lockable(pair.b):
+                return pair
+            held.append(pair)  # kept open until a free pair is found, so the next one gets new names
+        raise RuntimeError(f"no pty pair free of other processes' locks in {tries} tries")
+    finally:
+        for pair in held:
+            pair.close()

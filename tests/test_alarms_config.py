@@ -11,7 +11,7 @@ from pydantic import Field as PField
 from drivers.inputs.config import GpioInputsConfig, InputModuleConfig, ModbusInputsConfig
 from edge.compat import tomllib
 from edge.pipeline.zoneconfig import ZonesConfig
-from edge.watchlist import WatchlistConfig
+from edge.watchlistconfig import WatchlistConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "alarms.md"
 

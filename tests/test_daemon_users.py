@@ -132,3 +132,22 @@ def test_daemons_meet_only_where_they_must(layout: Layout) -> None:
     # The query daemon cannot read the resident gallery, nor write the outbox the uplink publishes.
     _refused(layout.run("edgegw-query", _PRELUDE + "open(base / 'residents/residents.db', 'rb').read()\n"))
     _refused(layout.run("edgegw-query", _PRELUDE + "open(base / 'outbox/outbox.db', 'rb').read()\n"))
+
+
+_WATCH = ("import time\nfrom cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
+          "from edge.privacy.pseudonym import Pseudonymiser\nfrom edge.types import IdKind\n"
+          "from edge.watchlist import WatchlistStore, build_watchlist, pseudonym_entries\n"
+          "key = Ed25519PrivateKey.from_private_bytes(b's' * 32)\n"
+          "store = WatchlistStore(key.public_key(), 'd1', base / 'outbox/watchlists.json')\n")
+
+
+def test_watch_lists_the_uplink_writes_are_read_by_capture(layout: Layout) -> None:
+    # The real sysusers/tmpfiles layout, each side under its own uid and groups with umask 0077.
+    offer = ("now = int(time.time())\nstore.offer(build_watchlist(signing_key=key, district='d1', list_id='wl-1', "
+             "version=1, case_id='C-1', approver='officer.li', issued_at=now - 10, expires_at=now + 3600, "
+             "entries=pseudonym_entries(Pseudonymiser(b'k' * 32), IdKind.CARD, ['A1B2C3D4E5'], now)))\n")
+    _ok(layout.run("edgegw-uplink", _PRELUDE + _WATCH + offer))
+    out = _ok(layout.run("edgegw-capture", _PRELUDE + _WATCH + "print(sorted(store.status()['lists']))\n"))
+    assert out.split() == ["['wl-1']"]
+    state = layout.state / "outbox" / "watchlists.json"
+    assert state.stat().st_mode & 0o777 == 0o660 and state.stat().st_uid == layout.users["edgegw-uplink"][0]

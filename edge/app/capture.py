@@ -21,6 +21,7 @@ import numpy as np
 
 from drivers.camera.config import FileCameraConfig
 from drivers.camera.supervisor import CameraState, CameraSupervisor
+from drivers.inputs.poller import InputPoller
 from edge.app.config import Config
 from edge.app.wiring import (
     build_passage_observers,
@@ -28,6 +29,7 @@ from edge.app.wiring import (
     head_signer,
     make_outbox,
     open_audit,
+    open_watchlist,
     privacy_boundary,
     runtime_options,
 )
@@ -42,6 +44,8 @@ from edge.pipeline.plates import PlatePath
 from edge.pipeline.sensors import SensorHub
 from edge.pipeline.tracker import GateLine
 from edge.pipeline.worker import CameraWorker, FramePath
+from edge.pipeline.zonepath import ZonedPath
+from edge.pipeline.zones import DwellMonitor, ZoneWatcher
 from edge.plates.reader import PlateReader
 from edge.residents import ResidentGallery
 from edge.sdnotify import Notifier
@@ -66,14 +70,18 @@ class CaptureDaemon:
         self._audit_config_change()
         self.passage_observers = build_passage_observers(cfg, data_key(cfg), self.audit)
         # Capture's own retry policy: how long a refused commit waits before it is tried again.
+        # Capture matches against the watch-lists the uplink daemon receives (same state file).
+        self.watchlist = open_watchlist(cfg, self.audit)
         self.committer = Committer(self.outbox, self.boundary, cfg.outbox.commit_backoff, self.passage_observers,
-                                   alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s)
+                                   alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s, watch=self.watchlist)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
         self.sensor_hub: SensorHub | None = None
         self._notifier = Notifier()
+        self.inputs: list[InputPoller] = []
         self._build_cameras()
         self._build_sensors()
+        self._build_inputs()
 
     def _audit_config_change(self) -> None:
         # The running configuration is part of the record: a police query's meaning depends on which
@@ -96,19 +104,31 @@ class CaptureDaemon:
         faces: tuple[FaceAnalyzer, ResidentGallery] | None = None
         plate_reader: PlateReader | None = None
         for cam in self.cfg.cameras:
-            if cam.id not in face_ids and cam.id not in plate_ids:
-                log.warning("camera %s is in no pipeline (face.cameras / plates.cameras); not started", cam.id)
+            zones = self.cfg.zones.for_camera(cam.id)
+            if cam.id not in face_ids and cam.id not in plate_ids and not zones:
+                log.warning("camera %s is in no pipeline (face.cameras / plates.cameras / zones); not started", cam.id)
                 continue
             queue = self.supervisor.add_camera(self._camera_config(cam))
             line_cfg = self.cfg.gate_lines.get(cam.id)
             line = GateLine.from_config(line_cfg) if line_cfg else None
-            path: FramePath
+            dwell = DwellMonitor(cam.id, zones) if any(z.rule == "dwell" for z in zones) else None
+            path: FramePath | None = None
             if cam.id in plate_ids:
                 plate_reader = plate_reader or PlateReader(self.cfg.models.dir, runtime_options(self.cfg))
-                path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line)
-            else:
+                path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line,
+                                 dwell=dwell)
+            elif cam.id in face_ids:
                 faces = faces or self._build_faces()
-                path = FacePath(cam.id, faces[0], faces[1], self.cfg.face, line)
+                path = FacePath(cam.id, faces[0], faces[1], self.cfg.face, line, dwell=dwell)
+            elif dwell is not None:
+                log.warning("camera %s: dwell zones need the face or plate path on it; they are not watched", cam.id)
+            if zones:
+                # Obstruction zones on top of the camera's path (or alone, for a fire-lane camera).
+                backgrounds = self.cfg.path(self.cfg.zones.background_dir)
+                backgrounds.mkdir(parents=True, exist_ok=True)
+                path = ZonedPath(path, ZoneWatcher(cam.id, zones, self.cfg.zones.background),
+                                 backgrounds / f"zones-{cam.id}.npy")
+            assert path is not None
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
             self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop))
 
@@ -137,6 +157,15 @@ class CaptureDaemon:
                 for s in self.cfg.serial)
             self.sensor_hub = SensorHub(sensors, self.committer, self._stop, self.cfg.devices)
 
+    def _build_inputs(self) -> None:
+        # One thread per module; each press is committed (durable) before the module is read again.
+        for configured in self.cfg.inputs:
+            module = configured
+            if module.kind == "modbus_rtu" and not ("://" in module.port or Path(module.port).is_absolute()):
+                # Like serial ports: a relative path (a by-id symlink beside the config) is the config's.
+                module = module.model_copy(update={"port": str(self._config_dir / module.port)})
+            self.inputs.append(InputPoller(module, lambda obs: self.committer.commit(obs, self._stop), self._stop))
+
     def status(self) -> dict[str, object]:
         """Camera, pipeline and sensor states for the gateway's status message."""
         cams = {}
@@ -159,6 +188,10 @@ class CaptureDaemon:
                 body["passages"] = observer.health()
         if self.sensor_hub is not None:
             body["ports"] = self.sensor_hub.status()
+        if self.inputs:
+            body["inputs"] = {p.cfg.id: p.status() for p in self.inputs}
+        if self.watchlist is not None:
+            body["watch_hits"] = self.watchlist.hits
         body.update(audit_status(self.audit, self._sign_head))
         return body
 
@@ -176,8 +209,12 @@ class CaptureDaemon:
         n_sensors = len(self.sensor_hub.sensors) if self.sensor_hub else 0
         if self.sensor_hub is not None:
             self.sensor_hub.start()
-        self._notifier.ready(f"{len(self.workers)} camera(s), {n_sensors} sensor(s)")
-        log.info("capture running: %d camera pipeline(s), %d sensor(s)", len(self.workers), n_sensors)
+        for poller in self.inputs:
+            poller.start()
+        self._notifier.ready(f"{len(self.workers)} camera(s), {n_sensors} sensor(s), "
+                             f"{len(self.inputs)} input module(s)")
+        log.info("capture running: %d camera pipeline(s), %d sensor(s), %d input module(s)",
+                 len(self.workers), n_sensors, len(self.inputs))
         next_status = 0.0
         tick = min(status_interval_s, self._notifier.watchdog_interval_s or status_interval_s)
         while not self._stop.is_set():
@@ -208,6 +245,8 @@ class CaptureDaemon:
             w.join(10)
         if self.sensor_hub is not None:
             self.sensor_hub.join(10)
+        for poller in self.inputs:
+            poller.join(10)
         self.committer.tick(float("inf"))  # close every open window: nothing observed is left behind
         self._publish_status()
         for observer in self.passage_observers:

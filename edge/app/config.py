@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.camera.config import CameraConfig
+from drivers.inputs.config import InputModuleConfig
 from drivers.serial.config import SerialSensorConfig
 from edge.audit import AuditConfig
 from edge.compat import tomllib
@@ -25,9 +26,11 @@ from edge.models.config import ModelsConfig
 from edge.outbox import OutboxConfig
 from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
+from edge.pipeline.zoneconfig import ZonesConfig
 from edge.privacy.config import PrivacyConfig
 from edge.query.config import QueryConfig
 from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.watchlistconfig import WatchlistConfig
 
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -71,6 +74,22 @@ class Config(StrictModel):
     passages: PassageConfig = PassageConfig()
     query: QueryConfig = QueryConfig()
     audit: AuditConfig = AuditConfig()
+    inputs: tuple[InputModuleConfig, ...] = ()
+    """Wired-input modules (`[[inputs]]`): alarm columns, door contacts, tamper loops (docs/alarms.md)."""
+    zones: ZonesConfig = ZonesConfig()
+    """Camera zones (`[[zones.zone]]`): fire-lane obstruction and dwell."""
+    watchlist: WatchlistConfig = WatchlistConfig()
+    """Signed watch-lists from the platform (`[watchlist]`)."""
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique_inputs(cls, v: tuple[InputModuleConfig, ...]) -> tuple[InputModuleConfig, ...]:
+        # A module id is the alarm's `source`: two modules under one id could not be told apart.
+        ids = [m.id for m in v]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"input module ids must be unique; repeated: {', '.join(dupes)}")
+        return v
 
     @field_validator("cameras")
     @classmethod
@@ -80,6 +99,14 @@ class Config(StrictModel):
         if dupes:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _zones_on_known_cameras(self) -> Config:
+        known = {c.id for c in self.cameras}
+        unknown = sorted({z.camera for z in self.zones.zone} - known)
+        if unknown:
+            raise ValueError(f"zones are drawn on cameras that are not configured: {', '.join(unknown)}")
+        return self
 
     def face_cameras(self) -> list[str]:
         """Ids of the cameras the face path runs on."""
@@ -94,6 +121,10 @@ class Config(StrictModel):
         if not self.plates.enabled:
             return []
         return [c.id for c in self.cameras if c.id in self.plates.cameras]
+
+    def zone_cameras(self) -> list[str]:
+        """Ids of the configured cameras that have at least one zone drawn on them."""
+        return [c.id for c in self.cameras if self.zones.for_camera(c.id)]
 
     def path(self, p: Path) -> Path:
         """Resolve a state path against gateway.data_dir."""

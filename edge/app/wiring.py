@@ -15,7 +15,7 @@ from pathlib import Path
 from edge.app.config import Config
 from edge.audit import AuditLog, HeadSigner
 from edge.diskbudget import PASSAGE_BYTES_PER_EVENT
-from edge.errors import KeyFileError
+from edge.errors import ConfigError, KeyFileError
 from edge.keys import check_private_file, load_secret, read_private_text, resolve_secret_path
 from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
@@ -27,6 +27,7 @@ from edge.privacy.identity import GatewayIdentity, sign_audit_head
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.query.casekeys import CaseKeys
 from edge.types import Origin
+from edge.watchlist import WatchlistStore, load_public_key
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +167,24 @@ def build_passage_observers(cfg: Config, key: bytes, audit: AuditLog, *,
     if not cfg.passages.enabled:
         return []
     return [open_store(cfg, key, audit, clock=clock), PassageFusion(cfg.passages, clock=clock)]
+
+
+# -- watch-lists ------------------------------------------------------------------------------------
+def open_watchlist(cfg: Config, audit: AuditLog | None) -> WatchlistStore | None:
+    """The gateway's watch-list store on `watchlist.state`; None unless `watchlist.enabled`.
+
+    Both daemons open one on the same state file: the uplink's receives lists from the broker and
+    writes the file, capture's matches and reloads it (`reload_if_changed`). Refusals, acceptances and
+    hits go to the audit log, which is safe for two writing processes (BEGIN IMMEDIATE, locked anchor).
+    """
+    wcfg = cfg.watchlist
+    if not wcfg.enabled:
+        return None
+    key_path = secret_path(cfg, wcfg.public_key)
+    try:
+        key = load_public_key(key_path)
+    except OSError as exc:
+        raise ConfigError(f"watchlist.public_key: cannot read {key_path}: {exc.strerror or exc}") from None
+    state = cfg.path(Path(wcfg.state))
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return WatchlistStore(key, cfg.gateway.district, state, audit=audit)

@@ -94,7 +94,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate a config file; exit 2 with file, line and key on error."""
     cfg = load_config(Path(args.file))
     print(f"{args.file}: ok — gateway {cfg.gateway.district}/{cfg.gateway.community}/{cfg.gateway.gateway}, "
-          f"{len(cfg.cameras)} camera(s), {len(cfg.serial)} serial sensor(s), MQTT {cfg.mqtt.host}:{cfg.mqtt.port}")
+          f"{len(cfg.cameras)} camera(s), {len(cfg.serial)} serial sensor(s), {len(cfg.inputs)} input module(s), "
+          f"{len(cfg.zones.zone)} zone(s), watch-lists {'on' if cfg.watchlist.enabled else 'off'}, "
+          f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port}")
     return 0
 
 

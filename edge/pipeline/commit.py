@@ -42,14 +42,27 @@ class CommitObserver(Protocol):
         ...
 
 
+class WatchMatcher(Protocol):
+    """The watch-lists in force (edge.watchlist.WatchlistStore fits)."""
+
+    def hits_for(self, events: Sequence[Event]) -> list[Derived]:
+        """`watch_hit` alarms for events about to be committed, each linking the event it matched."""
+        ...
+
+    def reload_if_changed(self) -> bool:
+        """Pick up lists the uplink daemon accepted since the last call."""
+        ...
+
+
 class Committer:
     """Turns observations into events at the privacy boundary and commits them (thread-safe)."""
 
     def __init__(self, outbox: Outbox, boundary: PrivacyBoundary, backoff: BackoffConfig,
                  observers: Sequence[CommitObserver] = (), *, alarm_repeat_s: float = 300.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, watch: WatchMatcher | None = None) -> None:
         self._outbox = outbox
         self._boundary = boundary
+        self._watch = watch
         self._lock = threading.Lock()
         self._backoff_cfg = backoff
         self._clock = clock
@@ -94,10 +107,13 @@ class Committer:
 
     def _append(self, pairs: list[tuple[Observation, Event]], stop: threading.Event | None) -> list[Derived]:
         backoff = Backoff(self._backoff_cfg)
+        # Watch-list hits ride in the same append as the events they link: a hit is never lost
+        # between its event and its alarm. Looked up once, so a retried append audits a hit once.
+        batch = [e for _, e in pairs] + [e for _, e in self._hits([e for _, e in pairs])]
         while True:
             try:
                 with self._lock:
-                    result = self._outbox.append([e for _, e in pairs])
+                    result = self._outbox.append(batch)
                     self.committed += len(result.records)
                     derived: list[Derived] = []
                     for observer in self.observers:
@@ -133,6 +149,17 @@ class Committer:
                 alarms += self._quota_check(now)
         self._commit_alarms(alarms)
         return derived
+
+    def _hits(self, events: list[Event]) -> list[tuple[Observation, Event]]:
+        if self._watch is None:
+            return []
+        out: list[tuple[Observation, Event]] = []
+        for hit in self._watch.hits_for(events):
+            try:
+                out.append((hit.observation, self._boundary.to_event(hit.observation, links=hit.links)))
+            except (PrivacyError, ValueError, TypeError) as exc:
+                self._refuse(hit.observation, exc)
+        return out
 
     def _quota_check(self, now: float) -> list[Observation]:
         """The repeat when due, or the closing alarm once the outbox is back below its quota (under the lock)."""
@@ -170,6 +197,8 @@ class Committer:
         with self._lock:
             for observer in self.observers:
                 derived += observer.tick(now)
+        if self._watch is not None:
+            self._watch.reload_if_changed()  # outside the lock: a file read, not an outbox write
         self._commit_all(derived, stop)
         wall = self._clock()
         if (self.quota_alarm.raised_at is not None or self._pending_alarms) and wall >= self._next_alarm_check:

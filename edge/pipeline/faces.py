@@ -19,6 +19,7 @@ from edge.ids import random_ref
 from edge.pipeline.config import FaceConfig
 from edge.pipeline.early import EarlyDecisions
 from edge.pipeline.tracker import GateLine, IouTracker, TrackerConfig, track_direction
+from edge.pipeline.zones import DwellMonitor
 from edge.residents import ResidentGallery
 from edge.types import Detection, EventKind, Frame, IdKind, Observation, RawIdentifier, Track
 from edge.vision.face_quality import assess
@@ -46,8 +47,11 @@ class FacePath:
         gallery: ResidentGallery | None,
         config: FaceConfig,
         gate_line: GateLine | None = None,
+        *,
+        dwell: DwellMonitor | None = None,
     ) -> None:
         self.source_id = source_id
+        self._dwell = dwell
         self._analyzer = analyzer
         self._gallery = gallery
         self._cfg = config
@@ -73,11 +77,16 @@ class FacePath:
             return FaceSample(aligned, assess(det, aligned).score, frame.ts)
 
         ended = self._observe(self._tracker.update(frame.ts, dets, sample))
-        return ended + self._early(frame.ts)
+        return ended + self._early(frame.ts) + self._dwelling(frame.ts, frame.shape)
 
     def idle(self, ts: float) -> list[Observation]:
         """No detection ran on this frame (nothing moved): end tracks that are too old."""
-        return self._observe(self._tracker.expire(ts))
+        ended = self._observe(self._tracker.expire(ts))
+        return ended + (self._dwell.expire(ts) if self._dwell is not None else [])
+
+    def _dwelling(self, ts: float, shape: tuple[int, int]) -> list[Observation]:
+        # Dwell alarms from the open tracks; a face alarm never carries who it is (no subject).
+        return self._dwell.update(self._tracker.live(), ts, shape) if self._dwell is not None else []
 
     def finish(self) -> list[Observation]:
         """End of input: report every open track."""

@@ -17,6 +17,7 @@ from edge.ids import random_ref
 from edge.pipeline.config import PlateConfig
 from edge.pipeline.early import EarlyDecisions
 from edge.pipeline.tracker import GateLine, IouTracker, TrackerConfig, track_direction
+from edge.pipeline.zones import DwellMonitor
 from edge.plates.colour import PlateColour
 from edge.plates.reader import PlateReader
 from edge.plates.values import PlateRead
@@ -33,8 +34,10 @@ class PlatePath:
     """Frames in, `plate_passage` observations out (one per finished vehicle track)."""
 
     def __init__(self, source_id: str, reader: PlateReader, config: PlateConfig,
-                 local_prefixes: Sequence[str] = (), gate_line: GateLine | None = None) -> None:
+                 local_prefixes: Sequence[str] = (), gate_line: GateLine | None = None, *,
+                 dwell: DwellMonitor | None = None) -> None:
         self.source_id = source_id
+        self._dwell = dwell
         self._reader = reader
         self._cfg = config
         self._local = tuple(p.replace("·", "").upper() for p in local_prefixes)
@@ -57,11 +60,20 @@ class PlatePath:
             by_det[id(det)] = r
             dets.append(det)
         ended = self._observe(self._tracker.update(frame.ts, dets, lambda d: by_det[id(d)]))
-        return ended + self._early(frame.ts)
+        early = self._early(frame.ts)
+        if self._dwell is None:
+            return ended + early
+        # A vehicle dwelling is named by the plate read on this frame (a pseudonym at the boundary).
+        read_at = {r.box: r for r in reads if r.valid}
+        live = self._tracker.live()
+        plates = {t.track_id: RawIdentifier(IdKind.PLATE, read_at[t.last_box].text) for t in live
+                  if t.last_ts == frame.ts and t.last_box in read_at}
+        return ended + early + self._dwell.update(live, frame.ts, frame.shape, plates)
 
     def idle(self, ts: float) -> list[Observation]:
         """Nothing moved: end tracks that are too old."""
-        return self._observe(self._tracker.expire(ts))
+        ended = self._observe(self._tracker.expire(ts))
+        return ended + (self._dwell.expire(ts) if self._dwell is not None else [])
 
     def finish(self) -> list[Observation]:
         """End of input: report every open track."""

@@ -5,6 +5,7 @@ Pure pydantic: importing it loads no OpenCV, so the root config can hold it for 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -74,6 +75,9 @@ class ZonesConfig(StrictModel):
 
     background: BackgroundConfig = BackgroundConfig()
     zone: tuple[ZoneConfig, ...] = ()
+    background_dir: Path = Path("capture")
+    """Where each camera's long-term background is kept (`zones-<camera>.npy`), relative to the data
+    directory: the capture daemon's own directory."""
 
     @model_validator(mode="after")
     def _unique(self) -> ZonesConfig:

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,8 +58,11 @@ class Uplink:
         heartbeat: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         on_acked: AckListener | None = None,
+        subscriptions: Mapping[str, Callable[[str, bytes], None]] | None = None,
     ) -> None:
         self.outbox = outbox
+        # Topic filters the platform sends the gateway things on (watch-lists), and who takes them.
+        self._subscriptions = dict(subscriptions or {})
         self.origin = origin
         self.mqtt_cfg = mqtt_cfg
         self.cfg = uplink_cfg
@@ -92,7 +95,8 @@ class Uplink:
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> bool:
         self.window.reset()
-        subscribe = (self.ack_topic, self.replay_topic) if self.cfg.ack_mode == "end_to_end" else ()
+        subscribe = (((self.ack_topic, self.replay_topic) if self.cfg.ack_mode == "end_to_end" else ())
+                     + tuple(self._subscriptions))
         client = self.session.connect(self.window.on_publish, self._on_message, subscribe=subscribe,
                                       stop=self._stop.is_set)
         if client is None:
@@ -105,6 +109,11 @@ class Uplink:
         return True
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                handler(msg.topic, bytes(msg.payload))
+                self._next_status = 0.0  # what it changed (a list accepted or refused) goes out now
+                return
         # The platform's committed watermark (end-to-end mode): rows it covers leave the outbox.
         if msg.topic == self.replay_topic:
             self._on_replay(bytes(msg.payload))
