@@ -108,7 +108,9 @@ def _search_service(cfg: DistrictConfig) -> Any:
 
 
 def _when(text: str, *, end: bool = False) -> Any:
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime, timedelta
+
+    from edge.compat import UTC
 
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
@@ -119,10 +121,11 @@ def _when(text: str, *, end: bool = False) -> Any:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from district.errors import SearchRefusedError
     from district.search import SearchKind, SearchRequest
+    from edge.compat import UTC
 
     cfg = _config(args)
     who = _principal(cfg, args.token_file)

@@ -22,12 +22,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from edge.compat import tomllib
 from edge.configbase import BackoffConfig, StrictModel
 from edge.errors import ConfigError
 from edge.privacy.config import EpochPolicy

@@ -93,7 +93,9 @@ class KeyService:
 
 def _label_start(policy: EpochPolicy, label: str) -> float:
     """A time inside epoch `label` (its first day)."""
-    from datetime import UTC, datetime
+    from datetime import datetime
+
+    from edge.compat import UTC
 
     if policy is EpochPolicy.MONTH:
         return datetime.strptime(label + "-01", "%Y-%m-%d").replace(tzinfo=UTC).timestamp()

@@ -12,10 +12,12 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 from psycopg import sql
+
+from edge.compat import UTC
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import psycopg
@@ -23,6 +23,7 @@ from district.messages import GatewayKey, StatusRow, parse
 from district.store import Store, WriteResult
 from district.watermarks import SourceKey, ack_body, advance, apply_statuses, due_replays, marks_of, stalled_keys
 from edge.backoff import Backoff
+from edge.compat import UTC
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,12 @@ import hashlib
 import hmac
 import os
 import stat
-import tomllib
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
 
+from edge.compat import StrEnum, tomllib
 from edge.configbase import StrictModel
 from edge.errors import ConfigError
 

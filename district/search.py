@@ -14,8 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -25,6 +24,7 @@ from district.partitions import day_bound
 from district.platform_audit import append
 from district.principals import Principal, Role
 from district.ratelimit import acquire
+from edge.compat import UTC, StrEnum
 from edge.errors import PrivacyError
 from edge.keys import load_secret
 from edge.privacy.pseudonym import Pseudonymiser

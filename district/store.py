@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import pq
@@ -30,6 +30,7 @@ from district.errors import DatabaseError
 from district.messages import EventRow, GatewayKey, Parsed, Reject, StatusRow
 from district.partitions import PartitionCache, uuid7_day
 from district.watermarks import SourceKey
+from edge.compat import UTC
 
 log = logging.getLogger(__name__)
 

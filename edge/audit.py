@@ -44,13 +44,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
 
 from pydantic import Field
 
+from edge.compat import StrEnum
 from edge.configbase import StrictModel
 from edge.errors import EdgeError, PrivacyError
 from edge.sqlite import connect, transaction

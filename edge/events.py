@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import fastjsonschema
 
+from edge.compat import UTC
 from edge.errors import PrivacyError
 from edge.types import Event, EventKind, Origin
 

@@ -190,15 +190,27 @@ class OutboxFullError(OutboxError):
     """The disk (or the file cap) is full: nothing was committed and nothing was dropped; retry later."""
 
 
+# SQLite's primary result codes; `sqlite3.SQLITE_FULL` and friends and `sqlite_errorcode` are 3.11+.
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+# What SQLite says for those codes, for Python 3.10, whose exceptions carry no code.
+_CORRUPT_TEXTS = ("database disk image is malformed", "file is not a database")
+
+
+class _QuickCheckError(sqlite3.DatabaseError):
+    """Our own `PRAGMA quick_check` failed: the file is corrupt."""
+
+
 def _is_full(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(exc)
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:
+    if isinstance(exc, _QuickCheckError):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return True  # our own quick_check failure
-    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    if code is None:  # Python 3.10: only the message tells
+        return any(text in str(exc) for text in _CORRUPT_TEXTS)
+    return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 def _row(r: tuple[Any, ...], boot: int) -> OutboxRecord:
@@ -288,7 +300,7 @@ class Outbox:
             db = self._connect(path)
             ok = db.execute("PRAGMA quick_check").fetchone()
             if ok is None or ok[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {ok}")  # no sqlite_errorcode: corrupt
+                raise _QuickCheckError(f"quick_check: {ok}")
             return db
         except sqlite3.DatabaseError as exc:
             if not _is_corrupt(exc):

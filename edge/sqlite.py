@@ -61,10 +61,13 @@ def enable_wal(db: sqlite3.Connection, timeout_s: float = 30.0) -> None:
         delay = min(delay * 2, 0.2)
 
 
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes; sqlite3's constants for them are 3.11+
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+    code = getattr(exc, "sqlite_errorcode", None)  # 3.11+; on 3.10 only the message tells
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from edge.compat import StrEnum
 
 Scalar = str | int | float | bool
 """An event attribute value: never bytes, arrays or nested structures."""

@@ -33,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.compat import StrEnum
 from edge.errors import EdgeError
 from edge.privacy.pseudonym import Pseudonymiser, epoch_label
 from edge.types import Derived, Event, EventKind, IdKind, Observation

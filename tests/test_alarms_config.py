@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PField
 
 from drivers.inputs.config import GpioInputsConfig, InputModuleConfig, ModbusInputsConfig
+from edge.compat import tomllib
 from edge.pipeline.zoneconfig import ZonesConfig
 from edge.watchlistconfig import WatchlistConfig
 

@@ -26,7 +26,7 @@ def _kinds() -> set[str]:
 
 
 def test_registry_covers_every_config_kind() -> None:
-    assert set(DRIVERS) == _kinds() == {"file", "rtsp", "usb", "fake"}
+    assert set(DRIVERS) == _kinds() == {"file", "rtsp", "usb", "csi", "fake"}
 
 
 @pytest.mark.parametrize(

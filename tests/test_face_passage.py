@@ -114,6 +114,8 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     status = ob.get_status()["capture"]
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
     assert status["committed"] == 2
+    # Which ONNX Runtime provider each model runs on is part of the status (CPU on this machine).
+    assert status["inference"] == {"yunet.edge.onnx": "CPUExecutionProvider", "sface.edge.onnx": "CPUExecutionProvider"}
     # The passage store's write health rides in capture's status (issue 17): both recorded, none missed.
     assert status["passages"]["stored"] == 2 and status["passages"]["missed"] == 0  # type: ignore[index]
     assert status["full_refusals"] == 0

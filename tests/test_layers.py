@@ -31,7 +31,7 @@ from tests.conftest import Broker
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "drivers", "district")
 GROUND_FLOOR = {"edge", "edge.types", "edge.errors", "edge.configbase", "edge.backoff", "edge.ids", "edge.sqlite",
-                "edge.sdnotify", "edge.framequeue"}
+                "edge.sdnotify", "edge.framequeue", "edge.compat"}
 CAPTURE_SIDE = ("edge.pipeline", "edge.vision", "edge.plates", "edge.models", "drivers")
 HEAVY = ("cv2", "onnxruntime", "serial")
 

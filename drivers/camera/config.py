@@ -35,8 +35,12 @@ class FileCameraConfig(_CameraBase):
     kind: Literal["file"] = "file"
     path: str
     """A video file (anything OpenCV reads, GIF included), an image, a folder of images, or a glob."""
-    pace: Literal["realtime", "fast"] = "realtime"
-    """`realtime` releases frames at `fps`; `fast` as quickly as the pipeline takes them."""
+    pace: Literal["realtime", "lossless", "fast"] = "realtime"
+    """`realtime` releases frames at `fps` and drops what the pipeline cannot take, as a live camera
+    would (frames stamped with the wall clock at release); `lossless` releases every frame, never
+    faster than `fps` and slower when the pipeline is slower (stamped on the clip's timeline, so the
+    result does not depend on the machine's speed); `fast` releases every frame as quickly as the
+    pipeline takes it (stamped on the clip's timeline, placed so it never runs ahead of the wall clock)."""
     fps: float | None = Field(default=None, gt=0.0, le=240.0)
     """Frame rate: for images the clip's rate (default 10); for video overrides the file's own."""
     hold_frames: int = Field(default=1, ge=1, le=10_000)
@@ -98,6 +102,23 @@ class UsbCameraConfig(_CameraBase):
         return device
 
 
+class CsiCameraConfig(_CameraBase):
+    """A Raspberry Pi camera module on the CSI connector, read through libcamera (picamera2)."""
+
+    kind: Literal["csi"] = "csi"
+    camera_num: int = Field(default=0, ge=0, le=7)
+    """Which camera: the index in `Picamera2.global_camera_info()` (0 on a Pi with one camera)."""
+    width: int = Field(default=1280, ge=64, le=4608)
+    height: int = Field(default=720, ge=64, le=3496)
+    fps: float = Field(default=15.0, gt=0.0, le=120.0)
+    hflip: bool = False
+    vflip: bool = False
+    """Both flips: the module is mounted upside down."""
+    buffer_count: int = Field(default=4, ge=2, le=16)
+    """libcamera buffers; each held request pins one, so the driver returns them at once."""
+    capture_timeout_s: float = Field(default=5.0, gt=0.0)
+
+
 class FakeCameraConfig(_CameraBase):
     """Synthetic frames (rectangles moving across a grey field) for tests and dry runs."""
 
@@ -119,7 +140,7 @@ class FakeCameraConfig(_CameraBase):
 
 
 CameraConfig = Annotated[
-    FileCameraConfig | RtspCameraConfig | UsbCameraConfig | FakeCameraConfig,
+    FileCameraConfig | RtspCameraConfig | UsbCameraConfig | CsiCameraConfig | FakeCameraConfig,
     Field(discriminator="kind"),
 ]
 """Any camera's config, told apart by `kind`."""

@@ -1,9 +1,14 @@
 """Play a video file, a folder of images or a glob of images as a camera.
 
 A folder of photos becomes a clip in which each photo stays `hold_frames` frames; the demo builds
-its sample input this way. Frame timestamps follow the clip's own clock (start + index / fps) in
-both paces, so tracking and motion timings behave the same whether the clip plays in real time or
-as fast as the pipeline can take it.
+its sample input this way.
+
+Frames are stamped on the gateway's one clock, the wall clock, so a face seen in a clip and a card
+swiped on a live reader can fuse. `realtime` frames are stamped when the supervisor releases them
+(as a live camera's are). `lossless` and `fast` frames keep the clip's own spacing (start + index /
+fps), so tracking and motion timings do not depend on how fast the machine plays them; the start is
+placed so that no stamp is ever ahead of the wall clock: `lossless` starts at the first frame (and
+is never released early), `fast` is placed so the whole pass has already happened when it starts.
 """
 
 from __future__ import annotations
@@ -69,13 +74,13 @@ class FileCamera:
 
     @property
     def lossless(self) -> bool:
-        """A file played fast waits for the pipeline instead of dropping frames."""
-        return self._config.pace == "fast"
+        """A file played `lossless` or `fast` waits for the pipeline instead of dropping frames."""
+        return self._config.pace != "realtime"
 
     @property
     def pace_fps(self) -> float | None:
-        """The clip's rate when playing in real time; None when playing as fast as possible."""
-        return self._fps if self._config.pace == "realtime" else None
+        """The clip's rate, except when playing as fast as possible (None)."""
+        return None if self._config.pace == "fast" else self._fps
 
     @property
     def status(self) -> DriverStatus:
@@ -107,7 +112,7 @@ class FileCamera:
             if self._pos:
                 self._capture.set(cv2.CAP_PROP_POS_FRAMES, float(self._pos))
         if self._t0 is None:
-            self._t0 = time.time()
+            self._t0 = self._pass_start(time.time(), None)
         self._opened = True
 
     def read(self) -> Frame | None:
@@ -119,7 +124,10 @@ class FileCamera:
             return None
         self._size = (int(image.shape[1]), int(image.shape[0]))
         assert self._t0 is not None
-        frame = Frame(self.source_id, self._index, self._t0 + self._index / self._fps, image)
+        ts = self._t0 + self._index / self._fps
+        if self._config.pace == "fast":
+            ts = min(ts, time.time())  # a loop played faster than real time is held to the wall clock
+        frame = Frame(self.source_id, self._index, ts, image)
         self._index += 1
         self._emitted_this_pass += 1
         return frame
@@ -182,7 +190,29 @@ class FileCamera:
             raise DriverError(f"camera {self.source_id}: no readable frame in {self._config.path}")
         self._pos = 0
         self._emitted_this_pass = 0
+        if self._config.pace == "fast" and self._t0 is not None:
+            # Place the next pass, like the first, entirely in the past (and after the last one).
+            last = self._t0 + (self._index - 1) / self._fps
+            self._t0 = self._pass_start(time.time(), last + 1.0 / self._fps) - self._index / self._fps
         return True
+
+    def _pass_start(self, now: float, not_before: float | None) -> float:
+        """When the pass that starts now begins on the clip's timeline (see the module docstring)."""
+        start = now
+        if self._config.pace == "fast":
+            n = self._pass_frames()
+            start = now - (n - 1) / self._fps if n else now
+        return start if not_before is None else max(start, not_before)
+
+    def _pass_frames(self) -> int | None:
+        """Frames in one pass of the source; None when the container does not say."""
+        if self._images is not None:
+            return len(self._images) * self._config.hold_frames
+        if self._capture is not None:
+            count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            if math.isfinite(count) and count >= 1:
+                return int(count)
+        return None
 
     def _load(self, path: Path) -> NDArray[np.uint8] | None:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)

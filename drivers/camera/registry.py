@@ -9,6 +9,7 @@ from typing import Any, Final
 from drivers.camera.base import CameraDriver
 from drivers.camera.capture import RtspCamera, UsbCamera
 from drivers.camera.config import CameraConfig
+from drivers.camera.csi import CsiCamera
 from drivers.camera.fake import FakeCamera
 from drivers.camera.file import FileCamera
 from edge.errors import ConfigError
@@ -19,6 +20,7 @@ DRIVERS: Final[Mapping[str, Callable[[Any], CameraDriver]]] = MappingProxyType(
         "file": FileCamera,
         "rtsp": RtspCamera,
         "usb": UsbCamera,
+        "csi": CsiCamera,
         "fake": FakeCamera,
     }
 )

@@ -14,8 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from drivers.camera.base import CameraDriver
@@ -23,6 +22,7 @@ from drivers.camera.config import CameraConfig
 from drivers.camera.redact import redact_text
 from drivers.camera.registry import create_driver
 from edge.backoff import Backoff
+from edge.compat import StrEnum
 from edge.configbase import BackoffConfig
 from edge.errors import ConfigError, DriverError
 from edge.framequeue import FrameQueue
@@ -77,6 +77,21 @@ class FrameSink(Protocol):
     def wait_for_room(self, timeout: float | None = None) -> bool:
         """Block until a put would evict nothing; False on timeout."""
         ...
+
+
+def _on_the_wall_clock(frame: Frame, *, paced: bool, lossless: bool) -> Frame:
+    """Stamp a released frame on the gateway's one clock (the wall clock), which events share.
+
+    A paced source that drops frames stands for a live camera: its frame was "captured" now. A
+    lossless source keeps its clip's timeline, which must never run ahead of the wall clock (an event
+    from the future would fuse with nothing that happens now). Live devices stamp at capture.
+    """
+    now = time.time()
+    if paced and not lossless:
+        return replace(frame, ts=now)
+    if lossless and frame.ts > now:
+        return replace(frame, ts=now)
+    return frame
 
 
 def _error_text(exc: BaseException) -> str:
@@ -206,6 +221,7 @@ class CameraThread:
             while lossless and not self._sink.wait_for_room(0.2):
                 if self._stop.is_set():
                     return False
+            frame = _on_the_wall_clock(frame, paced=pace is not None, lossless=lossless)
             evicted = self._sink.put(frame)
             with self._lock:
                 self._frames_read += 1

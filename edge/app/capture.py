@@ -36,6 +36,7 @@ from edge.app.wiring import (
 )
 from edge.audit import AuditAction, audit_status
 from edge.errors import ModelError
+from edge.models.runner import chosen_providers
 from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
 from edge.pipeline.faces import FacePath
@@ -192,6 +193,7 @@ class CaptureDaemon:
             "committed": self.committer.committed,
             "commit_failures": self.committer.failures,
             "refused_at_boundary": self.committer.refused,
+            "inference": chosen_providers(),  # per model file: the ONNX Runtime provider it runs on
             "full_refusals": self.committer.full_refusals,
         }
         for observer in self.passage_observers:

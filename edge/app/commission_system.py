@@ -19,6 +19,8 @@ from typing import Literal
 
 from cryptography import x509
 
+from edge.compat import UTC
+
 Status = Literal["ok", "warn", "fail", "skip"]
 Outcome = tuple[Status, str, str]
 """(status, detail, hint)."""
@@ -97,7 +99,7 @@ def _run_text(cmd: list[str]) -> str:
 # -- TLS ------------------------------------------------------------------------------------------
 def days_left(cert: x509.Certificate, now: dt.datetime | None = None) -> float:
     """Days until the certificate's notAfter."""
-    moment = now or dt.datetime.now(dt.UTC)
+    moment = now or dt.datetime.now(UTC)
     return (cert.not_valid_after_utc - moment).total_seconds() / 86400.0
 
 

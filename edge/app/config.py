@@ -11,7 +11,6 @@ else of theirs: parsing a config loads no OpenCV, ONNX Runtime or pyserial.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -21,6 +20,7 @@ from drivers.inputs.config import InputModuleConfig
 from drivers.serial.config import SerialSensorConfig
 from edge.aim import AimConfig
 from edge.audit import AuditConfig
+from edge.compat import tomllib
 from edge.configbase import StrictModel
 from edge.console.config import ConsoleConfig
 from edge.errors import ConfigError

@@ -12,13 +12,13 @@ import json
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from edge.compat import tomllib
 from edge.errors import ConfigError
 from edge.types import Observation
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from edge.compat import UTC
 
 
 def _identity_path(args: argparse.Namespace) -> Path:

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge.errors import EdgeError
+from edge.models.config import RuntimeOptions
 from edge.models.fetch import extract_sample_images, fetch, verify
 from edge.models.manifest import default_models_dir, load_manifest
 
@@ -104,6 +106,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=24, help="at most this many images")
     p.set_defaults(func=cmd_samples)
     add_quantize_command(sub)
+    add_warmup_command(sub)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -132,3 +135,80 @@ def add_quantize_command(models_subparsers: Any) -> None:
                    help="folder of face photos to calibrate on (default: the carrier wheel's sample photos)")
     p.add_argument("--limit", type=int, default=60, help="at most this many calibration photos")
     p.set_defaults(func=cmd_quantize)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"{text}: each side must be 16..8192")
+    return (w, h)
+
+
+def _camera_sizes(cfg: Any) -> list[tuple[int, int]]:
+    sizes: list[tuple[int, int]] = []
+    for cam in cfg.cameras:
+        w = getattr(cam, "width", None)
+        h = getattr(cam, "height", None)
+        resize = getattr(cam, "resize", None)
+        if resize is not None:
+            w, h = resize.width, resize.height
+        if isinstance(w, int) and isinstance(h, int) and (w, h) not in sizes:
+            sizes.append((w, h))
+    return sizes
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Warm every model up and print what ran where; exit 1 if a model cannot be loaded or run."""
+    models_dir = args.models_dir or default_models_dir()
+    providers = tuple(p.strip() for p in args.providers.split(",")) if args.providers else ("cpu",)
+    sizes: list[tuple[int, int]] = list(args.size or ())
+    threads = 1
+    max_side = 640
+    if args.config is not None:
+        from edge.app.config import load_config
+
+        cfg = load_config(args.config)
+        models_dir = args.models_dir or cfg.models.dir
+        providers = tuple(p.strip() for p in args.providers.split(",")) if args.providers else cfg.models.providers
+        threads = cfg.models.intra_op_threads
+        max_side = cfg.face.detect_max_side
+        sizes = sizes or _camera_sizes(cfg)
+    options = RuntimeOptions(providers=providers, intra_op_threads=threads,
+                             trt_cache_dir=args.trt_cache, trt_fp16=not args.no_fp16)
+    from edge.models.runner import chosen_providers
+    from edge.models.warmup import DEFAULT_SIZES, warm_up
+
+    try:
+        steps = warm_up(models_dir, options, sizes or DEFAULT_SIZES, detect_max_side=max_side)
+    except EdgeError as exc:
+        print(f"warm-up failed: {exc}", file=sys.stderr)
+        return 1
+    for step in steps:
+        size = f"{step.size[0]}x{step.size[1]}" if step.size != (0, 0) else "-"
+        print(f"{step.path:22s} {size:>10s} {step.seconds * 1000:10.1f} ms")
+    for model, provider in sorted(chosen_providers().items()):
+        print(f"{model:34s} runs on {provider}")
+    wanted = providers[0].lower() if providers else "cpu"
+    names = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider",
+             "openvino": "OpenVINOExecutionProvider"}
+    off = [m for m, p in chosen_providers().items() if p != names.get(wanted, wanted)]
+    if off:
+        print(f"note: {len(off)} model(s) do not run on {providers[0]}: see the lines above", file=sys.stderr)
+    return 0
+
+
+def add_warmup_command(models_subparsers: Any) -> None:
+    """Add `warmup` to the `edgegw models` group."""
+    p = models_subparsers.add_parser("warmup", help="load and run every model once (builds TensorRT engines)")
+    p.add_argument("--config", type=Path, default=None, help="gateway config: models dir, providers, camera sizes")
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help="models folder (default: the config's, or repo models/)")
+    p.add_argument("--providers", default=None, help="comma-separated, best first, e.g. tensorrt,cuda,cpu")
+    p.add_argument("--size", type=_size, action="append", metavar="WxH",
+                   help="frame size to warm up for (repeatable; default: the cameras' sizes, or 1280x720 and 640x480)")
+    p.add_argument("--trt-cache", type=Path, default=None, help="TensorRT engine cache (default: models/trt-cache)")
+    p.add_argument("--no-fp16", action="store_true", help="keep TensorRT in FP32")
+    p.set_defaults(func=cmd_warmup)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge.app.config import load_config
+from edge.compat import UTC
 from edge.errors import EdgeError
 
 

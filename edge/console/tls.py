@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edge.compat import UTC
+
 
 def fingerprint(cert_pem: bytes) -> str:
     """SHA-256 fingerprint as browsers show it (AA:BB:...)."""
@@ -32,7 +34,7 @@ def ensure_self_signed(cert_file: Path, key_file: Path, host: str) -> tuple[bool
         sans.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=3650))

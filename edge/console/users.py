@@ -15,9 +15,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from edge.compat import StrEnum
 from edge.errors import EdgeError
 from edge.sqlite import connect, transaction
 

@@ -39,3 +39,8 @@ class RuntimeOptions:
     allow_spinning: bool = False
     # The arena holds on to peak activations; off trades a little speed for ~60 MB less RSS.
     memory_arena: bool = True
+    trt_cache_dir: Path | None = None
+    """Where TensorRT keeps its engines and timing cache; None: `trt-cache/` beside the model."""
+    trt_fp16: bool = True
+    """Let TensorRT run layers in FP16 (Jetson's GPUs are much faster at it; embeddings move ~1e-3)."""
+    device_id: int = 0

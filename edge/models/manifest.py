@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.compat import tomllib
 from edge.errors import ConfigError
 
 # Graph fixes the fetcher knows how to apply (edge.models.fixes implements exactly these).

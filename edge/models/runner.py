@@ -1,11 +1,19 @@
 """The one place that owns ONNX Runtime sessions, providers and threads.
 
 Model adapters are pure numpy; they hand inputs to an `OrtRunner` and get output arrays back.
+
+Providers are tried in the configured order and CPU always comes last. On a Jetson (NVIDIA's
+onnxruntime-gpu build for JetPack) the order is TensorRT, CUDA, CPU: TensorRT with FP16 and an
+engine cache, so the engines built once (`edgegw models warmup`) are loaded at every later start
+instead of rebuilt for minutes. If a session cannot be created with a provider (missing CUDA
+libraries, an unsupported operator), the next one is tried. The provider a session really runs on
+is what `get_providers()` reports first; `chosen_providers()` tells it per model for the status.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +46,45 @@ def set_timing_observer(observer: TimingObserver | None) -> None:
     _timing = observer
 
 
+ProviderPlan = list[tuple[str, dict[str, str]]]
+"""ONNX Runtime provider names with their options, in order of preference."""
+
+
+def plan_providers(wanted: Sequence[str], available: Sequence[str], options: RuntimeOptions,
+                   model_path: Path) -> ProviderPlan:
+    """The providers to ask for, best first: the wanted ones that are available, then CPU."""
+    plan: ProviderPlan = []
+    for name in (_PROVIDER_NAMES.get(p.lower(), p) for p in wanted):
+        if name not in available or any(name == n for n, _ in plan):
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = str(options.trt_cache_dir or model_path.parent / "trt-cache")
+            plan.append((name, {"device_id": str(options.device_id), "trt_fp16_enable": _flag(options.trt_fp16),
+                                "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+                                "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache}))
+        elif name == "CUDAExecutionProvider":
+            plan.append((name, {"device_id": str(options.device_id)}))
+        else:
+            plan.append((name, {}))
+    if not any(n == "CPUExecutionProvider" for n, _ in plan):
+        plan.append(("CPUExecutionProvider", {}))
+    return plan
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+_chosen_lock = threading.Lock()
+_chosen: dict[str, str] = {}
+
+
+def chosen_providers() -> dict[str, str]:
+    """Per model file loaded in this process, the provider its session runs on (for status)."""
+    with _chosen_lock:
+        return dict(_chosen)
+
+
 def _ort() -> Any:
     try:
         import onnxruntime as ort
@@ -61,22 +108,43 @@ class OrtRunner:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.allow_spinning else "0")
         so.enable_cpu_mem_arena = opts.memory_arena
         so.log_severity_level = 3
-        available = set(ort.get_available_providers())
+        available = list(ort.get_available_providers())
         wanted = [_PROVIDER_NAMES.get(p.lower(), p) for p in opts.providers]
-        providers = [p for p in wanted if p in available]
         missing = [p for p in wanted if p not in available]
+        plan = plan_providers(opts.providers, available, opts, path)
         if missing:
-            log.warning("providers %s not available; falling back to %s", missing, providers or ["CPU"])
-        if "CPUExecutionProvider" not in providers:
-            providers.append("CPUExecutionProvider")
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as exc:  # ORT raises its own untyped exceptions
-            raise ModelError(f"cannot load model {path.name}: {exc}") from exc
+            log.warning("providers %s not available in this onnxruntime build; using %s",
+                        missing, [n for n, _ in plan])
+        self._session = self._first_session(ort, path, so, plan)
         self.path = path
         self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
         self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        if wanted and self.providers[0] != wanted[0]:
+            log.warning("%s runs on %s, not %s", path.name, self.providers[0], wanted[0])
+        with _chosen_lock:
+            _chosen[path.name] = self.providers[0]
+
+    @staticmethod
+    def _first_session(ort: Any, path: Path, so: Any, plan: ProviderPlan) -> Any:
+        """A session on the best provider of `plan` that works, dropping the failing ones in turn."""
+        errors: list[str] = []
+        for start in range(len(plan)):
+            names = [n for n, _ in plan[start:]]
+            try:
+                return ort.InferenceSession(str(path), sess_options=so, providers=names,
+                                            provider_options=[o for _, o in plan[start:]])
+            except Exception as exc:  # ORT raises its own untyped exceptions
+                errors.append(f"{names[0]}: {exc}")
+                if start + 1 < len(plan):
+                    log.warning("cannot create a %s session for %s (%s); trying %s", names[0], path.name,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, names[1])
+        raise ModelError(f"cannot load model {path.name}: {'; '.join(errors)}")
+
+    @property
+    def provider(self) -> str:
+        """The provider this session runs on (the first of `providers`)."""
+        return self.providers[0]
 
     @property
     def metadata(self) -> Mapping[str, str]:

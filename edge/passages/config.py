@@ -54,6 +54,12 @@ class PassageConfig(StrictModel):
     """Observations at one gate whose times span at most this long fuse into one passage."""
     late_s: float = Field(default=0.0, ge=0, le=3600)
     """Extra wait for late members (device_seen arrives when its dedupe window closes)."""
+    latency_s: float = Field(default=0.0, ge=0, le=3600)
+    """How long a camera observation may take to reach fusion after it happened (the pipeline's
+    latency: track end, inference, backlog). A passage waits this much longer for late members;
+    fusion measures the latency of its gate's cameras and waits that long when it is longer."""
+    max_latency_s: float = Field(default=30.0, ge=0, le=3600)
+    """The most pipeline latency fusion tolerates, measured or configured (see docs/platforms.md)."""
     min_members: int = Field(default=2, ge=1)
     """Members a passage needs to be published; a lone face track is already its own event."""
     retention: RetentionConfig = RetentionConfig()

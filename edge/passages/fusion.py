@@ -12,6 +12,15 @@ give or take `window_s`. A passage is emitted `window_s + late_s` after its firs
 (by the clock, so observations replayed from old files close promptly), as a `passage`
 observation linking its members' event_ids; the direction is the majority of the members'
 `direction` (or card reader `side`) attributes.
+
+Every source stamps on one clock (the wall clock at capture), but a camera observation reaches
+fusion only after its pipeline's latency: the track has to end and inference takes time, seconds
+on a slow gateway. Fusion tolerates that latency, bounded by `max_latency_s`: a camera member stands
+for its whole interval from capture to commit (a card swiped when the gate's display showed the
+recognised face fuses with it; "nearest" is then the nearest of capture and commit), a
+passage waits for late members as long as the gate's cameras have lately taken to deliver
+(measured; at least `latency_s`), and a passage with too few members to publish keeps waiting for a
+late camera member up to `max_latency_s` in any case.
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ log = logging.getLogger(__name__)
 
 
 ANCHORS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE, EventKind.CARD_SWIPE})
+CAMERA_KINDS = frozenset({EventKind.FACE_PASSAGE, EventKind.PLATE_PASSAGE})
+"""Anchors that come through a vision pipeline, with its latency."""
+_LATENCY_SAMPLES = 32  # per gate: the latest camera latencies, whose maximum a passage waits for
 _MAX_LINKS = 64  # the event schema's maxItems for links
 _MAX_DEVICES_BUFFERED = 4096  # per gate; a sniffer at a busy street must not grow memory without bound
 
@@ -62,16 +74,30 @@ class _Pending:
 _MAX_ANCHORS_PENDING = 4096  # per gate: grouping is quadratic in the anchors waiting at one gate
 
 
-def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pending]]:
-    """Group anchors by nearest time: closest cross-kind pairs first, one anchor per kind, span ≤ window_s.
+def _nearness(a: _Member, b: _Member) -> float:
+    """How near two members are, for choosing partners: the closest pair of their interval ends.
 
-    Deterministic (ties broken by observation time, then event id), so regrouping the same anchors on
-    a later tick gives the same groups.
+    A swipe goes with the passer-by it was nearest to either when they were seen (capture) or when
+    they were reported (commit: the gate showed them recognised); a time inside a slow pipeline's
+    interval is no evidence either way. For instants this is their distance.
+    """
+    return min(abs(x - y) for x in (a.lo, a.hi) for y in (b.lo, b.hi))
+
+
+def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pending]]:
+    """Group anchors by nearest time: closest cross-kind pairs first, one anchor per kind, all within window_s.
+
+    A member is an interval (a camera member's runs from capture to commit, see the module
+    docstring). Pairs join nearest first (`_nearness`: the closest pair of interval ends), and a group
+    fits when the gap between any two of its members' intervals is ≤ `window_s` (for instants: its
+    span is ≤ window_s). Deterministic (ties broken by the gap, observation time, then event id), so
+    regrouping the same anchors on a later tick gives the same groups.
     """
     items = sorted(anchors, key=lambda a: (a.member.lo, a.member.event_id))
     parent = list(range(len(items)))
     kinds = [{a.member.kind} for a in items]
-    span = [(a.member.lo, a.member.lo) for a in items]
+    # Per group: the latest start and the earliest end; its widest pairwise gap is their difference.
+    span = [(a.member.lo, a.member.hi) for a in items]
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -79,21 +105,23 @@ def group_nearest(anchors: Sequence[_Pending], window_s: float) -> list[list[_Pe
             i = parent[i]
         return i
 
-    pairs: list[tuple[float, int, int]] = []
+    pairs: list[tuple[float, float, int, int]] = []
     for i, a in enumerate(items):
         for j in range(i + 1, len(items)):
-            dt = items[j].member.lo - a.member.lo
-            if dt > window_s:
-                break  # sorted by time: every later anchor is farther still
-            if items[j].member.kind is not a.member.kind:
-                pairs.append((dt, i, j))
-    for _dt, i, j in sorted(pairs):
+            b = items[j].member
+            gap = max(0.0, b.lo - a.member.hi)  # b starts no earlier than a
+            if gap > window_s:
+                break  # sorted by start: every later anchor is farther still
+            if b.kind is not a.member.kind:
+                pairs.append((_nearness(a.member, b), gap, i, j))
+    for _near, _gap, i, j in sorted(pairs):
         ri, rj = root(i), root(j)
         if ri == rj or kinds[ri] & kinds[rj]:
             continue
-        lo, hi = min(span[ri][0], span[rj][0]), max(span[ri][1], span[rj][1])
-        if hi - lo > window_s:
+        latest_start, earliest_end = max(span[ri][0], span[rj][0]), min(span[ri][1], span[rj][1])
+        if latest_start - earliest_end > window_s:
             continue
+        lo, hi = latest_start, earliest_end
         parent[rj] = ri
         kinds[ri] |= kinds[rj]
         span[ri] = (lo, hi)
@@ -139,6 +167,7 @@ class PassageFusion:
         self._lock = threading.Lock()
         self._open: dict[str, list[_Pending]] = {}
         self._devices: dict[str, deque[tuple[float, _Member]]] = {}
+        self._latencies: dict[str, deque[float]] = {}
         self.emitted = 0
         self.ignored = 0
 
@@ -158,8 +187,22 @@ class PassageFusion:
                     buf = self._devices.setdefault(gate, deque(maxlen=_MAX_DEVICES_BUFFERED))
                     buf.append((now, _Member(event.event_id, obs.kind, lo, hi, None)))
                 else:
-                    self._add_anchor(gate, _Member(event.event_id, obs.kind, obs.ts, obs.ts, _direction_of(obs)), now)
+                    hi = obs.ts
+                    if obs.kind in CAMERA_KINDS:
+                        latency = min(max(0.0, now - obs.ts), self._cfg.max_latency_s)
+                        self._latencies.setdefault(gate, deque(maxlen=_LATENCY_SAMPLES)).append(latency)
+                        hi = obs.ts + latency
+                    self._add_anchor(gate, _Member(event.event_id, obs.kind, obs.ts, hi, _direction_of(obs)), now)
             return self._due(now)
+
+    def latency(self, gate: str) -> float:
+        """How much longer a passage at `gate` waits for late camera members (seconds)."""
+        with self._lock:
+            return self._latency(gate)
+
+    def _latency(self, gate: str) -> float:
+        measured = max(self._latencies.get(gate, ()), default=0.0)
+        return min(max(self._cfg.latency_s, measured), self._cfg.max_latency_s)
 
     def tick(self, now: float) -> list[Derived]:
         """Emit the passages whose window (plus `late_s`) has passed by `now`."""
@@ -187,20 +230,28 @@ class PassageFusion:
         out: list[Derived] = []
         horizon = self._cfg.window_s + self._cfg.late_s
         for gate, pending in self._open.items():
-            if not any(a.deadline <= now for a in pending):
+            # Decided now, not when the anchor arrived: a latency measured since counts too.
+            wait = self._latency(gate)
+            if not any(a.deadline + wait <= now for a in pending):
                 self._prune_devices(gate, now, horizon, pending)
                 continue
             keep: list[_Pending] = []
             for members in group_nearest(pending, self._cfg.window_s):
                 deadline = min(a.deadline for a in members)
-                if now >= deadline:
-                    anchors = [a.member for a in members]
-                    group = _Group(gate, min(m.lo for m in anchors), max(m.hi for m in anchors), deadline, anchors)
-                    derived = self._passage(group)
-                    if derived is not None:
-                        out.append(derived)
-                else:
+                if now < deadline + wait:
                     keep.extend(members)
+                    continue
+                anchors = [a.member for a in members]
+                group = _Group(gate, min(m.lo for m in anchors), max(m.hi for m in anchors), deadline, anchors)
+                derived = self._passage(group)
+                if derived is None and now < deadline + self._cfg.max_latency_s:
+                    # Too few members to publish yet, so waiting costs nothing: a camera member
+                    # delayed by a slow pipeline (the first passer-by, before any latency was
+                    # measured) may still come.
+                    keep.extend(members)
+                    continue
+                if derived is not None:
+                    out.append(derived)
             pending[:] = keep
             self._prune_devices(gate, now, horizon, keep)
         self.emitted += len(out)

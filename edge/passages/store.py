@@ -22,8 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from numpy.typing import NDArray
 
 from edge.audit import AuditAction, AuditLog
+from edge.compat import UTC, StrEnum
 from edge.errors import EdgeError
 from edge.passages.config import PassageConfig, RetentionConfig
 from edge.sealed import DestroyedKey, EpochKeyStore, KeyDestroyedError, Sealer

@@ -17,11 +17,11 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Generic, TypeVar
 
 from pydantic import Field, model_validator
 
+from edge.compat import StrEnum
 from edge.configbase import StrictModel
 from edge.pipeline.config import GateLineConfig
 from edge.types import Box, Detection, Track

@@ -8,11 +8,12 @@ for blue and black plates) weighs on the vote, and a plate with too little chrom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from edge.compat import StrEnum
 
 
 class PlateColour(StrEnum):

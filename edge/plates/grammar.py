@@ -7,7 +7,8 @@ to these templates, so a read that cannot be a plate is never produced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+
+from edge.compat import StrEnum
 
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 """The 31 provincial abbreviations that open a civil plate."""

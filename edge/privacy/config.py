@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 
+from edge.compat import StrEnum
 from edge.configbase import StrictModel
 
 

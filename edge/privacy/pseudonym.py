@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from edge.compat import UTC
 from edge.privacy.config import EpochPolicy
 from edge.privacy.epochkeys import EpochKeyMissingError, EpochKeySource, RootKeySource
 from edge.privacy.normalise import normalise

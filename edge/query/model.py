@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 
+from edge.compat import StrEnum
 from edge.errors import EdgeError
 from edge.types import EventKind, RawIdentifier
 

@@ -18,13 +18,13 @@ import hashlib
 import hmac
 import os
 import stat
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
+from edge.compat import tomllib
 from edge.configbase import StrictModel
 from edge.errors import ConfigError, KeyFileError
 from edge.keys import resolve_secret_path

@@ -13,8 +13,9 @@ import binascii
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
+from edge.compat import UTC
 from edge.errors import EdgeError
 from edge.events import iso_ms
 from edge.query.model import (

@@ -7,7 +7,7 @@ import json
 import re
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from district.db import migrate
 from district.partitions import day_bound, drop_older_than, ensure_partitions, list_partitions, uuid7_day
+from edge.compat import UTC
 from edge.ids import uuid7
 from edge.outbox import Outbox
 from tests._chaos import BASE, gateway_config, producer, uplink_daemon, wait_until

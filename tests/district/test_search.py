@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,7 @@ from district.principals import Principals, Role, write_tokens_file
 from district.search import KeyService, Refusal, SearchKind, SearchRequest, SearchService
 from district.simulate import event, payload, pseudonymous_subject
 from edge.audit import AuditLog
+from edge.compat import UTC
 from edge.keys import load_key_file
 from edge.privacy.config import EpochPolicy
 from edge.privacy.pseudonym import Pseudonymiser

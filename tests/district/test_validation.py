@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from district.messages import _ts
 from district.simulate import event
 from district.validation import validate_event
+from edge.compat import UTC
 from edge.errors import PrivacyError
 from edge.events import validate
 
