@@ -276,10 +276,21 @@ def test_bodies_over_the_cap_are_a_413(api: Api) -> None:
     # Streamed without a length (chunked): cut off once the cap is passed.
     conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
     chunks = (b"A" * 65536 for _ in range(api.server.max_body // 65536 + 2))
-    conn.request("POST", "/v1/query/photo", body=chunks, encode_chunked=True,
-                 headers={"Authorization": f"Bearer {api.tokens[POLICE.name]}", "Content-Type": "application/json"})
-    resp = conn.getresponse()
-    assert resp.status == 413
+    try:
+        conn.request("POST", "/v1/query/photo", body=chunks, encode_chunked=True,
+                     headers={"Authorization": f"Bearer {api.tokens[POLICE.name]}", "Content-Type": "application/json"})
+        status: int | None = conn.getresponse().status
+    except (ConnectionResetError, BrokenPipeError):
+        # The server answered 413 and closed while the client was still sending: the client sees the
+        # reset before it can read the answer. Either way the stream was cut off at the cap.
+        status = None
+    finally:
+        conn.close()
+    assert status in (413, None)
+    # ... and the door is still up for the next caller.
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=10)
+    conn.request("GET", "/openapi.json")
+    assert conn.getresponse().status == 200
     conn.close()
 
 
