@@ -99,7 +99,7 @@ class LiveChannel:
         if cached is not None and mono - cached[0] < _CHECK_EVERY_S:
             return cached[1]
         req: PreviewRequest | None = None
-        path = self.folder / f"{source_id}.want"
+        path = self.folder / f"{_name(source_id)}.want"
         try:
             if (now or time.time()) - path.stat().st_mtime <= LEASE_S:
                 raw = json.loads(path.read_bytes())

@@ -8,7 +8,6 @@ character position, weighted by confidence, like the frames of a track do (edge.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -17,6 +16,7 @@ from numpy.typing import NDArray
 
 from edge.plates.ctc import Decoded
 from edge.plates.grammar import plate_format
+from edge.plates.positions import vote_positions
 
 Line = NDArray[np.uint8]
 
@@ -57,23 +57,7 @@ def combine(reads: Sequence[Decoded | None]) -> Decoded | None:
         return None
     if len(got) == 1:
         return got[0]
-    by_len: defaultdict[int, float] = defaultdict(float)
-    for r in got:
-        by_len[len(r.text)] += r.confidence
-    length = max(by_len, key=lambda n: by_len[n])
-    same = [r for r in got if len(r.text) == length]
-    chars: list[str] = []
-    confs: list[float] = []
-    for i in range(length):
-        weight: defaultdict[str, float] = defaultdict(float)
-        for r in same:
-            weight[r.text[i]] += r.char_confidences[i]
-        best = max(weight, key=lambda c: weight[c])
-        chars.append(best)
-        # The winner's mean confidence over the variants that read a character here: a character
-        # every variant agrees on keeps its confidence, a split one is discounted.
-        confs.append(weight[best] / len(same))
-    text = "".join(chars)
+    same, text, confs = vote_positions(got)
     if plate_format(text) is None:
         return max(same, key=lambda r: r.min_confidence)
-    return Decoded(text, tuple(confs), max(r.log_prob for r in same))
+    return Decoded(text, confs, max(r.log_prob for r in same))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from edge.plates.agreement import agrees
 from edge.plates.colour import PlateColour, PlateLayout
 from edge.plates.grammar import is_valid_plate, plate_format
+from edge.plates.positions import vote_positions
 from edge.plates.values import PlateRead
 
 
@@ -62,27 +63,14 @@ class PlateVote:
             reads = [r for r in reads if agrees(r.text, decided)]
             if not reads:
                 return None
-        by_len: defaultdict[int, float] = defaultdict(float)
-        for r in reads:
-            by_len[len(r.text)] += r.confidence
-        length = max(by_len, key=lambda n: by_len[n])
-        same = [r for r in reads if len(r.text) == length]
-        chars: list[str] = []
-        confs: list[float] = []
-        for i in range(length):
-            weight: defaultdict[str, float] = defaultdict(float)
-            for r in same:
-                weight[r.text[i]] += r.char_confidences[i]
-            best = max(weight, key=lambda c: weight[c])
-            chars.append(best)
-            confs.append(weight[best] / len(same))
-        text = "".join(chars)
+        same, text, confs = vote_positions(reads)
         if plate_format(text) is None:
             whole: defaultdict[str, float] = defaultdict(float)
             for r in same:
                 whole[r.text] += r.confidence
             text = max(whole, key=lambda t: whole[t])
-            confs = [sum(r.char_confidences[i] for r in same if r.text == text) / len(same) for i in range(length)]
+            confs = tuple(sum(r.char_confidences[i] for r in same if r.text == text) / len(same)
+                          for i in range(len(text)))
         support = sum(1 for r in reads if r.text == text)
         colour = decided or Counter(r.colour for r in reads).most_common(1)[0][0]
         if not agrees(text, colour):
