@@ -37,12 +37,15 @@ log = logging.getLogger(__name__)
 _EVENT_COLUMNS = ("event_id, ts, district, community, gateway, source, boot, seq, kind, subject_type, "
                   "subject_pseudonym, key_id, payload, received_at")
 # Built once from constants (no input reaches them).
-_CREATE_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT {_EVENT_COLUMNS} FROM events WITH NO DATA"  # noqa: S608
+# ON COMMIT DELETE ROWS: the stage empties itself at each commit, no TRUNCATE round trip per batch.
+_CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS stage ON COMMIT DELETE ROWS AS SELECT {_EVENT_COLUMNS} "  # noqa: S608
+                 "FROM events WITH NO DATA")
 _MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "  # noqa: S608
                "ON CONFLICT (event_id) DO NOTHING")
 _EVENT_TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "text", "text",
                 "jsonb", "timestamptz")
-_RUN_TYPES = ("int8", "int8", "int8")
+# One statement with three arrays: one round trip (a COPY takes two).
+_INSERT_RUNS = "INSERT INTO seq_runs (src, lo, hi) SELECT * FROM unnest(%s::int8[], %s::int8[], %s::int8[])"
 # Source ids a store remembers; past this the cache starts over (a city has ~40k sources per boot).
 _MAX_CACHED_SOURCES = 200_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -122,7 +125,8 @@ class Store:
         self._conn: Conn | None = None
         self._duplicates_likely = False
         self._stage_batches = 0
-        self._src: dict[tuple[GatewayKey, str, int], int] = {}
+        self._src: dict[tuple[str, str, str, str, int], int] = {}
+        self._one_by_one = False  # in _write_rows: every event through the stage
 
     # -- connection ------------------------------------------------------------------------------
     def connection(self) -> Conn:
@@ -161,7 +165,15 @@ class Store:
             self.partitions.ensure(conn, {uuid7_day(e.event_id) for e in events})
             srcs = self._source_ids(conn, events)
             try:
-                result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
+                try:
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
+                except psycopg.errors.UniqueViolation:
+                    if self._duplicates_likely:
+                        raise  # not the fast path's COPY: something else refused the batch
+                    # The fast path's COPY met an event already stored (a resend, a redelivery) and
+                    # the transaction rolled back: again, through the stage.
+                    self._duplicates_likely = True
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                 log.warning("a batch of %d events was refused (%s); retrying it row by row", len(events),
                             exc.sqlstate)
@@ -178,14 +190,15 @@ class Store:
     def _source_ids(self, conn: Conn, events: Sequence[EventRow]) -> list[int]:
         """The `marks.src` of each event's source, asking PostgreSQL only for sources not seen before."""
         cache = self._src
-        keys = [(e.gw, e.source, e.boot) for e in events]
+        # Plain tuples of str: their hash and == run in C (a dataclass's are Python functions).
+        keys = [(e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot) for e in events]
         missing = {k for k in keys if k not in cache}
         if missing:
             if len(cache) + len(missing) > _MAX_CACHED_SOURCES:
                 cache.clear()
-            got = source_ids(conn, [SourceKey(gw, source, boot) for gw, source, boot in missing])
+            got = source_ids(conn, [SourceKey(GatewayKey(d, c, g), s, b) for d, c, g, s, b in missing])
             for key, src in got.items():
-                cache[(key.gw, key.source, key.boot)] = src
+                cache[(key.gw.district, key.gw.community, key.gw.gateway, key.source, key.boot)] = src
         return [cache[k] for k in keys]
 
     def _split(self, items: Sequence[Parsed], now: datetime) -> tuple[list[EventRow], list[StatusRow], list[Reject]]:
@@ -216,10 +229,7 @@ class Store:
             if events:
                 result.inserted, result.duplicates = self._load(conn, cur, events, now)
                 runs = seq_runs(srcs, [e.seq for e in events])
-                with cur.copy("COPY seq_runs (src, lo, hi) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(_RUN_TYPES)
-                    for run in runs:
-                        cp.write_row(run)
+                cur.execute(_INSERT_RUNS, ([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]))
                 result.touched = set(srcs)
                 if result.duplicates:
                     # A resend means the gateway still holds what we already have: its watermark is
@@ -251,19 +261,16 @@ class Store:
               now: datetime) -> tuple[int, int]:
         """(inserted, duplicates). Fast path: a binary COPY straight into `events`, which is all a batch
         of new events needs. If any event_id is already there (a resend, a redelivery), PostgreSQL
-        refuses the whole COPY; back at the savepoint, the batch goes through a stage table and
-        INSERT … ON CONFLICT (event_id) DO NOTHING instead. Either way each event_id is stored once."""
-        if not self._duplicates_likely:
-            try:
-                with conn.transaction():
-                    self._copy(cur, "events", events, now)
-                return len(events), 0
-            except psycopg.errors.UniqueViolation:
-                pass
+        refuses the whole COPY with UniqueViolation, the transaction rolls back and write() runs it
+        again with `_duplicates_likely` set: the batch goes through a stage table and INSERT … ON
+        CONFLICT (event_id) DO NOTHING. Either way each event_id is stored once. (No savepoint around
+        the COPY: it would cost two round trips on every batch to save a retry on the rare resent one.)"""
+        if not self._duplicates_likely and not self._one_by_one:
+            self._copy(cur, "events", events, now)
+            return len(events), 0
         self._copy(cur, "stage", events, now)
         cur.execute(_MOVE_STAGE)
         inserted = max(cur.rowcount, 0)
-        cur.execute("TRUNCATE stage")
         # After a duplicate, more usually follow (a gateway resending its backlog): take the stage
         # path for a while rather than paying a failed COPY per batch.
         self._duplicates_likely = inserted < len(events) and self._stage_batches < 20
@@ -276,14 +283,18 @@ class Store:
         good_srcs: set[int] = set()
         good_statuses: list[StatusRow] = []
         refused = list(rejects)
-        for e, src in zip(events, srcs, strict=True):
-            try:
-                self._write_tx(conn, [e], [], [], now, srcs=[src])
-                good_srcs.add(src)
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-                refused.append(Reject(f"{e.gw.base('*')}/events/{e.kind}",
-                                      f"PostgreSQL refused the event (SQLSTATE {exc.sqlstate})",
-                                      len(e.payload), ""))
+        self._one_by_one = True  # a duplicate is not a refusal: the stage absorbs it
+        try:
+            for e, src in zip(events, srcs, strict=True):
+                try:
+                    self._write_tx(conn, [e], [], [], now, srcs=[src])
+                    good_srcs.add(src)
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                    refused.append(Reject(f"{e.gw.base('*')}/events/{e.kind}",
+                                          f"PostgreSQL refused the event (SQLSTATE {exc.sqlstate})",
+                                          len(e.payload), ""))
+        finally:
+            self._one_by_one = False
         for s in statuses:
             try:
                 self._write_tx(conn, [], [s], [], now)

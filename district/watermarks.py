@@ -77,9 +77,16 @@ def advance(conn: Conn, srcs: Iterable[int]) -> set[GatewayKey]:
     ordered = sorted(set(srcs))
     if not ordered:
         return set()
-    with conn.transaction():
-        rows = conn.execute("SELECT o_district, o_community, o_gateway, o_changed FROM advance_sources(%s)",
-                            (ordered,)).fetchall()
+    # One round trip (a pipeline: BEGIN, SET, SELECT, COMMIT sent together).
+    with conn.pipeline(), conn.transaction():
+        # The marks are derived from seq_runs, which the load transaction committed durably; this
+        # commit need not wait for its WAL flush. A crash can lose a mark update (and the deletion of
+        # the runs it folded, in the same transaction), never an event: the mark is recomputed from
+        # the runs (stalled_keys), and a published mark only ever covered durably committed events.
+        conn.execute("SET LOCAL synchronous_commit = off")
+        cur = conn.execute("SELECT o_district, o_community, o_gateway, o_changed FROM advance_sources(%s)",
+                           (ordered,))
+    rows = cur.fetchall()
     return {GatewayKey(str(r[0]), str(r[1]), str(r[2])) for r in rows if r[3]}
 
 

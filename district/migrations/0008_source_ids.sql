@@ -9,6 +9,9 @@
 -- (marks_of, due_replays, the tests) keep their text columns.
 ALTER TABLE marks ADD COLUMN src bigint GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE marks ADD CONSTRAINT marks_src_key UNIQUE (src);
+-- Every active source's row is updated each mark interval: room on the page keeps those updates
+-- HOT (no new entries in marks' two indexes).
+ALTER TABLE marks SET (fillfactor = 50);
 
 -- seq_runs keyed by the id; runs already recorded are carried over.
 INSERT INTO marks (district, community, gateway, source, boot)
@@ -139,3 +142,12 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The events' indexed text columns compare bytewise. Under the database's default collation (C.UTF-8
+-- here, a libc locale) every comparison in a B-tree insert goes through strcoll; with "C" it is a
+-- memcmp. Measured (COPY of 20k events, PK + the three secondary indexes): +20-40 % rows/s. Equality
+-- (all the search and the dashboards ask of these columns) is the same under both; the change
+-- rebuilds the indexes, not the table.
+ALTER TABLE events ALTER COLUMN subject_pseudonym TYPE text COLLATE "C",
+                   ALTER COLUMN gateway TYPE text COLLATE "C",
+                   ALTER COLUMN kind TYPE text COLLATE "C";
