@@ -179,21 +179,59 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_check(args: argparse.Namespace) -> int:
-    from district.auditcheck import check_against_chain, check_history
+    from district.auditcheck import check_against_chain, check_report
     from district.db import connect
 
     with connect(_config(args).database.dsn) as conn:
+        report = check_report(conn, args.gateway)
+        findings = list(report.findings)
         if args.gateway_db:
             if not args.gateway:
                 print("--gateway-db needs --gateway DISTRICT/COMMUNITY/GATEWAY", file=sys.stderr)
                 return 2
-            n, findings = check_against_chain(conn, args.gateway, args.gateway_db)
-        else:
-            n, findings = check_history(conn, args.gateway)
-    for f in findings:
-        print(f"{f.gateway} (head seen {f.seen_at}): {f.problem}")
-    print(f"{n} stored head(s) checked, {len(findings)} problem(s)", file=sys.stderr)
+            findings += check_against_chain(conn, args.gateway, args.gateway_db)[1]
+    # One block per gateway: its verdict, then each problem with the time the platform saw the head.
+    gateways = sorted(set(report.heads) | {f.gateway for f in findings})
+    for gw in gateways:
+        mine = [f for f in findings if f.gateway == gw]
+        print(f"{gw}: {'FAIL' if mine else 'ok'} ({report.heads.get(gw, 0)} head(s) stored, "
+              f"{report.verified.get(gw, 0)} signature(s) verified)")
+        for f in mine:
+            print(f"  seen {f.seen_at}: {f.problem}")
+    bad = len({f.gateway for f in findings})
+    print(f"{sum(report.heads.values())} stored head(s) of {len(gateways)} gateway(s) checked; "
+          f"{bad} gateway(s) with {len(findings)} problem(s)", file=sys.stderr)
     return 1 if findings else 0
+
+
+def _cmd_gateway_register(args: argparse.Namespace) -> int:
+    from district.db import connect
+    from district.gateways import GatewayName, parse_door, register
+    from edge.privacy.identity import GatewayPublic
+
+    name = GatewayName.parse(args.gateway)
+    identity = GatewayPublic.parse(_text_or_file(args.identity))
+    door = parse_door(_text_or_file(args.door)) if args.door else None
+    with connect(_config(args).database.dsn) as conn:
+        register(conn, name, identity, door)
+    print(f"registered {name}: identity {identity.fingerprint}" + (f", query door {door.hex()[:16]}…" if door else ""))
+    return 0
+
+
+def _cmd_gateway_list(args: argparse.Namespace) -> int:
+    from district.db import connect
+    from district.gateways import load_keys
+
+    with connect(_config(args).database.dsn) as conn:
+        keys = load_keys(conn)
+    for name, k in keys.items():
+        print(f"{name}  identity {k.identity.fingerprint}  door {k.door.hex() if k.door else '-'}")
+    return 0
+
+
+def _text_or_file(value: str) -> str:
+    path = Path(value)
+    return path.read_text(encoding="utf-8") if len(value) < 4096 and path.is_file() else value
 
 
 def register(sub: Any) -> None:
@@ -249,6 +287,19 @@ def _add_commands(dsub: Any) -> None:
     ac.add_argument("--gateway", help="DISTRICT/COMMUNITY/GATEWAY (default: every gateway)")
     ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
     ac.set_defaults(func=_cmd_audit_check)
+
+    gw = dsub.add_parser("gateway", help="the gateway registry: the public keys the platform knows per gateway")
+    gsub = gw.add_subparsers(dest="gateway_command", required=True)
+    gr = gsub.add_parser("register", help="register (or replace) a gateway's identity and query-door public keys")
+    _common(gr)
+    gr.add_argument("gateway", help="DISTRICT/COMMUNITY/GATEWAY")
+    gr.add_argument("--identity", required=True,
+                    help="edgegw-gw1:<x25519>:<ed25519>, as `edgegw keys init` prints it (or a file holding it)")
+    gr.add_argument("--door", help="the query door's public key, as `edgegw query door-key` prints it (or a file)")
+    gr.set_defaults(func=_cmd_gateway_register)
+    gl = gsub.add_parser("list", help="list the registered gateways and their key fingerprints")
+    _common(gl)
+    gl.set_defaults(func=_cmd_gateway_list)
 
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice
