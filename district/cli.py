@@ -107,6 +107,18 @@ def _search_service(cfg: DistrictConfig) -> Any:
                          lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s))
 
 
+def _details_service(cfg: DistrictConfig) -> Any:
+    from district.db import connect
+    from district.details import DetailsService
+    from district.doorclient import DoorClient
+    from district.search import KeyService
+
+    password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
+    client = DoorClient(cfg.mqtt, cfg.door, _officer_keys(cfg), password)
+    return DetailsService(cfg.search, cfg.door, KeyService.from_config(cfg.search),
+                          lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s), client.ask)
+
+
 def _when(text: str, *, end: bool = False) -> Any:
     from datetime import datetime, timedelta
 
@@ -129,8 +141,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     who = _principal(cfg, args.token_file)
+    if args.kind == "details":
+        return _search_details(cfg, who, args)
+    if len(args.value) != 1 or not args.start:
+        print("a search takes one VALUE (or -) and --from", file=sys.stderr)
+        return 2
     # "-" reads the value from stdin, so a plate or card number stays out of the shell history.
-    value = sys.stdin.readline().strip() if args.value == "-" else args.value
+    value = sys.stdin.readline().strip() if args.value[0] == "-" else args.value[0]
     req = SearchRequest(SearchKind(args.kind), value, _when(args.start),
                         _when(args.end, end=True) if args.end else datetime.now(UTC), args.case, args.officer)
     try:
@@ -149,6 +166,36 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"{len(res.hits)} hit(s) over epochs {', '.join(res.epochs)}; audit record {res.audit_seq}."
               f" Details: ask each gateway's query door with --case {args.case}.", file=sys.stderr)
     return 0
+
+
+def _search_details(cfg: DistrictConfig, who: Any, args: argparse.Namespace) -> int:
+    from district.details import DetailsRequest
+    from district.errors import SearchRefusedError
+
+    # The value the case's search was made for, from stdin unless given: the gateways need it.
+    value = sys.stdin.readline().strip() if args.details_value == "-" else args.details_value
+    try:
+        res = _details_service(cfg).details(who, DetailsRequest(args.case, args.officer, value, tuple(args.value)))
+    except SearchRefusedError as exc:
+        print(f"refused ({exc.reason}): {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps({"kind": res.kind, "gateways": [
+            {"gateway": g.gateway, "status": g.status, "event_ids": list(g.event_ids), "hits": g.hits,
+             "error": g.error, "gateway_audit_seq": g.gateway_audit_seq} for g in res.gateways],
+            "missing": res.missing, "request_audit_seq": res.request_audit_seq,
+            "outcome_audit_seq": res.outcome_audit_seq}, ensure_ascii=False))
+    else:
+        for g in res.gateways:
+            print(f"{g.gateway}: {g.status}" + (f" ({g.error})" if g.error else "")
+                  + (f", gateway audit record {g.gateway_audit_seq}" if g.gateway_audit_seq is not None else ""))
+            for h in g.hits:
+                members = ", ".join(f"{m.get('kind')}@{m.get('source')}" for m in h.get("members", []))
+                print(f"  {h.get('ts')}  gate {h.get('gate')}  {h.get('direction') or '-'}  passage "
+                      f"{h.get('passage_id') or '-'}: {members}")
+        print(f"{len(res.missing)} event(s) without details; audit records {res.request_audit_seq} (request), "
+              f"{res.outcome_audit_seq} (outcome)", file=sys.stderr)
+    return 0 if not res.missing else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -229,6 +276,25 @@ def _cmd_gateway_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _officer_keys(cfg: DistrictConfig) -> Any:
+    from district.doorclient import OfficerKeys
+    from edge.errors import ConfigError
+    from edge.keys import load_secret
+
+    if not cfg.door.signing_key_file:
+        raise ConfigError("[door].signing_key_file is not set: details requests are signed with keys derived "
+                          "from it")
+    return OfficerKeys(load_secret(cfg.door.signing_key_file, purpose="door signing"), cfg.door.principal)
+
+
+def _cmd_door_principal(args: argparse.Namespace) -> int:
+    keys = _officer_keys(_config(args))
+    # No token: the MQTT door authenticates by signature only; a token would open the HTTP door too.
+    print(f'[[principal]]\nname = "{keys.principal(args.officer)}"\nrole = "police"\nofficer = "{args.officer}"\n'
+          f'verify_key = "{keys.verify_key(args.officer)}"')
+    return 0
+
+
 def _text_or_file(value: str) -> str:
     path = Path(value)
     return path.read_text(encoding="utf-8") if len(value) < 4096 and path.is_file() else value
@@ -263,9 +329,15 @@ def _add_commands(dsub: Any) -> None:
 
     s = dsub.add_parser("search", help="district-wide police search by plate, card or MAC (audited)")
     _common(s)
-    s.add_argument("kind", choices=("plate", "card", "mac"))
-    s.add_argument("value", help="the raw value, or - to read it from stdin (keeps it out of shell history)")
-    s.add_argument("--from", dest="start", required=True, help="ISO date or time (UTC unless it says)")
+    s.add_argument("kind", choices=("plate", "card", "mac", "details"),
+                   help="what to search by; `details` asks the gateways holding EVENT_IDs of this case's "
+                        "search for their sealed records, over their MQTT query door")
+    s.add_argument("value", nargs="+", metavar="VALUE|EVENT_ID",
+                   help="the raw value, or - to read it from stdin (keeps it out of shell history); "
+                        "for details: the event ids")
+    s.add_argument("--from", dest="start", help="ISO date or time (UTC unless it says); required for a search")
+    s.add_argument("--value", dest="details_value", default="-",
+                   help="details: the value the case's search was made for (default -: read it from stdin)")
     s.add_argument("--to", dest="end", help="ISO date or time (default: now)")
     s.add_argument("--case", required=True, help="the case id (required)")
     s.add_argument("--officer", required=True, help="the officer id (required)")
@@ -297,6 +369,11 @@ def _add_commands(dsub: Any) -> None:
                     help="edgegw-gw1:<x25519>:<ed25519>, as `edgegw keys init` prints it (or a file holding it)")
     gr.add_argument("--door", help="the query door's public key, as `edgegw query door-key` prints it (or a file)")
     gr.set_defaults(func=_cmd_gateway_register)
+    gp = gsub.add_parser("door-principal", help="print the tokens-file entry a gateway needs to accept "
+                                                  "this platform's details requests for one officer")
+    _common(gp)
+    gp.add_argument("--officer", required=True, help="the officer the entry is bound to")
+    gp.set_defaults(func=_cmd_door_principal)
     gl = gsub.add_parser("list", help="list the registered gateways and their key fingerprints")
     _common(gl)
     gl.set_defaults(func=_cmd_gateway_list)
