@@ -2,13 +2,13 @@
 sealed requests to named gateways, collect and open their encrypted replies.
 
 Requests are signed per officer (`OfficerKeys`). One `ask` connects to the district broker
-(`[mqtt]`), subscribes to a fresh reply topic `{prefix}/{district}/query/reply/{random}` per district involved (the only namespace gateways
-answer into), publishes one request per gateway on its own request topic
-(`{prefix}/{district}/{community}/{gateway}/query/request`), sealed to that gateway's door key
-alone, and waits until every gateway answered or `timeout_s` passed. A reply opens only with the
-request's ephemeral key, so nobody on the broker reads it, and only the addressed gateway's door key
-can have made it. The request body carries the raw value the gateway needs; it is encrypted to
-that gateway and never written anywhere here.
+(`[mqtt]`), subscribes to a fresh reply topic `{prefix}/{district}/query/reply/{random}` per
+district involved (the only namespace gateways answer into), publishes one request per gateway on
+its own request topic (`{prefix}/{district}/{community}/{gateway}/query/request`), sealed to that
+gateway's door key alone, and waits until every gateway answered or `timeout_s` passed. A reply
+opens only with the request's ephemeral key, so nobody on the broker reads it, and only the
+addressed gateway's door key can have made it. The request body carries the raw value the
+gateway needs; it is encrypted to that gateway and never written anywhere here.
 """
 
 from __future__ import annotations
