@@ -164,7 +164,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         for h in res.hits:
             print(f"{h.ts.isoformat()}  {h.district}/{h.community}/{h.gateway}  {h.gate:<12} {h.kind:<14} {h.event_id}")
         print(f"{len(res.hits)} hit(s) over epochs {', '.join(res.epochs)}; audit record {res.audit_seq}."
-              f" Details: ask each gateway's query door with --case {args.case}.", file=sys.stderr)
+              f" Details: `search details --case {args.case} --officer {args.officer} EVENT_ID…`.", file=sys.stderr)
     return 0
 
 
@@ -208,7 +208,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.search.tokens_file is None:
         raise ConfigError("[search].tokens_file is not set: the API admits callers by token only")
-    app = create_app(_search_service(cfg), Principals.load(cfg.search.tokens_file))
+    details = _details_service(cfg) if cfg.door.signing_key_file else None
+    app = create_app(_search_service(cfg), Principals.load(cfg.search.tokens_file), details)
     uvicorn.run(app, host=cfg.http.bind, port=args.port if args.port is not None else cfg.http.port,
                 log_level="info", access_log=False)  # access logs are off: no caller detail in the journal
     return 0
