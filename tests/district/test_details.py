@@ -6,6 +6,8 @@ the HTTP API; requests not bound to the case's own search are refused, audited."
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import os
 import subprocess
@@ -18,8 +20,10 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 
 from district.api import create_app
 from district.config import DatabaseConfig, DoorConfig, IngestConfig, MqttConfig, SearchConfig
@@ -38,7 +42,7 @@ from edge.keys import generate_key_file, load_secret
 from edge.privacy.identity import GatewayIdentity
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.query.config import MqttQueryConfig
-from edge.query.mqtt_rr import MqttResponder, door_public_key
+from edge.query.mqtt_rr import MqttResponder, door_public_key, request_properties
 from edge.query.principals import load_principals
 from edge.uplink.config import MqttConfig as GatewayMqttConfig
 from tests._events import assert_no_raw_identifiers
@@ -65,7 +69,7 @@ class Rig:
     key_file: Path
     door_seed: Path
     responder: MqttResponder
-    collector: Collector
+    collector: Collector | None
     search: SearchService
     details: DetailsService
 
@@ -95,6 +99,15 @@ def _gateway_tokens(path: Path, cfg: Path, officer: str) -> None:
 
 @pytest.fixture
 def rig(tmp_path: Path, pg: Database, broker: Broker) -> Iterator[Rig]:
+    with _rig(tmp_path, pg, broker) as r:
+        yield r
+
+
+@contextlib.contextmanager
+def _rig(tmp_path: Path, pg: Database, broker: Broker, users: dict[str, str] | None = None) -> Iterator[Rig]:
+    """The gateway (store, query service, MQTT door) and the platform (database, search, details) on
+    `broker`; with `users` (name → password), the gateway logs in as its id, the platform as district-door."""
+    users = users or {}
     key_file, door_seed = tmp_path / "district.key", tmp_path / "door.key"
     ps = Pseudonymiser(generate_key_file(key_file, 32))
     generate_key_file(door_seed, 32)
@@ -120,28 +133,38 @@ def rig(tmp_path: Path, pg: Database, broker: Broker) -> Iterator[Rig]:
     tokens = tmp_path / "district-tokens.toml"
     write_tokens_file(tokens, [("officer-0042", Role.POLICE, OFFICER, POLICE_TOKEN),
                                ("officer-0043", Role.POLICE, "0043", OTHER_TOKEN)])
-    cfg.write_text(f'[database]\ndsn = "{pg.dsn}"\n[mqtt]\nport = {broker.port}\n[search]\nkey_file = "{key_file}"\n'
-                   f'tokens_file = "{tokens}"\n[door]\nsigning_key_file = "{door_seed}"\ntimeout_s = 10\n')
+    login = ""
+    if "district-door" in users:
+        (tmp_path / "door.pw").write_text(users["district-door"] + "\n")
+        login = f'username = "district-door"\npassword_file = "{tmp_path / "door.pw"}"\n'
+    cfg.write_text(f'[database]\ndsn = "{pg.dsn}"\n[mqtt]\nport = {broker.port}\n{login}[search]\n'
+                   f'key_file = "{key_file}"\ntokens_file = "{tokens}"\n[door]\nsigning_key_file = "{door_seed}"\n'
+                   "timeout_s = 10\n")
     _gateway_tokens(tmp_path / "gw-tokens.toml", cfg, OFFICER)
+    gw_user = ORIGIN.gateway if ORIGIN.gateway in users else None
     responder = MqttResponder(env.service, load_principals(tmp_path / "gw-tokens.toml"),
-                              GatewayMqttConfig(host=broker.host, port=broker.port), MqttQueryConfig(enabled=True),
-                              ORIGIN, door_key=DOOR_KEY, nonce_db=tmp_path / "nonces.db")
+                              GatewayMqttConfig(host=broker.host, port=broker.port, username=gw_user),
+                              MqttQueryConfig(enabled=True), ORIGIN, door_key=DOOR_KEY, nonce_db=tmp_path / "nonces.db",
+                              password=users.get(ORIGIN.gateway))
     responder.start()
     assert responder.wait_ready()
-    collector = Collector(broker.host, broker.port, "#", client_id="details-collector")
+    collector = Collector(broker.host, broker.port, "#", client_id="details-collector") if not users else None
     search_cfg = SearchConfig(key_file=str(key_file))
     keys = KeyService.from_config(search_cfg)
     door_cfg = DoorConfig(timeout_s=10)
     officers = OfficerKeys(load_secret(door_seed, purpose="test"), "district-police")
-    client = DoorClient(MqttConfig(port=broker.port), door_cfg, officers)
+    door_user = "district-door" if "district-door" in users else None
+    client = DoorClient(MqttConfig(port=broker.port, username=door_user), door_cfg, officers,
+                        users.get("district-door"))
     rig = Rig(tmp_path, t0, env, plates, pg, broker, key_file, door_seed, responder, collector,
               SearchService(search_cfg, keys, lambda: connect(pg.dsn)),
               DetailsService(search_cfg, door_cfg, keys, lambda: connect(pg.dsn), client.ask))
     try:
         yield rig
     finally:
-        collector.client.disconnect()
-        collector.close()
+        if collector is not None:
+            collector.client.disconnect()
+            collector.close()
         responder.stop()
         env.close()
 
@@ -177,6 +200,7 @@ def test_details_come_from_the_gateway_door_under_the_same_case(rig: Rig) -> Non
     with connect(rig.pg.dsn) as conn:
         assert verify(conn).ok
     # Neither the broker nor the platform's tables ever saw the plate, card or MAC.
+    assert rig.collector is not None
     payloads = [m.payload for m in rig.collector.messages]
     assert len(payloads) >= 2  # the request and the reply
     assert_no_raw_identifiers(payloads)
@@ -256,3 +280,44 @@ def test_cli_and_http_api_ask_the_door(rig: Rig) -> None:
                        "details_refused"]
 
 
+
+
+def test_details_work_through_the_district_broker_acl(tmp_path: Path, pg: Database) -> None:
+    """docs/district-mosquitto.acl, verbatim: the platform's door client and the gateway (logged in as
+    its id) reach each other; a gateway cannot send requests to another gateway."""
+    port = free_port()
+    users = {ORIGIN.gateway: "pw-gw01", "district-door": "pw-door", "gw02": "pw-gw02"}
+    passwd = tmp_path / "passwd"
+    for i, (name, pw) in enumerate(users.items()):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), name, pw], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text((Path(__file__).resolve().parents[2] / "docs" / "district-mosquitto.acl").read_text())
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+                    f"acl_file {acl}\npersistence false\nuser {getpass.getuser()}\n")
+    b = Broker("127.0.0.1", port, conf)
+    b.start()
+    try:
+        with _rig(tmp_path, pg, b, users) as rig:
+            event_id = rig.hit()
+            res = rig.details.details(WHO, DetailsRequest(CASE, OFFICER, rig.plates[0], (event_id,)))
+            assert [g.status for g in res.gateways] == ["ok"] and res.missing == []
+            # gw02 publishes a request (it holds no signing key, but try) on gw01's request topic: refused
+            # by the broker, so gw01's door never sees it.
+            answered, rejected = rig.responder.answered, rig.responder.rejected
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw02", protocol=mqtt.MQTTv5)
+            c.username_pw_set("gw02", "pw-gw02")
+            c.connect("127.0.0.1", port)
+            c.loop_start()
+            try:
+                reply_to = f"edgegw/{ORIGIN.district}/query/reply/x1"
+                info = c.publish(f"edgegw/{ORIGIN.district}/{ORIGIN.community}/{ORIGIN.gateway}/query/request",
+                                 b"{}", qos=1, properties=request_properties(reply_to, b"c"))
+                info.wait_for_publish(5)
+                time.sleep(1.0)
+            finally:
+                c.disconnect()
+                c.loop_stop()
+            assert (rig.responder.answered, rig.responder.rejected) == (answered, rejected)
+    finally:
+        b.stop()
