@@ -113,8 +113,11 @@ def _details_service(cfg: DistrictConfig) -> Any:
     from district.doorclient import DoorClient
     from district.search import KeyService
 
-    password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
-    client = DoorClient(cfg.mqtt, cfg.door, _officer_keys(cfg), password)
+    # The door client logs in as its own broker user (the ACL's district-door) where one is set.
+    login = cfg.door if cfg.door.username else cfg.mqtt
+    mqtt_cfg = cfg.mqtt.model_copy(update={"username": login.username, "password_file": login.password_file})
+    password = mqtt_cfg.password_file.read_text().strip() if mqtt_cfg.password_file else None
+    client = DoorClient(mqtt_cfg, cfg.door, _officer_keys(cfg), password)
     return DetailsService(cfg.search, cfg.door, KeyService.from_config(cfg.search),
                           lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s), client.ask)
 

@@ -110,6 +110,9 @@ class DoorConfig(StrictModel):
     principal: str = Field(default="district-police", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     signing_key_file: str | None = None
     client_id: str | None = None
+    # The door client's own broker login (the ACL's `district-door` user); `[mqtt]`'s when unset.
+    username: str | None = None
+    password_file: Path | None = None
     timeout_s: float = Field(default=15.0, gt=0, le=600)
     max_events: int = Field(default=100, ge=1, le=1000)
 

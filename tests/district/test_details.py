@@ -137,9 +137,9 @@ def _rig(tmp_path: Path, pg: Database, broker: Broker, users: dict[str, str] | N
     if "district-door" in users:
         (tmp_path / "door.pw").write_text(users["district-door"] + "\n")
         login = f'username = "district-door"\npassword_file = "{tmp_path / "door.pw"}"\n'
-    cfg.write_text(f'[database]\ndsn = "{pg.dsn}"\n[mqtt]\nport = {broker.port}\n{login}[search]\n'
+    cfg.write_text(f'[database]\ndsn = "{pg.dsn}"\n[mqtt]\nport = {broker.port}\n[search]\n'
                    f'key_file = "{key_file}"\ntokens_file = "{tokens}"\n[door]\nsigning_key_file = "{door_seed}"\n'
-                   "timeout_s = 10\n")
+                   f"timeout_s = 10\n{login}")
     _gateway_tokens(tmp_path / "gw-tokens.toml", cfg, OFFICER)
     gw_user = ORIGIN.gateway if ORIGIN.gateway in users else None
     responder = MqttResponder(env.service, load_principals(tmp_path / "gw-tokens.toml"),
@@ -239,13 +239,17 @@ def test_a_gateway_that_does_not_know_the_officer_does_not_answer(rig: Rig) -> N
     assert outcome["gateways"][0]["status"] == "unauthenticated"
 
 
+def _cli_details(rig: Rig, event_id: str) -> subprocess.CompletedProcess[str]:
+    (rig.tmp / "my.token").write_text(POLICE_TOKEN + "\n")
+    return subprocess.run([sys.executable, "-m", "district", "search", "details", event_id, "--case", CASE,
+                           "--officer", OFFICER, "--token-file", str(rig.tmp / "my.token"), "--config",
+                           str(rig.tmp / "district.toml"), "--json"], input=rig.plates[0] + "\n",
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": "."})
+
+
 def test_cli_and_http_api_ask_the_door(rig: Rig) -> None:
     event_id = rig.hit()
-    (rig.tmp / "my.token").write_text(POLICE_TOKEN + "\n")
-    out = subprocess.run([sys.executable, "-m", "district", "search", "details", event_id, "--case", CASE,
-                          "--officer", OFFICER, "--token-file", str(rig.tmp / "my.token"), "--config",
-                          str(rig.tmp / "district.toml"), "--json"], input=rig.plates[0] + "\n", capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": "."})
+    out = _cli_details(rig, event_id)
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
     assert body["missing"] == [] and body["gateways"][0]["status"] == "ok"
@@ -302,6 +306,9 @@ def test_details_work_through_the_district_broker_acl(tmp_path: Path, pg: Databa
             event_id = rig.hit()
             res = rig.details.details(WHO, DetailsRequest(CASE, OFFICER, rig.plates[0], (event_id,)))
             assert [g.status for g in res.gateways] == ["ok"] and res.missing == []
+            out = _cli_details(rig, event_id)  # the CLI logs in as [door].username
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["gateways"][0]["status"] == "ok"
             # gw02 publishes a request (it holds no signing key, but try) on gw01's request topic: refused
             # by the broker, so gw01's door never sees it.
             answered, rejected = rig.responder.answered, rig.responder.rejected
