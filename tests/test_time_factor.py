@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests._slow import TIME_FACTOR_ENV, scaled, time_factor
+from tests._slow import TIME_FACTOR_ENV, scaled, slowed_env, time_factor
 
 
 def test_unset_means_the_limits_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,3 +24,12 @@ def test_a_bad_factor_is_an_error_not_ignored(monkeypatch: pytest.MonkeyPatch, r
     monkeypatch.setenv(TIME_FACTOR_ENV, raw)
     with pytest.raises(ValueError, match=TIME_FACTOR_ENV):
         time_factor()
+
+
+def test_slowed_inference_adds_only_what_a_slow_host_does_not_already_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TIME_FACTOR_ENV, raising=False)
+    assert slowed_env(8)["EDGEGW_TEST_SLOWDOWN"] == "8.0"
+    monkeypatch.setenv(TIME_FACTOR_ENV, "2")
+    assert slowed_env(8)["EDGEGW_TEST_SLOWDOWN"] == "4.0"
+    monkeypatch.setenv(TIME_FACTOR_ENV, "10")  # emulation: slower than a Pi already
+    assert slowed_env(8)["EDGEGW_TEST_SLOWDOWN"] == "1.0"
