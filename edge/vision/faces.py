@@ -16,6 +16,7 @@ from edge.errors import EdgeError
 from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
 from edge.models.runner import OrtRunner
+from edge.models.variants import runtime_model_path
 from edge.types import Detection
 from edge.vision import Runner, as_bgr
 from edge.vision.align import align_face
@@ -103,7 +104,8 @@ class FaceAnalyzer:
         """Build ORT runners for YuNet and SFace from `models_dir`, unless runners are given."""
         folder = models_dir if models_dir is not None else default_models_dir()
         self._detector: Runner = detector or OrtRunner(model_path(folder, "yunet", manifest), options)
-        self._embedder: Runner = embedder or OrtRunner(model_path(folder, "sface", manifest), options)
+        # The int8 SFace when the options ask for it and it exists (edge.models.variants), else the float one.
+        self._embedder: Runner = embedder or OrtRunner(runtime_model_path(folder, "sface", options, manifest), options)
         self._yunet = YuNet(score_threshold=score_threshold, nms_threshold=nms_threshold, max_side=max_side)
         self._sface = SFace(max_batch=max_batch)
 
