@@ -109,6 +109,12 @@ class FaceAnalyzer:
         self._yunet = YuNet(score_threshold=score_threshold, nms_threshold=nms_threshold, max_side=max_side)
         self._sface = SFace(max_batch=max_batch)
 
+    @property
+    def embedder_file(self) -> str:
+        """The model file the embedder runs (e.g. sface.int8.onnx), or the runner's class name."""
+        path = getattr(self._embedder, "path", None)
+        return path.name if isinstance(path, Path) else type(self._embedder).__name__
+
     def detect(self, image: NDArray[Any]) -> list[Detection]:
         """Faces in a grey, BGR or BGRA uint8 image, best first; [] for an empty image."""
         bgr = as_bgr(image)
