@@ -38,18 +38,28 @@ def similarity_transform(src: NDArray[Any], dst: NDArray[Any]) -> NDArray[np.flo
     d = np.asarray(dst, np.float64).reshape(-1, 2)
     if s.shape != d.shape or s.shape[0] < 2:
         raise ValueError(f"need matching point sets of at least 2 points, got {s.shape} and {d.shape}")
-    if not (np.isfinite(s).all() and np.isfinite(d).all()):
+    sp, dp = s.tolist(), d.tolist()
+    n = len(sp)
+    # Plain floats on the (five) points: the same float64 sums as the vector form, without numpy's
+    # per-call cost on tiny arrays (it runs for every detection of every frame).
+    sx = sum(p[0] for p in sp) / n
+    sy = sum(p[1] for p in sp) / n
+    dx = sum(p[0] for p in dp) / n
+    dy = sum(p[1] for p in dp) / n
+    if not all(math.isfinite(v) for v in (sx, sy, dx, dy)):
         raise ValueError("landmarks contain NaN or infinity")
-    mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
-    sc, dc = s - mu_s, d - mu_d
-    norm = float((sc**2).sum())
-    if norm / len(s) < 1e-9:
+    norm = dot = cross = 0.0
+    for (px, py), (qx, qy) in zip(sp, dp, strict=True):
+        px, py, qx, qy = px - sx, py - sy, qx - dx, qy - dy
+        norm += px * px + py * py
+        dot += px * qx + py * qy
+        cross += px * qy - py * qx
+    if not math.isfinite(norm + dot + cross):
+        raise ValueError("landmarks contain NaN or infinity")
+    if norm / n < 1e-9:
         raise ValueError("degenerate landmarks: all points coincide")
-    a = float((sc * dc).sum()) / norm
-    b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()) / norm
-    scaled_rot = np.array([[a, -b], [b, a]])
-    t = mu_d - scaled_rot @ mu_s
-    return np.hstack([scaled_rot, t[:, None]])
+    a, b = dot / norm, cross / norm
+    return np.array([[a, -b, dx - (a * sx - b * sy)], [b, a, dy - (b * sx + a * sy)]])
 
 
 def align_face(image: NDArray[np.uint8], landmarks: NDArray[Any], size: int = ALIGNED_SIZE) -> NDArray[np.uint8]:
