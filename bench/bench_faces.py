@@ -75,12 +75,12 @@ def _ours(analyzer: FaceAnalyzer, image: NDArray[np.uint8], stages: StageTimes,
           keep: dict[str, NDArray[np.uint8] | None] | None = None, key: str | None = None
           ) -> tuple[int, NDArray[Any] | None]:
     t0 = time.perf_counter()
-    dets = analyzer.detect(image)
+    dets, shrunk = analyzer.detect_shrunk(image)  # as FacePath: alignment reuses the detector's copy
     t1 = time.perf_counter()
     crops = []
     for d in dets:
         a0 = time.perf_counter()
-        crops.append(analyzer.align(image, d))
+        crops.append(analyzer.align(image, d, shrunk))
         stages.add("align", time.perf_counter() - a0)
     t2 = time.perf_counter()
     emb = analyzer.embed(np.stack(crops)) if crops else None
