@@ -42,7 +42,7 @@ from edge.vision.faces import FaceAnalyzer
 from edge.vision.quantize import quantize_static_conv
 
 VIDEO = SHARED_DATA / "video"
-FLOAT = RuntimeOptions(intra_op_threads=1)
+FLOAT = RuntimeOptions(intra_op_threads=1, int8_models=())
 
 
 def video_frames(name: str, n: int, step: int) -> list[NDArray[np.uint8]]:

@@ -49,7 +49,8 @@ def test_the_int8_file_is_loaded_when_present_else_the_float_one_with_a_warning(
     (tmp_path / "a").mkdir()
     with_int8 = _models(tmp_path / "a", int8=True)
     assert runtime_model_path(with_int8, "sface", opts, manifest).name == "sface.int8.onnx"
-    assert runtime_model_path(with_int8, "sface", RuntimeOptions(), manifest).name == "sface.edge.onnx"
+    assert runtime_model_path(with_int8, "sface", RuntimeOptions(), manifest).name == "sface.int8.onnx"
+    assert runtime_model_path(with_int8, "sface", RuntimeOptions(int8_models=()), manifest).name == "sface.edge.onnx"
     (tmp_path / "b").mkdir()
     without = _models(tmp_path / "b", int8=False)
     with caplog.at_level(logging.WARNING, logger="edge.models.variants"):

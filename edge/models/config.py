@@ -49,5 +49,7 @@ class RuntimeOptions:
     trt_fp16: bool = True
     """Let TensorRT run layers in FP16 (Jetson's GPUs are much faster at it; embeddings move ~1e-3)."""
     device_id: int = 0
-    int8_models: tuple[str, ...] = ()
-    """Models to load from their int8 copy when present, on CPU (edge.models.variants)."""
+    int8_models: tuple[str, ...] = ("sface",)
+    """Models to load from their int8 copy when present, on CPU (edge.models.variants). The default
+    matches ModelsConfig's, so every FaceAnalyzer of a process (enrolment, capture, query, bench)
+    embeds with the same model unless told otherwise."""

@@ -30,10 +30,11 @@ def int8_path(models_dir: Path, name: str) -> Path:
 
 
 def wants_int8(name: str, options: RuntimeOptions | None) -> bool:
-    """Whether these options ask for the int8 copy of `name` (CPU-only providers)."""
-    if options is None or name not in options.int8_models:
+    """Whether these options (None: the defaults) ask for the int8 copy of `name` (CPU-only providers)."""
+    opts = options or RuntimeOptions()
+    if name not in opts.int8_models:
         return False
-    return all(p.lower() in ("cpu", "cpuexecutionprovider") for p in options.providers)
+    return all(p.lower() in ("cpu", "cpuexecutionprovider") for p in opts.providers)
 
 
 def runtime_model_path(models_dir: Path, name: str, options: RuntimeOptions | None = None,
