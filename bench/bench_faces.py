@@ -61,7 +61,7 @@ class SideResult:
 
 
 def build_analyzer(models_dir: Path = MODELS_DIR, threads: int = 1) -> FaceAnalyzer:
-    """The face analyzer as the gateway builds it from the default config (the int8 SFace on CPU)."""
+    """The face analyzer as the gateway builds it from the default config (models.sface_int8 decides SFace)."""
     face = FaceConfig()
     options = replace(ModelsConfig().runtime_options(), intra_op_threads=threads)
     try:

@@ -115,8 +115,8 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
         models_dir: Path = MODELS_DIR, seed: int = 15, options: RuntimeOptions | None = None) -> dict[str, Any]:
     """Every condition: TAR of both sides, and ours' gated decision at the shipped threshold.
 
-    `options` default to the gateway's (ModelsConfig: the int8 SFace on CPU); bench_int8 passes
-    float-only options to score the float embedder on the same probes.
+    `options` default to the gateway's (ModelsConfig, models.sface_int8 off); bench_int8 passes
+    each embedder's options to score both on the same probes.
     """
     require_faces()
     cfg = FaceConfig()

@@ -1,7 +1,7 @@
 """int8 against float for each model that runs per frame: speed beside accuracy, in one run.
 
-- SFace: the int8 copy the gateway loads by default (models/sface.int8.onnx; quantised here into a
-  temporary folder if it is missing) against the float graph: ms per face, cosine to the float
+- SFace: the int8 copy the gateway loads with `models.sface_int8` (models/sface.int8.onnx; quantised
+  here into a temporary folder if it is missing) against the float graph: ms per face, cosine to the float
   embedding, TAR at FAR <= 0.1 % on pairs.csv (largest face of each labelled photo, letterboxed
   into 1280x720), and TAR on the gate conditions of bench_gate_faces (20-40 px, dark, blurred).
 - YuNet and clp_det: static int8 (per-channel, Conv only, min/max calibration) made here from
@@ -91,8 +91,7 @@ def sface(models_dir: Path, quick: bool, tmp: Path) -> dict[str, Any]:
     from bench import bench_gate_faces
     from bench.bench_faces import verification
 
-    default = ModelsConfig().runtime_options()
-    path = runtime_model_path(models_dir, "sface", default)
+    path = runtime_model_path(models_dir, "sface", RuntimeOptions(int8_models=("sface",)))
     made_here = not path.name.endswith(".int8.onnx")
     if made_here:
         from edge.models.fetch import extract_sample_images

@@ -253,7 +253,7 @@ def run(*, quick: bool = False, models_dir: Path = MODELS_DIR, rss: bool = True)
     frames = face_frames(labelled=4, multi=1, ctu=1) if quick else face_frames(multi=0, ctu=12)
     hold = 3  # each photo stays 3 frames (0.2 s at 15 fps): tracks of 3 hits, one embedding call each
     det = TimedRunner(OrtRunner(model_path(models_dir, "yunet"), RuntimeOptions(intra_op_threads=1)))
-    # The embedder the gateway loads by default (the int8 SFace on CPU when present).
+    # The embedder the gateway loads by default (models.sface_int8 decides: float unless set).
     sface = runtime_model_path(models_dir, "sface", ModelsConfig().runtime_options())
     emb = TimedRunner(OrtRunner(sface, RuntimeOptions(intra_op_threads=1)))
     face = FaceConfig()

@@ -31,9 +31,10 @@ def _models(tmp_path: Path, *, int8: bool) -> Path:
     return tmp_path
 
 
-def test_the_default_options_ask_for_the_int8_sface_on_cpu_only() -> None:
-    assert ModelsConfig().runtime_options().int8_models == ("sface",)
-    assert ModelsConfig(sface_int8=False).runtime_options().int8_models == ()
+def test_int8_is_asked_for_by_config_and_only_on_cpu() -> None:
+    # Off by default: the int8 SFace lost TAR on dark and blurred faces (docs/gate.md).
+    assert ModelsConfig().runtime_options().int8_models == () == RuntimeOptions().int8_models
+    assert ModelsConfig(sface_int8=True).runtime_options().int8_models == ("sface",)
     assert wants_int8("sface", RuntimeOptions(int8_models=("sface",)))
     assert not wants_int8("yunet", RuntimeOptions(int8_models=("sface",)))
     # GPU providers run QLinearConv node by node on the CPU: the float graph there.
@@ -49,8 +50,7 @@ def test_the_int8_file_is_loaded_when_present_else_the_float_one_with_a_warning(
     (tmp_path / "a").mkdir()
     with_int8 = _models(tmp_path / "a", int8=True)
     assert runtime_model_path(with_int8, "sface", opts, manifest).name == "sface.int8.onnx"
-    assert runtime_model_path(with_int8, "sface", RuntimeOptions(), manifest).name == "sface.int8.onnx"
-    assert runtime_model_path(with_int8, "sface", RuntimeOptions(int8_models=()), manifest).name == "sface.edge.onnx"
+    assert runtime_model_path(with_int8, "sface", RuntimeOptions(), manifest).name == "sface.edge.onnx"
     (tmp_path / "b").mkdir()
     without = _models(tmp_path / "b", int8=False)
     with caplog.at_level(logging.WARNING, logger="edge.models.variants"):

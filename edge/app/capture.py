@@ -143,7 +143,7 @@ class CaptureDaemon:
                                              on_frame=hook))
 
     def _build_faces(self) -> tuple[FaceAnalyzer, ResidentGallery]:
-        # models.sface_int8 (the default) picks the int8 SFace inside FaceAnalyzer (edge.models.variants).
+        # models.sface_int8 (off by default) picks the int8 SFace inside FaceAnalyzer (edge.models.variants).
         analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
                                 score_threshold=self.cfg.face.score_threshold, max_side=self.cfg.face.detect_max_side)
         gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))

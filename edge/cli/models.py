@@ -46,9 +46,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _ensure_int8_sface(models_dir: Path, manifest_path: Path | None) -> str:
-    """Write models/sface.int8.onnx if it is missing (the default embedder on CPU); one status line.
+    """Write models/sface.int8.onnx if it is missing (used with `models.sface_int8`); one status line.
 
-    Best effort: without it the gateway embeds with the float SFace, as accurate and slower.
+    Best effort: without it `models.sface_int8` falls back to the float SFace. `make bench` measures both.
     """
     from edge.models.variants import int8_path
 
@@ -126,7 +126,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-int8", action="store_true",
-                   help="do not derive the int8 SFace (models.sface_int8 then falls back to the float one)")
+                   help="do not derive the int8 SFace (for models.sface_int8, off by default)")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("list", help="show which models are present and verified (re-hashes them)")

@@ -1,4 +1,4 @@
-"""int8 quantisation of the SFace embedder (the default on CPU) and, for measurement, the detectors.
+"""int8 quantisation of the SFace embedder (opt-in, `models.sface_int8`) and, for measurement, the detectors.
 
 Static, per-channel, convolutions only (weights int8, activations uint8, QOperator format),
 calibrated on aligned faces from photos that are not in the accuracy set (by default the sample
