@@ -119,3 +119,38 @@ def test_align_face_shrunk_copy_is_ignored_for_small_faces() -> None:
     small_face = ARCFACE_TEMPLATE * 0.9 + 300  # scale > 0.5: no pre-shrink at all
     shrunk = (np.asarray(cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA), np.uint8), 2)
     assert np.array_equal(align_face(frame, small_face), align_face(frame, small_face, shrunk=shrunk))
+
+
+def test_quantize_static_conv_writes_a_runnable_int8_detector(tmp_path: Path) -> None:
+    import onnx
+
+    from edge.errors import ModelError
+    from edge.models.runner import OrtRunner
+    from edge.vision.quantize import quantize_static_conv
+
+    require_faces()
+    yunet = YuNet(max_side=FaceConfig().detect_max_side)
+    frames = [letterbox(np.asarray(image(row["path"]), np.uint8)) for row in labels()[:6]]
+    with pytest.raises(ModelError, match="no calibration inputs"):
+        quantize_static_conv(runner("yunet").path, tmp_path / "none.onnx", [])
+    path = quantize_static_conv(runner("yunet").path, tmp_path / "yunet.int8.onnx",
+                                [yunet.preprocess(f).tensor for f in frames[:4]])
+    int8 = FaceAnalyzer(detector=OrtRunner(path, RuntimeOptions(intra_op_threads=1)), embedder=runner("sface"),
+                        max_side=FaceConfig().detect_max_side)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QLinearConv" in ops  # really quantised, not a copy
+    assert sum(len(int8.detect(f)) >= 1 for f in frames) >= 5  # still finds the faces
+
+
+def test_the_table_shows_int8_beside_float_and_the_default() -> None:
+    from bench.run import _int8_rows
+
+    rows = _int8_rows({"defaults": {"sface": "fp32", "yunet": "fp32", "clp_det": "fp32"},
+                       "sface": {"speedup": 1.46, "embed_int8": {"p50_ms": 11.6}, "embed_fp32": {"p50_ms": 17.2},
+                                 "int8_verification": {"tar_at_far_0_1pct": 1.0},
+                                 "fp32_verification": {"tar_at_far_0_1pct": 1.0},
+                                 "gate_conditions": {"int8": {"30px": {"tar": 0.9}}, "fp32": {"30px": {"tar": 0.95}}}},
+                       "yunet": {"skipped": "no video"}})
+    assert len(rows) == 1 and "1.46x" in rows[0][3] and rows[0][4] == "default: fp32"
+    assert "0.900" in rows[0][1] and "0.950" in rows[0][1]
+    assert _int8_rows({"error": "boom"})[0][4] == "boom"
