@@ -1,4 +1,4 @@
-"""`edgegw district ...`: the platform's commands (migrate, ingest, retention, search, audit-check, serve).
+"""`edgegw district ...`: the platform's commands (migrate, ingest, retention, search, audit-check, serve, viid).
 
 `register(sub)` adds the group to the edgegw CLI; `python -m district ...` runs the same commands
 without the gateway's CLI (the systemd units and the tests use that).
@@ -249,6 +249,11 @@ def _add_commands(dsub: Any) -> None:
     ac.add_argument("--gateway", help="DISTRICT/COMMUNITY/GATEWAY (default: every gateway)")
     ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
     ac.set_defaults(func=_cmd_audit_check)
+
+    # The GA/T 1400 bridge (district/viid).
+    from district.viid.cli import add_commands as add_viid_commands
+
+    add_viid_commands(dsub, _common, _config)
 
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice
