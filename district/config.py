@@ -159,6 +159,8 @@ class ViidConfig(StrictModel):
     # (the outbox is unique by event id, so a row seen twice is enqueued once).
     lookback_s: float = Field(default=300.0, ge=0)
     max_outbox: int = Field(default=100_000, ge=100)
+    # Delivered and dead notifications are kept this long (for `viid status` and audits), then deleted.
+    keep_days: int = Field(default=30, ge=1)
     bind: str = "127.0.0.1"
     port: int = Field(default=8121, ge=0, le=65535)
     report_interval_s: float = Field(default=60.0, gt=0)

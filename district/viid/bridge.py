@@ -59,6 +59,7 @@ class Bridge:
         self._next_keepalive = 0.0
         self._next_time = 0.0
         self._hold_until = 0.0
+        self._next_prune = 0.0
         self.last_time: TimeSync | None = None
         self.delivered = 0
 
@@ -105,6 +106,9 @@ class Bridge:
         now = self._clock()
         self.outbox.collect_watch_hits()
         self.outbox.enqueue_reports()
+        if now >= self._next_prune:
+            self._next_prune = now + 3600
+            self.outbox.prune()
         if not self.registered:
             if now < self._next_register:
                 return

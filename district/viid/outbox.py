@@ -232,6 +232,13 @@ class Outbox:
         with self._connect() as conn:
             conn.execute("UPDATE viid_outbox SET next_at = now() WHERE state = 'pending' AND next_at > now()")
 
+    def prune(self) -> int:
+        """Delete delivered, refused and dead rows older than keep_days (pending rows are never pruned)."""
+        with self._connect() as conn:
+            cur = conn.execute("DELETE FROM viid_outbox WHERE state <> 'pending' AND created_at < now() - "
+                               "make_interval(days => %s)", (self.cfg.keep_days,))
+            return cur.rowcount
+
     @staticmethod
     def _pending(conn: Conn) -> int:
         return int(conn.execute("SELECT count(*) FROM viid_outbox WHERE state = 'pending'").fetchone()[0])  # type: ignore[index]

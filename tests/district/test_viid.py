@@ -360,5 +360,32 @@ def test_subscription_lifecycle_create_notify_cancel(pg: Database, mock: MockVii
         n = len(reports())
         time.sleep(2.0)  # two report intervals: nothing more after the cancel
         assert len(reports()) == n
+        # PUT: place one, then cancel it with OperateType 1.
+        put_sid = "310000000000032026030100000003"
+        sub = {"SubscribeID": put_sid, "SubscribeDetail": "4", "ReceiveAddr": f"{mock.url}/VIID/SubscribeNotifications"}
+        placed = {"SubscribeListObject": {"SubscribeObject": [sub]}}
+        r = httpx.put(f"{ours}/VIID/Subscribes", json=placed, headers=upper)
+        assert r.json()["ResponseStatusListObject"]["ResponseStatusObject"][0]["StatusCode"] == "0"
+        wait_for(lambda: any(o.get("SubscribeID") == put_sid for o in mock.state.objects.values()), what="PUT report")
+        cancel = {"SubscribeListObject": {"SubscribeObject": [{**sub, "OperateType": 1}]}}
+        r = httpx.put(f"{ours}/VIID/Subscribes", json=cancel, headers=upper)
+        assert r.json()["ResponseStatusListObject"]["ResponseStatusObject"][0]["StatusCode"] == "0"
+    assert pg.scalar("SELECT status FROM viid_subscriptions WHERE subscribe_id = %s", (put_sid,)) == 1
     assert pg.scalar("SELECT status FROM viid_subscriptions WHERE subscribe_id = %s", (sid,)) == 1
     assert pg.scalar("SELECT count(*) FROM viid_subscriptions WHERE subscribe_id = %s", (refused_sid,)) == 0
+
+
+def test_a_notification_id_collision_takes_the_next_serial_and_a_rescan_enqueues_nothing(pg: Database) -> None:
+    ps = Pseudonymiser(os.urandom(32), EpochPolicy.MONTH)
+    passage, hit = passage_and_hit(ps, 1)
+    ingest(pg, [passage, hit])
+    cfg = viid_cfg("http://127.0.0.1:9")
+    eid = uuid.UUID(hit["event_id"])
+    taken = object_id(DEVICE, SubType.DISPOSITION_NOTIFICATION, eid, TZ)
+    pg.query("INSERT INTO viid_outbox (kind, notification_id, event_id, url, body, state) VALUES "
+             "('disposition', %s, %s, 'http://x', '{}', 'delivered')", (taken, uuid7()))
+    outbox = Outbox(cfg, lambda: connect(pg.dsn, autocommit=True))
+    assert outbox.collect_watch_hits() == 1
+    assert outbox.collect_watch_hits() == 0  # the look-back sees it again; the outbox is unique by event id
+    nid = pg.scalar("SELECT notification_id FROM viid_outbox WHERE event_id = %s", (eid,))
+    assert nid == object_id(DEVICE, SubType.DISPOSITION_NOTIFICATION, eid, TZ, bump=1) != taken
