@@ -199,6 +199,11 @@ class Bridge:
             try:
                 statuses = self.client.post_notifications(url, body)
             except ViidUnavailableError as exc:
+                if not url.startswith(self.cfg.server_url.rstrip("/") + "/"):
+                    # A subscriber's own ReceiveAddr is down: its rows back off (and may die);
+                    # the upper platform's deliveries are not held for it.
+                    self.outbox.failed([r.id for r in batch], str(exc), self._retry_delay)
+                    continue
                 self._hold_until = now + self._register_backoff.next_delay()
                 self._next_keepalive = now  # is the server gone? the keepalive will tell
                 log.warning("VIID: delivery held: %s", exc)

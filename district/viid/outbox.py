@@ -142,15 +142,12 @@ class Outbox:
             conn.execute("DELETE FROM viid_outbox WHERE state = 'pending' AND subscribe_id = ANY(%s)", (ids,))
         return known
 
-    def subscriptions(self, *, active_only: bool = True) -> list[tuple[str, int, list[str]]]:
-        """(id, status, details) of the subscriptions."""
-        with self._connect() as conn:
-            rows = conn.execute("SELECT subscribe_id, status, details FROM viid_subscriptions "
-                                "WHERE status = 0 OR NOT %s ORDER BY created_at", (active_only,)).fetchall()
-        return [(str(r[0]), int(r[1]), list(r[2])) for r in rows]
-
     def enqueue_reports(self, now: datetime | None = None) -> int:
-        """Expire ended subscriptions; queue a report for each active one that is due."""
+        """Expire ended subscriptions; queue a report for each active one that is due.
+
+        One report per subscription is pending at most: while the receiver does not acknowledge it,
+        it is retried under its own id, and no newer snapshot piles up behind it.
+        """
         now = now or datetime.now(UTC)
         made = 0
         with self._connect() as conn, conn.transaction():
@@ -159,9 +156,10 @@ class Outbox:
             if self._pending(conn) >= self.cfg.max_outbox:
                 return 0
             due = conn.execute(
-                "SELECT subscribe_id, details, resource_uri, receive_addr FROM viid_subscriptions WHERE status = 0 "
+                "SELECT subscribe_id, details, resource_uri, receive_addr FROM viid_subscriptions s WHERE status = 0 "
                 "AND (begin_at IS NULL OR begin_at <= %s) AND (last_report_at IS NULL OR last_report_at + "
-                "make_interval(secs => coalesce(report_interval_s, %s)) <= %s) FOR UPDATE",
+                "make_interval(secs => coalesce(report_interval_s, %s)) <= %s) AND NOT EXISTS (SELECT 1 FROM "
+                "viid_outbox o WHERE o.subscribe_id = s.subscribe_id AND o.state = 'pending') FOR UPDATE OF s",
                 (now, self.cfg.report_interval_s, now)).fetchall()
             if not due:
                 return 0

@@ -29,6 +29,7 @@ class StatusCode:
     DEVICE_BUSY = "2"
     DEVICE_ERROR = "3"
     INVALID_OPERATION = "4"
+    INVALID_JSON_FORMAT = "7"
     INVALID_JSON_CONTENT = "8"
 
 

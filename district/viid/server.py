@@ -93,7 +93,7 @@ def create_viid_app(cfg: ViidConfig, outbox: Outbox, *, on_change: Callable[[], 
         try:
             return json.loads(raw)
         except ValueError:
-            raise _InvalidError("7", "body is not JSON") from None  # 7: Invalid JSON Format
+            raise _InvalidError(p.StatusCode.INVALID_JSON_FORMAT, "body is not JSON") from None
 
     async def place(request: Request, allow_cancel: bool) -> JSONResponse:
         if not allowed(request):

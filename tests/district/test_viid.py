@@ -274,7 +274,8 @@ def test_watch_hits_become_disposition_notifications_without_personal_data(pg: D
         obj = mock.state.objects[nid]
         assert obj["DispositionID"] == cfg.dispositions["L-0001"]
         assert obj["CntObjectID"] == object_id(APE, SubType.PASSAGE, uuid.UUID(passage["event_id"]), TZ)
-        assert obj["TriggerTime"] == datetime.fromisoformat(hit["ts"]).astimezone(TZ).strftime("%Y%m%d%H%M%S")
+        when = datetime.fromisoformat(hit["ts"].replace("Z", "+00:00"))
+        assert obj["TriggerTime"] == when.astimezone(TZ).strftime("%Y%m%d%H%M%S")
         assert "PlateNo" not in obj and "MotorVehicleObject" not in obj
     wire = "\n".join(mock.state.bodies)
     event_ids = [e["event_id"] for pair in pairs for e in pair]
@@ -389,3 +390,24 @@ def test_a_notification_id_collision_takes_the_next_serial_and_a_rescan_enqueues
     assert outbox.collect_watch_hits() == 0  # the look-back sees it again; the outbox is unique by event id
     nid = pg.scalar("SELECT notification_id FROM viid_outbox WHERE event_id = %s", (eid,))
     assert nid == object_id(DEVICE, SubType.DISPOSITION_NOTIFICATION, eid, TZ, bump=1) != taken
+
+
+def test_a_dead_receive_addr_neither_holds_dispositions_nor_piles_up_reports(pg: Database, mock: MockViid) -> None:
+    ps = Pseudonymiser(os.urandom(32), EpochPolicy.MONTH)
+    cfg = viid_cfg(mock.url, report_interval_s=0.2)
+    with running(pg, cfg) as (_, outbox, ours):
+        sub = {"SubscribeID": "310000000000032026030100000009", "SubscribeDetail": "3",
+               "ReceiveAddr": f"http://127.0.0.1:{free_port()}/VIID/SubscribeNotifications"}  # nobody listens
+        r = httpx.post(f"{ours}/VIID/Subscribes", json={"SubscribeListObject": {"SubscribeObject": [sub]}})
+        assert r.json()["ResponseStatusListObject"]["ResponseStatusObject"][0]["StatusCode"] == "0"
+        wait_for(lambda: pg.scalar("SELECT coalesce(max(attempts), 0) FROM viid_outbox WHERE kind = 'subscribe'")
+                 >= 2, what="the report to fail twice")
+        t0 = time.monotonic()
+        ingest(pg, list(passage_and_hit(ps, 1)))
+        wait_for(lambda: len(mock.state.acked) == 1, 5, "the disposition despite the dead subscriber")
+        took = time.monotonic() - t0
+        time.sleep(1.0)  # five report intervals
+        pending = pg.scalar("SELECT count(*) FROM viid_outbox WHERE kind = 'subscribe' AND state = 'pending'")
+        assert outbox.status()["outbox"]["disposition"] == {"delivered": 1}
+    assert took < 3.0
+    assert pending == 1  # one report, retried under its own id; no newer snapshots behind it
