@@ -164,6 +164,9 @@ class ViidConfig(StrictModel):
     bind: str = "127.0.0.1"
     port: int = Field(default=8121, ge=0, le=65535)
     report_interval_s: float = Field(default=60.0, gt=0)
+    # Hosts a subscription's ReceiveAddr may name (default: server_url's host only), so a subscriber
+    # cannot make the platform post to an arbitrary address.
+    receive_hosts: list[str] = Field(default_factory=list)
     offline_after_s: float = Field(default=180.0, gt=0)
     devices: dict[str, ViidDevice] = Field(default_factory=dict,
                                            description="DISTRICT/COMMUNITY/GATEWAY → its codes")

@@ -6,6 +6,8 @@ are answered; a subscription to captured records (faces, people, vehicles: 11-16
 StatusCode 4, since those are personal data that never leave the district this way. Each answer
 is a ResponseStatusListObject with one status per SubscribeID.
 
+A ReceiveAddr must name a host in `[viid].receive_hosts` (default: the upper platform's own host):
+otherwise anyone who can reach this port could make the platform post to any address.
 Requests must name the upper platform in `User-Identify` when `[viid].server_id` is set; bind the
 port to the interface the upper platform reaches, behind its firewall rule (docs/district.md).
 """
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
@@ -40,7 +43,7 @@ class _InvalidError(ValueError):
         self.code = code
 
 
-def _subscription(obj: Any, tz: ZoneInfo) -> Subscription:
+def _subscription(obj: Any, tz: ZoneInfo, hosts: frozenset[str]) -> Subscription:
     if not isinstance(obj, Mapping):
         raise _InvalidError(p.StatusCode.INVALID_JSON_CONTENT, "SubscribeObject is not an object")
     sid = str(obj.get("SubscribeID") or "")
@@ -56,6 +59,8 @@ def _subscription(obj: Any, tz: ZoneInfo) -> Subscription:
     addr = str(obj.get("ReceiveAddr") or "")
     if not addr.startswith(("http://", "https://")) or len(addr) > 500:
         raise _InvalidError(p.StatusCode.INVALID_JSON_CONTENT, "ReceiveAddr must be an http(s) URL")
+    if (urlsplit(addr).hostname or "") not in hosts:
+        raise _InvalidError(p.StatusCode.INVALID_OPERATION, "ReceiveAddr names a host not in [viid].receive_hosts")
     try:
         begin = parse_local_time(str(obj["BeginTime"]), tz) if obj.get("BeginTime") else None
         end = parse_local_time(str(obj["EndTime"]), tz) if obj.get("EndTime") else None
@@ -76,6 +81,7 @@ def create_viid_app(cfg: ViidConfig, outbox: Outbox, *, on_change: Callable[[], 
     """The FastAPI app serving /VIID/Subscribes for the upper platform."""
     app = FastAPI(title="edgegw district GA/T 1400 subscriptions", openapi_url=None, docs_url=None, redoc_url=None)
     tz = ZoneInfo(cfg.timezone)
+    hosts = frozenset(cfg.receive_hosts or [urlsplit(cfg.server_url).hostname or ""])
 
     def now() -> str:
         return local_time(datetime.now(UTC), tz)
@@ -118,7 +124,7 @@ def create_viid_app(cfg: ViidConfig, outbox: Outbox, *, on_change: Callable[[], 
                     if not known:
                         raise _InvalidError(p.StatusCode.INVALID_OPERATION, "no such subscription")
                 else:
-                    sub = _subscription(obj, tz)
+                    sub = _subscription(obj, tz, hosts)
                     await run_in_threadpool(outbox.upsert_subscription, sub)
                     log.info("VIID subscription %s placed (details %s)", sub.subscribe_id, ",".join(sub.details))
                 out.append(p.status_object(p.SUBSCRIBES, p.StatusCode.OK, "OK", now(), sid))

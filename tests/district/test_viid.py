@@ -337,10 +337,12 @@ def test_subscription_lifecycle_create_notify_cancel(pg: Database, mock: MockVii
             {"SubscribeID": sid, "Title": "devices", "SubscribeDetail": "3,4,7", "ResourceURI": DEVICE,
              "ApplicantName": "upper", "ReceiveAddr": f"{mock.url}/VIID/SubscribeNotifications",
              "ReportInterval": 1, "OperateType": 0},
-            {"SubscribeID": refused_sid, "SubscribeDetail": "13", "ReceiveAddr": f"{mock.url}/VIID/x"}]}}
+            {"SubscribeID": refused_sid, "SubscribeDetail": "13", "ReceiveAddr": f"{mock.url}/VIID/x"},
+            {"SubscribeID": "elsewhere1", "SubscribeDetail": "3", "ReceiveAddr": "http://10.9.9.9:80/VIID/x"}]}}
         r = httpx.post(f"{ours}/VIID/Subscribes", json=body, headers=upper)
         st = {o["Id"]: o["StatusCode"] for o in r.json()["ResponseStatusListObject"]["ResponseStatusObject"]}
-        assert r.status_code == 200 and st == {sid: "0", refused_sid: "4"}  # vehicle records (13) are refused
+        # Vehicle records (13) are refused, and so is a ReceiveAddr on another host than the upper platform.
+        assert r.status_code == 200 and st == {sid: "0", refused_sid: "4", "elsewhere1": "4"}
         stranger = {**upper, "User-Identify": APE}
         assert httpx.post(f"{ours}/VIID/Subscribes", json=body, headers=stranger).status_code == 403
 
