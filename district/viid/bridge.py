@@ -99,6 +99,7 @@ class Bridge:
             self.registered = False
             self._record(registered=False, unregistered_at=_iso())
         self.client.close()
+        self.outbox.close()
 
     # -- one pass --------------------------------------------------------------------------------
     def step(self) -> None:
@@ -189,6 +190,15 @@ class Bridge:
             log.warning("VIID: the upper platform's clock is %+.1f s from ours", ts.offset_s)
 
     def _deliver(self, now: float) -> None:
+        # A backlog goes out batch after batch, not one batch per tick; the budget keeps the
+        # keepalive and the scans on time.
+        deadline = self._clock() + max(self.cfg.tick_s, 1.0)
+        while self._deliver_batch(now) == self.cfg.batch and self._clock() < deadline and not self._stop.is_set():
+            if self._clock() < self._hold_until:
+                break
+
+    def _deliver_batch(self, now: float) -> int:
+        """One batch of due rows; returns how many rows were due (0 when held or idle)."""
         rows = self.outbox.due(self.cfg.batch)
         groups: dict[tuple[str, str], list[OutboxRow]] = defaultdict(list)
         for r in rows:
@@ -207,7 +217,7 @@ class Bridge:
                 self._hold_until = now + self._register_backoff.next_delay()
                 self._next_keepalive = now  # is the server gone? the keepalive will tell
                 log.warning("VIID: delivery held: %s", exc)
-                return
+                return 0
             except ViidRefusedError as exc:
                 self.outbox.failed([r.id for r in batch], str(exc), self._retry_delay)
                 continue
@@ -219,6 +229,7 @@ class Bridge:
                 dead = self.outbox.failed([r.id for r in bad], why, self._retry_delay)
                 log.warning("VIID: %d notification(s) not acknowledged (%s)%s", len(bad), why,
                             f", {dead} dead" if dead else "")
+        return len(rows)
 
     def _retry_delay(self, attempts: int) -> float:
         b = self.cfg.backoff

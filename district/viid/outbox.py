@@ -12,8 +12,11 @@ then `delivered`. A refusal or an outage puts it back with a backoff (same id, s
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,18 +66,46 @@ class Subscription:
 
 
 class Outbox:
-    """All the bridge's statements, over connections from `connect` (one per call: the bridge is slow-paced)."""
+    """All the bridge's statements, over one connection from `connect` (an autocommit one), kept open.
+
+    The bridge's loop and our subscription endpoint share it under a lock: the endpoint's calls are
+    rare and short. A connection that fails is dropped and the next call opens a new one.
+    """
 
     def __init__(self, cfg: ViidConfig, connect: Callable[[], Conn]) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
         self._connect = connect
+        self._lock = threading.Lock()
+        self._conn: Conn | None = None
+
+    @contextmanager
+    def _session(self) -> Iterator[Conn]:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            try:
+                yield self._conn
+            except psycopg.OperationalError:
+                self._drop()
+                raise
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the connection (the next call would open another)."""
+        with self._lock:
+            self._drop()
 
     # -- watch hits → disposition notifications ----------------------------------------------------
     def collect_watch_hits(self, limit: int = 500) -> int:
         """Enqueue the watch_hit alarms not yet in the outbox; return how many rows were made."""
         made = 0
-        with self._connect() as conn, conn.transaction():
+        with self._session() as conn, conn.transaction():
             if self._pending(conn) >= self.cfg.max_outbox:
                 log.warning("VIID outbox holds %d pending notifications: not reading more watch hits",
                             self.cfg.max_outbox)
@@ -121,7 +152,7 @@ class Outbox:
     # -- subscriptions ---------------------------------------------------------------------------
     def upsert_subscription(self, sub: Subscription) -> None:
         """Create or replace a subscription (active, reported at once)."""
-        with self._connect() as conn:
+        with self._session() as conn:
             conn.execute(
                 "INSERT INTO viid_subscriptions (subscribe_id, details, resource_uri, receive_addr, title, applicant, "
                 "begin_at, end_at, report_interval_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -135,7 +166,7 @@ class Outbox:
     def cancel_subscriptions(self, ids: Iterable[str]) -> list[str]:
         """Cancel; pending reports for them are dropped (nobody wants them now). Returns the ids known."""
         ids = list(ids)
-        with self._connect() as conn, conn.transaction():
+        with self._session() as conn, conn.transaction():
             known = [str(r[0]) for r in conn.execute(
                 "UPDATE viid_subscriptions SET status = 1, updated_at = now() WHERE subscribe_id = ANY(%s) "
                 "RETURNING subscribe_id", (ids,)).fetchall()]
@@ -150,7 +181,7 @@ class Outbox:
         """
         now = now or datetime.now(UTC)
         made = 0
-        with self._connect() as conn, conn.transaction():
+        with self._session() as conn, conn.transaction():
             conn.execute("UPDATE viid_subscriptions SET status = 2, updated_at = now() "
                          "WHERE status = 0 AND end_at IS NOT NULL AND end_at < %s", (now,))
             if self._pending(conn) >= self.cfg.max_outbox:
@@ -194,7 +225,7 @@ class Outbox:
     # -- delivery --------------------------------------------------------------------------------
     def due(self, limit: int) -> list[OutboxRow]:
         """Pending rows whose time has come, oldest first (alarms before reports at equal times)."""
-        with self._connect() as conn:
+        with self._session() as conn:
             rows = conn.execute(
                 "SELECT id, kind, notification_id, url, body, attempts FROM viid_outbox WHERE state = 'pending' "
                 "AND next_at <= now() ORDER BY (kind = 'subscribe'), next_at, id LIMIT %s", (limit,)).fetchall()
@@ -203,7 +234,7 @@ class Outbox:
     def delivered(self, ids: Sequence[int]) -> None:
         """Acknowledged with StatusCode 0."""
         if ids:
-            with self._connect() as conn:
+            with self._session() as conn:
                 conn.execute("UPDATE viid_outbox SET state = 'delivered', delivered_at = now(), attempts = attempts "
                              "+ 1, last_error = NULL WHERE id = ANY(%s) AND state = 'pending'", (list(ids),))
 
@@ -212,7 +243,7 @@ class Outbox:
         dead = 0
         if not ids:
             return 0
-        with self._connect() as conn, conn.transaction():
+        with self._session() as conn, conn.transaction():
             for rid, attempts in conn.execute("SELECT id, attempts FROM viid_outbox WHERE id = ANY(%s) FOR UPDATE",
                                               (list(ids),)).fetchall():
                 n = int(attempts) + 1
@@ -227,12 +258,12 @@ class Outbox:
 
     def retry_now(self) -> None:
         """Make every pending row due (after a re-registration: the backlog goes at once)."""
-        with self._connect() as conn:
+        with self._session() as conn:
             conn.execute("UPDATE viid_outbox SET next_at = now() WHERE state = 'pending' AND next_at > now()")
 
     def prune(self) -> int:
         """Delete delivered, refused and dead rows older than keep_days (pending rows are never pruned)."""
-        with self._connect() as conn:
+        with self._session() as conn:
             cur = conn.execute("DELETE FROM viid_outbox WHERE state <> 'pending' AND created_at < now() - "
                                "make_interval(days => %s)", (self.cfg.keep_days,))
             return cur.rowcount
@@ -244,14 +275,14 @@ class Outbox:
     # -- state -----------------------------------------------------------------------------------
     def set_state(self, **values: Any) -> None:
         """Record state keys (registered, last keepalive, clock offset …) for `viid status`."""
-        with self._connect() as conn:
+        with self._session() as conn:
             for k, v in values.items():
                 conn.execute("INSERT INTO viid_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
                              "SET value = excluded.value, updated_at = now()", (k, Jsonb(v)))
 
     def status(self) -> dict[str, Any]:
         """State keys, outbox counts by kind and state, subscriptions by status, the cursor."""
-        with self._connect() as conn:
+        with self._session() as conn:
             state = {str(k): v for k, v in conn.execute("SELECT key, value FROM viid_state ORDER BY key").fetchall()}
             counts: dict[str, dict[str, int]] = {}
             for kind, st, n in conn.execute("SELECT kind, state, count(*) FROM viid_outbox GROUP BY 1, 2").fetchall():
