@@ -103,13 +103,22 @@ class Bridge:
 
     # -- one pass --------------------------------------------------------------------------------
     def step(self) -> None:
-        """Register if needed, keepalive and time sync when due, collect and deliver."""
+        """Register if needed, keepalive and time sync when due, then collect and deliver.
+
+        The registration comes first, so PostgreSQL being away (which makes the rest raise) does
+        not also cost us the upper platform: keepalives go on, and so does recording what we can.
+        """
         now = self._clock()
+        self._stay_registered(now)
         self.outbox.collect_watch_hits()
         self.outbox.enqueue_reports()
         if now >= self._next_prune:
             self._next_prune = now + 3600
             self.outbox.prune()
+        if self.registered and self._clock() >= self._hold_until:
+            self._deliver(self._clock())
+
+    def _stay_registered(self, now: float) -> None:
         if not self.registered:
             if now < self._next_register:
                 return
@@ -123,8 +132,6 @@ class Bridge:
                 return
         if now >= self._next_time:
             self._sync_time(now)
-        if now >= self._hold_until:
-            self._deliver(now)
 
     def _register(self, now: float) -> None:
         try:

@@ -42,6 +42,7 @@ from edge.privacy.config import EpochPolicy
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
 from tests.conftest import free_port
+from tests.district._pg import OwnPostgres
 from tests.district._viid_mock import MockViid
 from tests.district.conftest import Database
 
@@ -413,3 +414,27 @@ def test_a_dead_receive_addr_neither_holds_dispositions_nor_piles_up_reports(pg:
         assert outbox.status()["outbox"]["disposition"] == {"delivered": 1}
     assert took < 3.0
     assert pending == 1  # one report, retried under its own id; no newer snapshots behind it
+
+
+def test_postgres_away_keeps_the_registration_and_the_hit_goes_when_it_is_back(mock: MockViid) -> None:
+    from district.db import migrate
+
+    own = OwnPostgres()
+    try:
+        own.start()
+        own.create_database()
+        migrate(own.dsn)
+        db = Database("edgegw", own.dsn)
+        ps = Pseudonymiser(os.urandom(32), EpochPolicy.MONTH)
+        with running(db, viid_cfg(mock.url)) as (bridge, _, _):
+            wait_for(lambda: bridge.registered, what="registration")
+            own.stop("immediate")  # a crash: the bridge's connection is cut
+            before = mock.state.requests.count(("POST", "/VIID/System/Keepalive", 200))
+            time.sleep(2.0)  # five keepalive intervals without PostgreSQL
+            during = mock.state.requests.count(("POST", "/VIID/System/Keepalive", 200)) - before
+            own.start()
+            ingest(db, list(passage_and_hit(ps, 1)))
+            wait_for(lambda: len(mock.state.acked) == 1, what="the hit after PostgreSQL came back")
+        assert during >= 3 and mock.state.registrations == 1  # kept alive throughout, never re-registered
+    finally:
+        own.close()
