@@ -64,6 +64,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condi
 
 
 # -- ids, guard, config (no servers) -----------------------------------------------------------------
+def _uuid7_at(ms: int) -> uuid.UUID:
+    """A UUIDv7 at exactly `ms` (edge.ids.uuid7 never goes back in time within a process)."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & (2**62 - 1)))
+
+
 def test_device_codes_are_validated_by_length_digits_province_and_type() -> None:
     assert validate_device_code(DEVICE, DeviceRole.PLATFORM) == DEVICE
     assert validate_device_code(APE, DeviceRole.APE) == APE
@@ -79,13 +85,13 @@ def test_device_codes_are_validated_by_length_digits_province_and_type() -> None
 
 def test_object_ids_are_41_digits_local_time_and_a_function_of_the_event() -> None:
     at = datetime(2026, 3, 1, 0, 0, 5, 123000, tzinfo=UTC)
-    eid = uuid7(int(at.timestamp() * 1000))
+    eid = _uuid7_at(int(at.timestamp() * 1000))
     oid = object_id(APE, SubType.PASSAGE, eid, TZ)
     assert len(oid) == 41 and oid.isdigit()
     assert oid[:20] == APE and oid[20:22] == "02" and oid[22:36] == "20260301080005"  # Shanghai is UTC+8
     assert int(oid[36:]) // 100 == 123  # the millisecond leads the serial
     assert object_id(APE, SubType.PASSAGE, uuid.UUID(str(eid)), TZ) == oid  # same event, same id
-    other = uuid7(int(at.timestamp() * 1000))
+    other = _uuid7_at(int(at.timestamp() * 1000))
     assert object_id(APE, SubType.PASSAGE, other, TZ) != oid or other == eid
     assert object_id(APE, SubType.PASSAGE, eid, TZ, bump=1) != oid
     assert len(sequence_id(DEVICE, SubType.SUBSCRIBE_NOTIFICATION, at, 123456, TZ)) == 41
