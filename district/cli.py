@@ -250,6 +250,11 @@ def _add_commands(dsub: Any) -> None:
     ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
     ac.set_defaults(func=_cmd_audit_check)
 
+    # The case desk and the watch-lists (their own module: one job each).
+    from district.cases_cli import register as register_cases
+
+    register_cases(dsub, _common, _config)
+
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice
 

@@ -18,6 +18,10 @@
     [search]
     key_file = "/etc/edgegw-district/keys/district.key"
     tokens_file = "/etc/edgegw-district/tokens.toml"
+
+    [watchlist]
+    district = "dl-gjz"
+    signing_key = "/etc/edgegw-district/keys/watchlist-signing.key"
 """
 
 from __future__ import annotations
@@ -95,6 +99,17 @@ class SearchConfig(StrictModel):
     max_results: int = Field(default=10_000, ge=1)
 
 
+class WatchlistConfig(StrictModel):
+    """Watch-lists (布控) the platform builds, signs and pushes to the gateways (`edgegw district watchlist`)."""
+
+    district: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The seed the Ed25519 signing key is derived from (a 0600 file or a systemd credential); the
+    # gateways pin its public key (`edgegw district watchlist public-key`).
+    signing_key: str | None = None
+    epochs_ahead: int = Field(default=1, ge=0, le=3)
+    max_days: int = Field(default=90, ge=1, le=366)
+
+
 class HttpConfig(StrictModel):
     """The platform's HTTP API."""
 
@@ -118,6 +133,7 @@ class DistrictConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     search: SearchConfig = SearchConfig()
     http: HttpConfig = HttpConfig()
+    watchlist: WatchlistConfig = WatchlistConfig()
     retention: RetentionConfig = RetentionConfig()
     transport: Literal["mqtt", "amqp"] = "mqtt"
 

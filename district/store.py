@@ -24,6 +24,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
 
+from district.cases import record_cases
 from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
 from district.errors import DatabaseError
@@ -190,6 +191,7 @@ class Store:
         with conn.transaction(), conn.cursor() as cur:
             if events:
                 result.inserted, result.duplicates = self._load(conn, cur, events, now)
+                record_cases(cur, events, now)  # alarms become cases in this same transaction
                 runs = seq_runs(events)
                 with cur.copy("COPY seq_runs (district, community, gateway, source, boot, lo, hi) FROM STDIN "
                               "(FORMAT BINARY)") as cp:
