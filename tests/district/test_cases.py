@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from district.cases import AUTO_CLOSE, LABELS, TRANSITIONS, CaseState
 from district.casedesk import CaseDesk, CaseError, CaseRefusal
+from district.cases import AUTO_CLOSE, LABELS, TRANSITIONS, CaseState
 from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
 from district.messages import Parsed, parse

@@ -112,9 +112,8 @@ def test_build_push_repush_revoke_reach_the_gateway_store(pg: Database, key_file
         assert raw not in dump
     assert pg.scalar("SELECT entries::text FROM watchlists WHERE list_id = 'wl-1'") == "[]"
     audit = pg.query("SELECT actor, action, details FROM audit_log ORDER BY seq")
-    assert [(a, act) for a, act, _ in audit] == [("officer-0042", "watchlist_build"), ("officer-0042", "watchlist_push"),
-                                                 ("officer-0042", "watchlist_push"),
-                                                 ("officer-0042", "watchlist_revoke")]
+    assert {str(a) for a, _, _ in audit} == {"officer-0042"}
+    assert [act for _, act, _ in audit] == ["watchlist_build", "watchlist_push", "watchlist_push", "watchlist_revoke"]
     assert json.loads(str(audit[0][2]))["counts"] == {"plate": 1, "card": 1, "mac": 1}
     assert all("pseudonym" not in str(d) for _, _, d in audit)
     with connect(pg.dsn) as conn:
