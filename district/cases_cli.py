@@ -29,7 +29,7 @@ from typing import Any
 
 from district.config import DistrictConfig
 
-ConfigFn = Callable[[argparse.Namespace], DistrictConfig]
+LoadConfigFn = Callable[[argparse.Namespace], DistrictConfig]
 CommonFn = Callable[[argparse.ArgumentParser], None]
 REFUSED = 3
 
@@ -52,12 +52,32 @@ def _print_case(case: Any) -> None:
           + (f"  unit {case.unit}" if case.unit else ""))
 
 
-def _cases_cmd(config: ConfigFn) -> Callable[[argparse.Namespace], int]:
+def _database_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn PostgreSQL's errors into the CLI's: a schema not migrated yet says what to run."""
+    def wrapped(args: argparse.Namespace) -> int:
+        import psycopg
+
+        from district.errors import DatabaseError
+        from edge.errors import ConfigError
+
+        try:
+            return run(args)
+        except psycopg.errors.UndefinedTable:
+            raise ConfigError("the database has no case or watch-list tables: run `edgegw district migrate`") \
+                from None
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
+                from None
+    return wrapped
+
+
+def _cases_cmd(load: LoadConfigFn) -> Callable[[argparse.Namespace], int]:
+    @_database_errors
     def run(args: argparse.Namespace) -> int:
         from district.casedesk import CaseError
         from district.cases import CaseState
 
-        desk = _desk(config(args))
+        desk = _desk(load(args))
         try:
             if args.cases_command == "list":
                 cases = desk.find(state=CaseState(args.state) if args.state else None, open_only=args.open,
@@ -152,12 +172,13 @@ def _values(args: argparse.Namespace) -> dict[Any, list[str]]:
     return out
 
 
-def _watch_cmd(config: ConfigFn) -> Callable[[argparse.Namespace], int]:
+def _watch_cmd(load: LoadConfigFn) -> Callable[[argparse.Namespace], int]:
+    @_database_errors
     def run(args: argparse.Namespace) -> int:
         from district.watchlists import WatchlistError, public_hex, signing_key
         from edge.keys import load_secret
 
-        cfg = config(args)
+        cfg = load(args)
         if args.watchlist_command == "public-key":
             if not cfg.watchlist.signing_key:
                 from edge.errors import ConfigError
@@ -199,13 +220,13 @@ def _watch_cmd(config: ConfigFn) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def register(dsub: Any, common: CommonFn, config: ConfigFn) -> None:
+def register(dsub: Any, common: CommonFn, load: LoadConfigFn) -> None:
     """Add `cases` and `watchlist` to the district command group."""
     from district.cases import CaseState
 
     c = dsub.add_parser("cases", help="alarms and watch-list hits as cases: list, claim, dispatch, close, export")
     cs = c.add_subparsers(dest="cases_command", required=True)
-    run = _cases_cmd(config)
+    run = _cases_cmd(load)
     lst = cs.add_parser("list", help="cases, newest first")
     lst.add_argument("--state", choices=[s.value for s in CaseState])
     lst.add_argument("--open", action="store_true", help="only cases not archived")
@@ -233,7 +254,7 @@ def register(dsub: Any, common: CommonFn, config: ConfigFn) -> None:
 
     w = dsub.add_parser("watchlist", help="watch-lists (布控): build, sign and push to the gateways; revoke")
     ws = w.add_subparsers(dest="watchlist_command", required=True)
-    wrun = _watch_cmd(config)
+    wrun = _watch_cmd(load)
     b = ws.add_parser("build", help="pseudonymise values for this and the next epoch, sign, store (--push: publish)")
     b.add_argument("--list-id", required=True)
     b.add_argument("--case", required=True, help="the police case id the list is for")

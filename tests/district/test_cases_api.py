@@ -22,7 +22,7 @@ from district.principals import Principal, Principals, Role
 from district.search import KeyService, SearchService
 from district.store import Store
 from tests.conftest import ROOT, free_port
-from tests.district.conftest import Database
+from tests.district.conftest import SERVER_DSN, Database
 from tests.district.test_cases import obstruction, sos
 
 POLICE, BOUND, AUDITOR = "p" * 40 + "1", "b" * 40 + "2", "a" * 40 + "3"
@@ -137,6 +137,8 @@ def test_cases_cli_list_claim_dispatch_close_export(pg: Database) -> None:
     shown = json.loads(_cli("show", sos_id, "--dsn", pg.dsn).stdout)
     assert [h["to_state"] for h in shown["history"]][-2:] == ["feedback", "archived"]
     assert _cli("show", "nope", "--dsn", pg.dsn).returncode == 3
+    unmigrated = _cli("list", "--dsn", f"{SERVER_DSN} dbname=postgres")
+    assert unmigrated.returncode == 2 and "run `edgegw district migrate`" in unmigrated.stderr
     export = json.loads(_cli("export", "--dsn", pg.dsn).stdout)
     assert {c["case_id"] for c in export["cases"]} == {sos_id, lane_id}
     assert json.loads(_cli("export", "--since", str(export["cursor"]), "--dsn", pg.dsn).stdout)["cases"] == []
