@@ -13,6 +13,7 @@ the duration. SOS, door and tamper cases stay open until a person closes them (`
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,8 @@ from typing import Any
 
 import psycopg
 
-from district.messages import EventRow
+from district.messages import EventRow, GatewayKey
+from district.partitions import day_bound
 from district.platform_audit import append
 from edge.compat import StrEnum
 
@@ -89,7 +91,7 @@ def _classify(events: Sequence[EventRow]) -> tuple[list[_Alarm], list[_Alarm]]:
         attrs: dict[str, Any] = body.get("attrs") or {}
         code = str(attrs.get("code", ""))
         target = str(attrs.get("zone") or attrs.get("input") or "-")
-        links = [str(x) for x in body.get("links") or []]
+        links = [str(u) for x in body.get("links") or [] if (u := _uuid(x)) is not None]
         if attrs.get("state") == "cleared":
             clears.append(_Alarm(e, code, target, attrs, links))
         elif code.endswith("_cleared"):  # the storage alarms close with a `<code>_cleared` event
@@ -97,6 +99,14 @@ def _classify(events: Sequence[EventRow]) -> tuple[list[_Alarm], list[_Alarm]]:
         else:
             raises.append(_Alarm(e, code, target, attrs, links))
     return raises, clears
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    # The schema only says "strings": anything else would make the whole batch's INSERT fail.
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def _opt_int(value: Any) -> int | None:
@@ -167,9 +177,58 @@ def _clear(cur: Cursor, a: _Alarm, now: datetime) -> tuple[str, str, bool, float
         note, to = f"cleared at the gateway after {duration:.0f} s: closed automatically", CaseState.ARCHIVED.value
     else:
         note, to = f"cleared at the gateway after {duration:.0f} s; stays open until closed by a person", str(before)
-    cur.execute("INSERT INTO case_history (case_id, at, actor, from_state, to_state, note) "
-                "VALUES (%s, %s, %s, %s, %s, %s)", (case_id, now, SYSTEM, before, to, note))
+    hist = [(case_id, now, SYSTEM, before, to, note)]
+    if a.code in AUTO_CLOSE:
+        # A condition that repeats while it lasts (the quota alarm) opened a case per repeat: the one
+        # clear ends them all.
+        cur.execute(
+            "UPDATE cases SET state = 'archived', closed_at = %s, closed_by = %s, updated_at = %s "
+            "WHERE district = %s AND community = %s AND gateway = %s AND source = %s AND code = %s AND target = %s "
+            "AND cleared_event_id IS NULL AND state <> 'archived' AND opened_at <= %s RETURNING case_id, "
+            "(SELECT state FROM cases o WHERE o.case_id = cases.case_id)",
+            (now, SYSTEM, now, r.gw.district, r.gw.community, r.gw.gateway, r.source, a.code, a.target, r.ts))
+        hist += [(cid, now, SYSTEM, str(old), CaseState.ARCHIVED.value, "closed with the clearing of a later repeat")
+                 for cid, old in cur.fetchall()]
+    cur.executemany("INSERT INTO case_history (case_id, at, actor, from_state, to_state, note) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)", hist)
     return str(case_id), str(before), auto, duration
+
+
+def _stored_clear(cur: Cursor, case_id: str, code: str, gw_path: str) -> _Alarm | None:
+    """A clearing alarm for a case just opened that arrived (and was stored) before it, if any.
+
+    The live lane keeps a gateway's alarms in order, but a raise refused once and resent later, or a
+    redelivery after a worker died, can land after its clear; without this the case would stay open.
+    """
+    cur.execute("SELECT opened_at, source, target FROM cases WHERE case_id = %s AND cleared_event_id IS NULL",
+                (case_id,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    opened_at, source, target = row
+    if not isinstance(opened_at, datetime):
+        return None
+    district, community, gateway = gw_path.split("/")
+    clear_code = f"{code}_cleared"
+    cur.execute(
+        "SELECT event_id, ts, source, boot, seq, payload::text FROM events WHERE gateway = %s AND district = %s "
+        "AND community = %s AND source = %s AND kind = 'alarm' AND ts >= %s AND event_id >= %s "
+        "AND ((payload->'attrs'->>'code' = %s AND payload->'attrs'->>'state' = 'cleared') "
+        "     OR payload->'attrs'->>'code' = %s) "
+        "AND coalesce(payload->'attrs'->>'zone', payload->'attrs'->>'input', '-') = %s "
+        "AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.cleared_event_id = events.event_id) "
+        "ORDER BY ts LIMIT 1",
+        (gateway, district, community, source, opened_at, day_bound(opened_at.date()), code, clear_code, target))
+    found = cur.fetchone()
+    if found is None:
+        return None
+    event_id, ts, src, boot, seq, text = found
+    if not isinstance(ts, datetime) or not isinstance(event_id, uuid.UUID):
+        return None
+    attrs = json.loads(str(text)).get("attrs") or {}
+    row_ = EventRow(event_id, ts, GatewayKey(district, community, gateway), str(src), int(str(boot)), int(str(seq)),
+                    "alarm", None, None, None, str(text))
+    return _Alarm(row_, code, str(target), attrs, [])
 
 
 def record_cases(cur: Cursor, events: Sequence[EventRow], now: datetime) -> int:
@@ -189,6 +248,10 @@ def record_cases(cur: Cursor, events: Sequence[EventRow], now: datetime) -> int:
         # In time order, so a raise, its clear and the next raise in one batch pair up correctly.
         got = _clear(cur, a, now)
         if got is not None:
+            cleared.append(got)
+    for cid, code, gw_path in opened:
+        late = _stored_clear(cur, cid, code, gw_path)
+        if late is not None and (got := _clear(cur, late, now)) is not None:
             cleared.append(got)
     conn = cur.connection
     if opened:

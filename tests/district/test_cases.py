@@ -227,3 +227,38 @@ def test_the_export_cursor_pages_and_never_skips_a_change_that_commits_late(pg: 
     assert after.cursor > cursor
     with pytest.raises(CaseError):
         desk.export(-1)
+
+
+def test_a_clear_stored_before_its_raise_still_closes_the_case(pg: Database, store: Store, desk: CaseDesk) -> None:
+    t0 = time.time() - 1800
+    raised, cleared = obstruction(1, t0, "raised", 300.0), obstruction(2, t0 + 900, "cleared", 900.0)
+    store.write([cleared])  # the raise was refused once and is resent after its clear
+    assert pg.scalar("SELECT count(*) FROM cases") == 0
+    store.write([raised])
+    case = desk.show(_event_id(raised))
+    assert (case.state, case.duration_s, case.closed_by) == ("archived", 900.0, "system")
+    before = _counts(pg)
+    store.write([cleared, raised])
+    assert _counts(pg) == before
+
+
+def test_a_repeating_quota_alarm_is_closed_whole_by_its_clear(pg: Database, store: Store, desk: CaseDesk) -> None:
+    t0 = time.time() - 600
+    first, repeat = (alarm("outbox", 1, t0, code="outbox_quota", severity="warning", count=5),
+                     alarm("outbox", 2, t0 + 60, code="outbox_quota", severity="warning", count=9))
+    store.write([first, repeat])
+    store.write([alarm("outbox", 3, t0 + 100, code="outbox_quota_cleared", severity="info", count=14)])
+    states = {c.case_id: (c.state, c.duration_s) for c in desk.find()}
+    assert states[_event_id(first)][0] == "archived" and states[_event_id(repeat)][0] == "archived"
+    assert states[_event_id(repeat)][1] == pytest.approx(40.0, abs=0.01)  # the newest carries the clear
+    older = desk.show(_event_id(first))
+    assert older.history[-1].note == "closed with the clearing of a later repeat"
+    assert older.history[-1].from_state == "reported"
+
+
+def test_a_malformed_link_does_not_cost_the_alarm(store: Store, desk: CaseDesk) -> None:
+    good = str(uuid.uuid4())
+    hit = alarm("reader1", 1, time.time(), code="watch_hit", severity="critical", id_kind="card", list_id="wl-1",
+                list_version=1, case_id="C-1", links=["not-a-uuid", good, "x}{,"])
+    assert store.write([hit]).inserted == 1
+    assert desk.show(_event_id(hit)).links == [good]
