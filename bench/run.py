@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 from bench._common import ROOT, SkipSection, env_summary, percentiles
 
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district", "zones", "sos")
+SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district", "zones", "sos", "cases")
 STAGES = ("decode", "motion_gate", "detect", "align", "embed", "plate_detect", "plate_read", "outbox_commit")
 TARGETS = {
     "face_speedup_vs_face_recognition": ">= 20x",
@@ -198,7 +198,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     # relative to the 5-minute raise and change what is measured (about 20 s of CPU either way).
     alarm_benches: tuple[tuple[str, dict[str, Any]], ...] = (
         ("zones", {}),
-        ("sos", {"backlog": 2_000, "trials": 1} if args.quick else {}))
+        ("sos", {"backlog": 2_000, "trials": 1} if args.quick else {}),
+        ("cases", {"quick": True} if args.quick else {}))  # the platform's case step, moves, export
     for name, kw in alarm_benches:
         if name in only:
             res[name] = _alarm_bench(name, kw)

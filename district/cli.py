@@ -387,6 +387,11 @@ def _add_commands(dsub: Any) -> None:
 
     add_viid_commands(dsub, _common, _config)
 
+    # The case desk and the watch-lists (their own module: one job each).
+    from district.cases_cli import register as register_cases
+
+    register_cases(dsub, _common, _config)
+
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice
 

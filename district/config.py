@@ -22,6 +22,10 @@
     [door]                       # search details over the gateways' MQTT query door (v2)
     principal = "district-police"
     signing_key_file = "/etc/edgegw-district/keys/door-signing.key"
+
+    [watchlist]                  # watch-lists (布控) built, signed and pushed to the gateways
+    district = "dl-gjz"
+    signing_key = "/etc/edgegw-district/keys/watchlist-signing.key"
 """
 
 from __future__ import annotations
@@ -97,6 +101,17 @@ class SearchConfig(StrictModel):
     window_s: float = Field(default=3600.0, gt=0)
     max_period_days: int = Field(default=366, ge=1)
     max_results: int = Field(default=10_000, ge=1)
+
+
+class WatchlistConfig(StrictModel):
+    """Watch-lists (布控) the platform builds, signs and pushes to the gateways (`edgegw district watchlist`)."""
+
+    district: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The seed the Ed25519 signing key is derived from (a 0600 file or a systemd credential); the
+    # gateways pin its public key (`edgegw district watchlist public-key`).
+    signing_key: str | None = None
+    epochs_ahead: int = Field(default=1, ge=0, le=3)
+    max_days: int = Field(default=90, ge=1, le=366)
 
 
 class DoorConfig(StrictModel):
@@ -227,6 +242,7 @@ class DistrictConfig(StrictModel):
     search: SearchConfig = SearchConfig()
     door: DoorConfig = DoorConfig()
     http: HttpConfig = HttpConfig()
+    watchlist: WatchlistConfig = WatchlistConfig()
     retention: RetentionConfig = RetentionConfig()
     viid: ViidConfig = ViidConfig()
     transport: Literal["mqtt", "amqp"] = "mqtt"
