@@ -28,6 +28,7 @@ from edge.models.config import ModelsConfig
 from edge.outbox import OutboxConfig
 from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
+from edge.pipeline.maskconfig import MaskConfig
 from edge.pipeline.zoneconfig import ZonesConfig
 from edge.privacy.config import PrivacyConfig
 from edge.privacy.pipl import PiplConfig
@@ -90,6 +91,8 @@ class Config(StrictModel):
     """Wired-input modules (`[[inputs]]`): alarm columns, door contacts, tamper loops (docs/alarms.md)."""
     zones: ZonesConfig = ZonesConfig()
     """Camera zones (`[[zones.zone]]`): fire-lane obstruction and dwell."""
+    masks: tuple[MaskConfig, ...] = ()
+    """Detection masks (`[[masks]]`): polygons blacked out of every frame before anything sees it."""
     watchlist: WatchlistConfig = WatchlistConfig()
     """Signed watch-lists from the platform (`[watchlist]`)."""
 
@@ -124,6 +127,22 @@ class Config(StrictModel):
         if unknown:
             raise ValueError(f"zones are drawn on cameras that are not configured: {', '.join(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _masks_on_known_cameras(self) -> Config:
+        known = {c.id for c in self.cameras}
+        unknown = sorted({m.camera for m in self.masks} - known)
+        if unknown:
+            raise ValueError(f"masks are drawn on cameras that are not configured: {', '.join(unknown)}")
+        ids = [m.id for m in self.masks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"mask ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def masks_for(self, camera: str) -> tuple[MaskConfig, ...]:
+        """The masks drawn on `camera`."""
+        return tuple(m for m in self.masks if m.camera == camera)
 
     @model_validator(mode="after")
     def _gate_lines_name_cameras(self) -> Config:

@@ -7,20 +7,17 @@ previous file, audited) and meets capture only over edge.preview. It never opens
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
 from edge.app.config import Config, load_config, parse_config
+from edge.app.config_edits import with_gate_line, with_shapes, write_atomically
 from edge.app.uplink import check_result_file, gateway_status, published_file
 from edge.app.wiring import open_audit
 from edge.audit import AuditAction
@@ -31,47 +28,6 @@ from edge.errors import ConfigError
 from edge.preview import LiveChannel
 
 log = logging.getLogger(__name__)
-
-
-def write_atomically(path: Path, text: str) -> Path:
-    """Replace `path` with `text` (fsynced, same mode), keeping the previous file as `<name>.prev`."""
-    prev = path.with_name(path.name + ".prev")
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        with contextlib.suppress(FileNotFoundError):
-            prev.unlink()
-        os.link(path, prev)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return prev
-
-
-def with_gate_line(text: str, camera_id: str, a: tuple[float, float], b: tuple[float, float]) -> str:
-    """The config text with `[gate_lines.<camera>]` set to a→b; comments and layout elsewhere kept."""
-    doc = tomlkit.parse(text)
-    lines = doc.get("gate_lines")
-    if lines is None:
-        lines = tomlkit.table(is_super_table=True)
-        doc["gate_lines"] = lines
-    entry = tomlkit.table()
-
-    def num(v: float) -> int | float:
-        return int(v) if float(v).is_integer() else round(v, 1)
-
-    entry["a"] = [num(a[0]), num(a[1])]
-    entry["b"] = [num(b[0]), num(b[1])]
-    lines[camera_id] = entry
-    return tomlkit.dumps(doc)
 
 
 class GatewayBackend:
@@ -110,8 +66,10 @@ class GatewayBackend:
         out = []
         for cam in cfg.cameras:
             gl = cfg.gate_lines.get(cam.id)
+            zones = tuple(z.model_dump(exclude={"camera"}) for z in cfg.zones.for_camera(cam.id))
+            masks = tuple(m.model_dump(exclude={"camera"}) for m in cfg.masks_for(cam.id))
             out.append(CameraInfo(cam.id, "plate" if cam.id in plates else "face" if cam.id in faces else "none",
-                                  cam.kind, (gl.a, gl.b) if gl else None))
+                                  cam.kind, (gl.a, gl.b) if gl else None, zones, masks))
         return out
 
     def serial_ports(self) -> list[dict[str, str]]:
@@ -130,25 +88,42 @@ class GatewayBackend:
                             for m in manifest.models]
         return self._models
 
+    def _save(self, new: str, what: str) -> str:
+        # Validate with the root validator, then write atomically (previous kept); under self._lock.
+        try:
+            parse_config(new, str(self.config_path), self.config_path.parent)
+        except ConfigError as exc:
+            raise ConfigRejectedError(str(exc)) from None
+        try:
+            write_atomically(self.config_path, new)
+        except OSError as exc:
+            raise ConfigRejectedError(f"the {what} is valid but {self.config_path} cannot be written "
+                                      f"({exc.strerror}): see docs/console.md, config edits") from None
+        return hashlib.sha256(new.encode()).hexdigest()
+
     def save_gate_line(self, camera_id: str, a: tuple[float, float], b: tuple[float, float], actor: str) -> str:
         """Validate with the root validator, write atomically (previous kept), audit; capture reloads it."""
         with self._lock:
             text = self.config_path.read_text(encoding="utf-8")
-            new = with_gate_line(text, camera_id, a, b)
-            try:
-                parse_config(new, str(self.config_path), self.config_path.parent)
-            except ConfigError as exc:
-                raise ConfigRejectedError(str(exc)) from None
-            try:
-                write_atomically(self.config_path, new)
-            except OSError as exc:
-                raise ConfigRejectedError(f"the line is valid but {self.config_path} cannot be written "
-                                          f"({exc.strerror}): see docs/console.md, gate-line edits") from None
-            digest = hashlib.sha256(new.encode()).hexdigest()
+            digest = self._save(with_gate_line(text, camera_id, a, b), "line")
             self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
                 "by": "console", "change": "gate_line", "camera": camera_id, "file_sha256": digest,
                 "a": [a[0], a[1]], "b": [b[0], b[1]]})
         log.info("gate line of %s saved by %s", camera_id, actor)
+        return digest
+
+    def save_shapes(self, camera_id: str, zones: list[dict[str, Any]], masks: list[dict[str, Any]],
+                    actor: str) -> str:
+        """Replace the camera's zones and masks: validated, written atomically, audited; capture reloads them."""
+        with self._lock:
+            text = self.config_path.read_text(encoding="utf-8")
+            digest = self._save(with_shapes(text, camera_id, zones, masks), "drawing")
+            # Which shapes, not where: the polygons are in the file the digest names.
+            self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
+                "by": "console", "change": "zones_masks", "camera": camera_id, "file_sha256": digest,
+                "zones": [f"{z['id']}:{z['rule']}" for z in zones], "masks": [m["id"] for m in masks]})
+        log.info("zones and masks of %s saved by %s (%d zone(s), %d mask(s))", camera_id, actor, len(zones),
+                 len(masks))
         return digest
 
     def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:

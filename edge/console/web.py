@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from edge import __version__
 from edge.aim import judge
 from edge.console.backend import ConfigRejectedError, ConsoleBackend
+from edge.console.shapes import ZONE_PARAMS, ShapeFormError, format_points, parse_rows
 from edge.console.users import ConsoleAuthError, Session, UserStore
 from edge.preview import PreviewRequest
 
@@ -302,6 +303,58 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         except ConfigRejectedError as exc:
             return render(request, "editor.html", s, 400, cam=cam, size=size, saved=None, error=str(exc))
         return render(request, "editor.html", s, cam=camera(cam_id), size=size, error=None, saved=digest[:12])
+
+    # -- the zone and mask editor ---------------------------------------------------------------
+    def shape_rows(cam: Any, size: tuple[int, int] | None) -> list[dict[str, Any]]:
+        w, h = size or (1, 1)
+        rows = [{"kind": "zone", **z, "points": format_points(z["polygon"], w, h)} for z in cam.zones]
+        rows += [{"kind": "mask", **m, "points": format_points(m["polygon"], w, h)} for m in cam.masks]
+        return rows
+
+    def applied(cam_id: str) -> dict[str, Any]:
+        capture = backend.status().get("components", {}).get("capture", {})
+        if not isinstance(capture, dict) or "zones" not in capture:
+            return {"known": False, "zones": [], "masks": 0}
+        return {"known": True, "zones": capture.get("zones", {}).get(cam_id, []),
+                "masks": capture.get("masks", {}).get(cam_id, 0)}
+
+    def zones_page(request: Request, s: Session, cam: Any, status_code: int = 200, *, error: str | None = None,
+                   saved: str | None = None, rows: list[dict[str, Any]] | None = None) -> Response:
+        size = backend.live.size(cam.id)
+        return render(request, "zones.html", s, status_code, cam=cam, size=size, error=error, saved=saved,
+                      rows=rows if rows is not None else shape_rows(cam, size), applied=applied(cam.id))
+
+    @app.get("/camera/{cam_id}/zones", response_class=HTMLResponse)
+    def zones_editor(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        return zones_page(request, s, camera(cam_id))
+
+    @app.get("/camera/{cam_id}/zones/applied", response_class=HTMLResponse)
+    def zones_applied(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        return render(request, "_applied.html", s, cam=camera(cam_id), applied=applied(cam_id))
+
+    @app.post("/camera/{cam_id}/zones", response_class=HTMLResponse)
+    async def save_zones(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        await csrf_ok(request, s)
+        cam = camera(cam_id)
+        form = await request.form()
+        columns = {k: [str(v) for v in form.getlist(k)] for k in ("kind", "id", "points", "rule", "note",
+                                                                    *ZONE_PARAMS)}
+        # What the installer sent comes back as typed, so a refused drawing is not lost.
+        sent = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=False)]
+        size = backend.live.size(cam_id)
+        if size is None:
+            return zones_page(request, s, cam, 409, rows=sent,
+                              error="no frame from capture yet: the editor needs the camera's picture size "
+                                    "(is edgegw-capture running?)")
+        try:
+            zones, masks = parse_rows(columns, size[0], size[1])
+            digest = backend.save_shapes(cam_id, zones, masks, s.name)
+        except (ShapeFormError, ConfigRejectedError) as exc:
+            return zones_page(request, s, cam, 400, rows=sent, error=str(exc))
+        return zones_page(request, s, camera(cam_id), saved=digest[:12])
 
     # -- serial -----------------------------------------------------------------------------------
     @app.get("/serial", response_class=HTMLResponse)
