@@ -321,13 +321,35 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
     def zones_page(request: Request, s: Session, cam: Any, status_code: int = 200, *, error: str | None = None,
                    saved: str | None = None, rows: list[dict[str, Any]] | None = None) -> Response:
         size = backend.live.size(cam.id)
+        if size is None and rows is None and (cam.zones or cam.masks):
+            # No size, no pixels: better an error than shapes shown (and saved back) at the wrong place.
+            return render(request, "zones.html", s, 409, cam=cam, size=None, saved=None, rows=[], locked=True,
+                          applied=applied(cam.id), error="no frame from capture yet: the editor needs the "
+                          "camera's picture size (is edgegw-capture running?); reload when it runs")
         return render(request, "zones.html", s, status_code, cam=cam, size=size, error=error, saved=saved,
                       rows=rows if rows is not None else shape_rows(cam, size), applied=applied(cam.id))
 
+    async def wait_size(cam_id: str) -> None:
+        # The editor shows and takes camera pixels: until capture has sent one frame of this camera its
+        # size is unknown, so ask for a frame (as the snapshot does) and wait for it a few seconds.
+        if backend.live.size(cam_id) is not None:
+            return
+        req = PreviewRequest(overlay=False, fps=preview_fps, max_height=preview_max_height)
+        deadline = time.monotonic() + 6.0
+        try:
+            while time.monotonic() < deadline and backend.live.size(cam_id) is None:
+                backend.live.request(cam_id, req)
+                await asyncio.sleep(0.2)
+        finally:
+            if not viewers.get(cam_id):
+                backend.live.release(cam_id)
+
     @app.get("/camera/{cam_id}/zones", response_class=HTMLResponse)
-    def zones_editor(request: Request, cam_id: str) -> Response:
+    async def zones_editor(request: Request, cam_id: str) -> Response:
         s = need(request, operator=True)
-        return zones_page(request, s, camera(cam_id))
+        cam = camera(cam_id)
+        await wait_size(cam_id)
+        return zones_page(request, s, cam)
 
     @app.get("/camera/{cam_id}/zones/applied", response_class=HTMLResponse)
     def zones_applied(request: Request, cam_id: str) -> Response:
@@ -343,7 +365,8 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         columns = {k: [str(v) for v in form.getlist(k)] for k in ("kind", "id", "points", "rule", "note",
                                                                     *ZONE_PARAMS)}
         # What the installer sent comes back as typed, so a refused drawing is not lost.
-        sent = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=False)]
+        sent = [r for r in (dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=False))
+                if r["id"].strip() or r["points"].strip()]
         size = backend.live.size(cam_id)
         if size is None:
             return zones_page(request, s, cam, 409, rows=sent,

@@ -20,7 +20,7 @@ class MaskConfig(StrictModel):
 
     id: str = Field(pattern=_ID)
     camera: str = Field(pattern=_ID)
-    polygon: tuple[tuple[float, float], ...] = Field(min_length=3, max_length=64)
+    polygon: tuple[tuple[float, float], ...] = Field(max_length=64)
     note: str = Field(default="", max_length=200)
     """Why it is masked (privacy of a neighbour's window, a waving tree): for the next installer."""
 

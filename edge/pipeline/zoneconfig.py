@@ -50,7 +50,7 @@ class ZoneConfig(StrictModel):
 
     id: str = Field(pattern=_ID)
     camera: str = Field(pattern=_ID)
-    polygon: tuple[tuple[float, float], ...] = Field(min_length=3, max_length=64)
+    polygon: tuple[tuple[float, float], ...] = Field(max_length=64)
     rule: Literal["obstruction", "dwell"]
     min_covered: float = Field(default=0.3, gt=0.0, le=1.0)
     raise_after_s: float = Field(default=300.0, gt=0.0)

@@ -117,7 +117,10 @@ function setupShapes() {
     const r = canvas.getBoundingClientRect();
     const k = camWidth() / r.width;
     const field = active().querySelector("input.points");
-    const pt = Math.round((ev.clientX - r.left) * k) + "," + Math.round((ev.clientY - r.top) * k);
+    // A click on the very edge may land a fraction of a pixel off the picture: keep it on.
+    const camHeight = parseFloat(img.dataset.height) || img.naturalHeight || 1;
+    const clamp = (v, hi) => Math.min(Math.max(Math.round(v), 0), Math.round(hi) - 1);
+    const pt = clamp((ev.clientX - r.left) * k, camWidth()) + "," + clamp((ev.clientY - r.top) * k, camHeight);
     field.value = (field.value.trim() + " " + pt).trim();
     draw();
   });
