@@ -5,7 +5,8 @@ A preview frame appears within 5 s; the overlay toggle changes the image; a bad 
 the validator's message shown; a good one is saved and capture applies it without a restart; a viewer
 cannot open the editor; a zone and a mask drawn on the snapshot are saved and capture runs them
 without a restart (the mask blacks out the preview), bad polygons are refused with the validator's
-message; a viewer cannot open the zone editor either; login lockout works; a card swiped on a real pseudo-terminal shows masked.
+message; a viewer cannot open the zone editor either; login lockout works; a card swiped on a real
+pseudo-terminal shows masked.
 Screenshots of each page are kept under tests/artifacts/console/ (git-ignored).
 """
 

@@ -62,7 +62,8 @@ polygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
 
 
 def test_the_validator_refuses_bad_zones_and_masks(tmp_path: Path) -> None:
-    bad_zone = '[[zones.zone]]\nid = "z"\ncamera = "gate1"\nrule = "dwell"\npolygon = [[0.1,0.1],[0.5,0.5],[0.5,0.1],[0.1,0.5]]\n'
+    bad_zone = ('[[zones.zone]]\nid = "z"\ncamera = "gate1"\nrule = "dwell"\n'
+                "polygon = [[0.1,0.1],[0.5,0.5],[0.5,0.1],[0.1,0.5]]\n")
     with pytest.raises(ConfigError, match="crosses itself"):
         parse_config(_config(tmp_path, bad_zone), "gw.toml", tmp_path)
     bad_mask = '[[masks]]\nid = "m"\ncamera = "nowhere"\npolygon = [[0.1,0.1],[0.5,0.1],[0.5,0.5]]\n'
@@ -87,7 +88,8 @@ def test_with_shapes_replaces_one_cameras_shapes_and_keeps_the_rest(tmp_path: Pa
 
 
 def test_the_form_rows_become_config_shapes() -> None:
-    form = {"kind": ["zone", "mask", "zone"], "id": ["stall", "win", ""], "points": ["0,0 99,0 99,49", "10,10 20,10 20,20", ""],
+    form = {"kind": ["zone", "mask", "zone"], "id": ["stall", "win", ""],
+            "points": ["0,0 99,0 99,49", "10,10 20,10 20,20", ""],
             "rule": ["dwell", "", "obstruction"], "note": ["", "a window", ""], "min_covered": ["", "", ""],
             "raise_after_s": ["", "", ""], "clear_after_s": ["", "", ""], "dwell_s": ["30", "", ""]}
     zones, masks = parse_rows(form, 100, 50)
