@@ -21,7 +21,7 @@ from edge.app.config_edits import with_gate_line, with_shapes, write_atomically
 from edge.app.uplink import check_result_file, gateway_status, published_file
 from edge.app.wiring import open_audit
 from edge.audit import AuditAction
-from edge.console.backend import CameraInfo, ConfigRejectedError
+from edge.console.backend import CameraInfo, ConfigRejectedError, ConfigUnwritableError
 from edge.console.config import is_loopback
 from edge.console.users import UserStore
 from edge.errors import ConfigError
@@ -97,7 +97,7 @@ class GatewayBackend:
         try:
             write_atomically(self.config_path, new)
         except OSError as exc:
-            raise ConfigRejectedError(f"the {what} is valid but {self.config_path} cannot be written "
+            raise ConfigUnwritableError(f"the {what} is valid but {self.config_path} cannot be written "
                                       f"({exc.strerror}): see docs/console.md, config edits") from None
         return hashlib.sha256(new.encode()).hexdigest()
 
@@ -163,9 +163,11 @@ def run_console(config_path: Path) -> int:
     """Serve the console until SIGTERM/SIGINT."""
     import uvicorn
 
+    from edge.console.metrics import ConsoleMetrics
     from edge.console.tls import ensure_self_signed
     from edge.console.web import create_app
     from edge.sdnotify import Notifier
+    from edge.telemetry.server import start_metrics
 
     backend = GatewayBackend(config_path)
     cfg = backend.cfg
@@ -189,10 +191,12 @@ def run_console(config_path: Path) -> int:
     elif not is_loopback(c.host):  # the config validator refuses this already; never serve it anyway
         raise ConfigError("console.host is not loopback and console.tls is off")
     a = cfg.aim
+    metrics = ConsoleMetrics()
     app = create_app(backend, users, secure_cookies=c.tls, preview_fps=c.preview_fps,
                      preview_max_height=c.preview_max_height,
                      aim_thresholds={"face_fail": a.face_fail_px, "face_warn": a.face_warn_px,
-                                     "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px})
+                                     "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px},
+                     metrics=metrics)
     notifier = Notifier()
     scheme = "https" if c.tls else "http"
     print(f"edgegw console on {scheme}://{c.host}:{c.port}/", file=sys.stderr, flush=True)
@@ -216,9 +220,24 @@ def run_console(config_path: Path) -> int:
         notifier.ready(f"console on {scheme}://{c.host}:{c.port}/")
 
     threading.Thread(target=ready, name="console-ready", daemon=True).start()
+
+    def live() -> tuple[bool, str]:
+        return (True, "console serving") if server.started and not server.should_exit else (
+            False, "console not serving (starting or stopping)")
+
+    def readiness() -> tuple[bool, str]:
+        ok, text = live()
+        if ok and not backend.config_path.exists():
+            return False, f"config {backend.config_path} is gone"
+        return ok, text
+
+    endpoint = start_metrics(metrics.telemetry, cfg.metrics.host, cfg.metrics.port_for("console"), live=live,
+                             ready=readiness)
     try:
         server.run()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         watchdog.set()
         notifier.stopping()
         users.close()

@@ -30,6 +30,10 @@ class ConfigRejectedError(Exception):
     """The validator refused an edit; the message is the validator's own and is shown to the installer."""
 
 
+class ConfigUnwritableError(ConfigRejectedError):
+    """The edit is valid but the config file cannot be written (permissions, a read-only root)."""
+
+
 class ConsoleBackend(Protocol):
     """The gateway as the console sees it."""
 

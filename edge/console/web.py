@@ -26,7 +26,8 @@ from fastapi.templating import Jinja2Templates
 
 from edge import __version__
 from edge.aim import judge
-from edge.console.backend import ConfigRejectedError, ConsoleBackend
+from edge.console.backend import ConfigRejectedError, ConfigUnwritableError, ConsoleBackend
+from edge.console.metrics import ConsoleMetrics
 from edge.console.shapes import ZONE_PARAMS, ShapeFormError, format_points, parse_rows
 from edge.console.users import ConsoleAuthError, Session, UserStore
 from edge.preview import PreviewRequest
@@ -51,9 +52,12 @@ class _ForbiddenError(Exception):
 
 
 def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: bool, preview_fps: float = 4.0,
-               preview_max_height: int = 720, aim_thresholds: dict[str, float] | None = None) -> FastAPI:
-    """The console app over a gateway backend and a user store."""
+               preview_max_height: int = 720, aim_thresholds: dict[str, float] | None = None,
+               metrics: ConsoleMetrics | None = None) -> FastAPI:
+    """The console app over a gateway backend and a user store (its metrics on `app.state.metrics`)."""
     app = FastAPI(title="edgegw console", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    m = metrics or ConsoleMetrics()
+    app.state.metrics = m
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     aim = aim_thresholds or {"face_fail": 40, "face_warn": 80, "plate_fail": 15, "plate_warn": 20}
@@ -61,7 +65,12 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
         response = await call_next(request)
+        # The route's template, never the path itself: /camera/{cam_id}, not what a client typed.
+        route = getattr(request.scope.get("route"), "path", None)
+        if isinstance(route, str) and not route.startswith("/static"):
+            m.request_seconds.labels(route, request.method).observe(time.perf_counter() - t0)
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -120,18 +129,22 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         expected = request.cookies.get(LOGIN_COOKIE) or ""
         client = client_of(request)
         if not expected or not hmac.compare_digest(csrf, expected):
+            m.logins.labels("form_expired").inc()
             return render(request, "login.html", None, 403, login_csrf=expected, error="The form expired: reload.")
         # Per client and user name: one person mistyping does not lock out a whole NATed office.
         wait = users.login_allowed(f"{client}|{username[:64]}")
         if wait:
+            m.logins.labels("throttled").inc()
             backend.audit(username[:32] or "-", "console_login_throttled", {"client": client})
             resp = render(request, "login.html", None, 429, login_csrf=expected,
                           error=f"Too many login attempts: wait {wait:.0f} s and try again.")
             resp.headers["Retry-After"] = str(int(wait) + 1)
             return resp
         if not users.verify(username, password):
+            m.logins.labels("failed").inc()
             backend.audit(username[:32] or "-", "console_login_failed", {"client": client})
             return render(request, "login.html", None, 401, login_csrf=expected, error="Wrong user name or password.")
+        m.logins.labels("ok").inc()
         backend.audit(username, "console_login", {"client": client})
         token = users.open_session(username)
         resp = RedirectResponse("/", status_code=303)
@@ -230,6 +243,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         live = backend.live
         req = PreviewRequest(overlay=overlay, fps=preview_fps, max_height=preview_max_height)
         viewers[cam_id] = viewers.get(cam_id, 0) + 1
+        m.preview_sessions.inc()
         last_mtime = 0.0
         next_lease = 0.0
         try:
@@ -245,6 +259,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
                            .encode() + got[1] + b"\r\n")
                 await asyncio.sleep(0.5 / preview_fps)
         finally:
+            m.preview_sessions.dec()
             viewers[cam_id] -= 1
             if viewers[cam_id] <= 0:
                 live.release(cam_id)  # nobody watches: capture stops encoding
@@ -254,6 +269,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         s = need(request, operator=True)
         camera(cam_id)
         backend.audit(s.name, "preview_start", {"camera": cam_id, "overlay": bool(overlay)})
+        m.preview_starts.inc()
         return StreamingResponse(frames(request, cam_id, bool(overlay), s.name),
                                  media_type=f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
 
@@ -296,12 +312,15 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         try:
             ax, ay, bx, by = (float(str(form.get(k, ""))) for k in ("ax", "ay", "bx", "by"))
         except ValueError:
+            m.saved("gate_line", "refused")
             return render(request, "editor.html", s, 400, cam=cam, size=size, saved=None,
                           error="every coordinate must be a number of pixels")
         try:
             digest = backend.save_gate_line(cam_id, (ax, ay), (bx, by), s.name)
         except ConfigRejectedError as exc:
+            m.saved("gate_line", "unwritable" if isinstance(exc, ConfigUnwritableError) else "refused")
             return render(request, "editor.html", s, 400, cam=cam, size=size, saved=None, error=str(exc))
+        m.saved("gate_line", "saved")
         return render(request, "editor.html", s, cam=camera(cam_id), size=size, error=None, saved=digest[:12])
 
     # -- the zone and mask editor ---------------------------------------------------------------
@@ -369,6 +388,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
                 if r["id"].strip() or r["points"].strip()]
         size = backend.live.size(cam_id)
         if size is None:
+            m.saved("zones_masks", "refused")
             return zones_page(request, s, cam, 409, rows=sent,
                               error="no frame from capture yet: the editor needs the camera's picture size "
                                     "(is edgegw-capture running?)")
@@ -376,7 +396,9 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
             zones, masks = parse_rows(columns, size[0], size[1])
             digest = backend.save_shapes(cam_id, zones, masks, s.name)
         except (ShapeFormError, ConfigRejectedError) as exc:
+            m.saved("zones_masks", "unwritable" if isinstance(exc, ConfigUnwritableError) else "refused")
             return zones_page(request, s, cam, 400, rows=sent, error=str(exc))
+        m.saved("zones_masks", "saved")
         return zones_page(request, s, camera(cam_id), saved=digest[:12])
 
     # -- serial -----------------------------------------------------------------------------------
