@@ -112,7 +112,7 @@ port = {port}
 preview_fps = 4
 preview_max_height = 720
 """)
-    users = UserStore(data / "console.db")
+    users = UserStore(data / "console" / "console.db")  # where the console looks (console.db, relative to data_dir)
     users.add("bench", Role.INSTALLER, "bench-password-1", must_change=False)
     cookie = users.open_session("bench")
     users.close()
@@ -161,6 +161,8 @@ def _one_run(cfg: Path, port: int, cookie: str, capture_pid: int, env: dict[str,
         counts[0] = 0
         preview = _phase(pids, phase_s)
         frames = counts[0]
+        if frames == 0:  # no stream, no figure: a preview phase without frames measured nothing
+            raise RuntimeError("the preview delivered no frame (is the session cookie the console's?)")
         stop.set()
         viewer.join(10)
         time.sleep(4.0)  # the lease lapses

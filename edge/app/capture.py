@@ -24,6 +24,7 @@ from drivers.camera.supervisor import CameraState, CameraSupervisor
 from drivers.inputs.poller import InputPoller
 from edge.app.capture_live import CaptureLive, capture_families
 from edge.app.config import Config, load_config
+from edge.app.drawing import drawing_path
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
@@ -66,7 +67,7 @@ class CaptureDaemon:
         self.cfg = cfg
         self._config_dir = config_dir or Path.cwd()
         self._config_file = config_file
-        self._config_mtime = config_file.stat().st_mtime if config_file is not None else 0.0
+        self._config_mtime = self._config_stamp()
         self._stop = threading.Event()
         self.live = CaptureLive(cfg.path(cfg.console.live_dir), cfg.aim)
         self._metrics: MetricsServer | None = None
@@ -260,15 +261,24 @@ class CaptureDaemon:
         return (f"{up}/{len(cams)} camera(s) connected, {open_ports}/{len(ports) - (1 if ports else 0)} port(s) open, "
                 f"{self.committer.committed} event(s) committed")
 
+    def _config_stamp(self) -> tuple[float, float]:
+        # The config file and the console's drop-in beside it (edge.app.drawing): either may change.
+        if self._config_file is None:
+            return (0.0, 0.0)
+        stamps = []
+        for path in (self._config_file, drawing_path(self._config_file)):
+            try:
+                stamps.append(path.stat().st_mtime)
+            except OSError:
+                stamps.append(0.0)
+        return (stamps[0], stamps[1])
+
     def _reload_live_config(self) -> None:
         # The console's editor writes the config atomically; gate lines, zones and masks apply
         # without a restart, anything else is logged as needing one.
         if self._config_file is None:
             return
-        try:
-            mtime = self._config_file.stat().st_mtime
-        except OSError:
-            return
+        mtime = self._config_stamp()
         if mtime == self._config_mtime:
             return
         self._config_mtime = mtime

@@ -21,6 +21,9 @@ def write_atomically(path: Path, text: str) -> Path:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # The units run with UMask=0077: without this a 0640 file would come back 0600 and the group that
+    # reads it (capture, for the console's drop-in) would lose it at the first edit.
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -94,3 +97,27 @@ def with_shapes(text: str, camera_id: str, zones: Sequence[dict[str, Any]], mask
     if not len(section):
         del doc["zones"]
     return tomlkit.dumps(doc)
+
+
+def with_camera_owned(text: str, camera_id: str, gate_line: tuple[tuple[float, float], tuple[float, float]] | None,
+                      zones: Sequence[dict[str, Any]], masks: Sequence[dict[str, Any]]) -> str:
+    """The drop-in text with `camera_id` in its `cameras`; the first time, its drawing so far (from the
+    merged config: gate line, zones, masks) is copied in, so taking a camera over loses nothing."""
+    doc = tomlkit.parse(text)
+    owned = doc.get("cameras")
+    if owned is not None and camera_id in owned:
+        return text
+    if owned is None:
+        owned = tomlkit.array()
+        # `cameras` first: a top-level key after a table would belong to that table.
+        body = list(doc.body)
+        doc.clear()
+        doc["cameras"] = owned
+        for key, item in body:
+            if key is not None:
+                doc[key.key] = item
+    owned.append(camera_id)
+    out = tomlkit.dumps(doc)
+    if gate_line is not None:
+        out = with_gate_line(out, camera_id, gate_line[0], gate_line[1])
+    return with_shapes(out, camera_id, zones, masks)

@@ -13,11 +13,13 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.app.config import Config, load_config, parse_config
-from edge.app.config_edits import with_gate_line, with_shapes, write_atomically
+from edge.app.config import Config, load_config, parse_config, read_drawing
+from edge.app.config_edits import with_camera_owned, with_gate_line, with_shapes, write_atomically
+from edge.app.drawing import drawing_path
 from edge.app.uplink import check_result_file, gateway_status, published_file
 from edge.app.wiring import open_audit
 from edge.audit import AuditAction
@@ -88,27 +90,49 @@ class GatewayBackend:
                             for m in manifest.models]
         return self._models
 
-    def _save(self, new: str, what: str) -> str:
-        # Validate with the root validator, then write atomically (previous kept); under self._lock.
+    @property
+    def target(self) -> Path:
+        """The file edits go to: the drop-in where its directory exists (the shipped layout), else the config."""
+        dropin = drawing_path(self.config_path)
+        return dropin if dropin.parent.is_dir() else self.config_path
+
+    def _edit(self, camera_id: str, change: Callable[[str], str], what: str) -> str:
+        # Validate the whole merged config with the root validator, then write atomically (previous
+        # kept); under self._lock. Returns the sha256 of the file written.
+        target = self.target
+        main = self.config_path.read_text(encoding="utf-8")
+        if target == self.config_path:
+            new = change(main)
+            check: tuple[str, tuple[str, str] | None] = (new, read_drawing(self.config_path))
+        else:
+            cfg = self._config()
+            current = read_drawing(self.config_path)
+            gl = cfg.gate_lines.get(camera_id)
+            owned = with_camera_owned(current[0] if current else "", camera_id, (gl.a, gl.b) if gl else None,
+                                      [z.model_dump(exclude={"camera"}, exclude_defaults=True)
+                                       for z in cfg.zones.for_camera(camera_id)],
+                                      [m.model_dump(exclude={"camera"}, exclude_defaults=True)
+                                       for m in cfg.masks_for(camera_id)])
+            new = change(owned)
+            check = (main, (new, str(target)))
         try:
-            parse_config(new, str(self.config_path), self.config_path.parent)
+            parse_config(check[0], str(self.config_path), self.config_path.parent, drawing=check[1])
         except ConfigError as exc:
             raise ConfigRejectedError(str(exc)) from None
         try:
-            write_atomically(self.config_path, new)
+            write_atomically(target, new)
         except OSError as exc:
-            raise ConfigUnwritableError(f"the {what} is valid but {self.config_path} cannot be written "
-                                      f"({exc.strerror}): see docs/console.md, config edits") from None
+            raise ConfigUnwritableError(f"the {what} is valid but {target} cannot be written "
+                                        f"({exc.strerror}): see docs/console.md, config edits") from None
         return hashlib.sha256(new.encode()).hexdigest()
 
     def save_gate_line(self, camera_id: str, a: tuple[float, float], b: tuple[float, float], actor: str) -> str:
         """Validate with the root validator, write atomically (previous kept), audit; capture reloads it."""
         with self._lock:
-            text = self.config_path.read_text(encoding="utf-8")
-            digest = self._save(with_gate_line(text, camera_id, a, b), "line")
+            digest = self._edit(camera_id, lambda text: with_gate_line(text, camera_id, a, b), "line")
             self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
                 "by": "console", "change": "gate_line", "camera": camera_id, "file_sha256": digest,
-                "a": [a[0], a[1]], "b": [b[0], b[1]]})
+                "file": self.target.name, "a": [a[0], a[1]], "b": [b[0], b[1]]})
         log.info("gate line of %s saved by %s", camera_id, actor)
         return digest
 
@@ -116,11 +140,11 @@ class GatewayBackend:
                     actor: str) -> str:
         """Replace the camera's zones and masks: validated, written atomically, audited; capture reloads them."""
         with self._lock:
-            text = self.config_path.read_text(encoding="utf-8")
-            digest = self._save(with_shapes(text, camera_id, zones, masks), "drawing")
+            digest = self._edit(camera_id, lambda text: with_shapes(text, camera_id, zones, masks), "drawing")
             # Which shapes, not where: the polygons are in the file the digest names.
             self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
                 "by": "console", "change": "zones_masks", "camera": camera_id, "file_sha256": digest,
+                "file": self.target.name,
                 "zones": [f"{z['id']}:{z['rule']}" for z in zones], "masks": [m["id"] for m in masks]})
         log.info("zones and masks of %s saved by %s (%d zone(s), %d mask(s))", camera_id, actor, len(zones),
                  len(masks))
