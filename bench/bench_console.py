@@ -38,6 +38,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import MODELS_DIR, ROOT, SHARED_DATA, letterbox
+from edge.app.config import load_config
+from edge.app.provision import provision_epoch_keys
 from edge.console.users import Role, UserStore
 from edge.console.web import COOKIE
 from edge.keys import generate_key_file
@@ -79,8 +81,7 @@ def run(phase_s: float = 20.0, repeats: int = 1) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="edgegw-bench-console-"))
     data = tmp / "data"
     data.mkdir()
-    for name in ("district.key", "data.key"):
-        generate_key_file(data / name)
+    generate_key_file(data / "data.key")
     photo = SHARED_DATA / "faces" / "face_recognition" / "obama" / "obama.jpg"
     img = cv2.imread(str(photo))
     assert img is not None, photo
@@ -112,6 +113,8 @@ port = {port}
 preview_fps = 4
 preview_max_height = 720
 """)
+    # The gateway identity and its epoch keys, issued from a stand-in district root key (as the tests do).
+    provision_epoch_keys(load_config(cfg), data / "district.key")
     users = UserStore(data / "console" / "console.db")  # where the console looks (console.db, relative to data_dir)
     users.add("bench", Role.INSTALLER, "bench-password-1", must_change=False)
     cookie = users.open_session("bench")
