@@ -32,6 +32,7 @@ from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
 from edge.pipeline.maskconfig import MaskConfig
 from edge.pipeline.zoneconfig import ZonesConfig
+from edge.principals import PrincipalsConfig
 from edge.privacy.config import PrivacyConfig
 from edge.privacy.pipl import PiplConfig
 from edge.query.config import QueryConfig
@@ -112,6 +113,8 @@ class Config(StrictModel):
     aim: AimConfig = AimConfig()
     commission: CommissionConfig = CommissionConfig()
     pipl: PiplConfig = PiplConfig()
+    principals: PrincipalsConfig = PrincipalsConfig()
+    """The principal registry shared by the console and the query door (edge.principals)."""
 
     @field_validator("cameras")
     @classmethod

@@ -21,7 +21,7 @@ from edge.app.config import Config, load_config, parse_config, read_drawing
 from edge.app.config_edits import with_camera_owned, with_gate_line, with_shapes, write_atomically
 from edge.app.drawing import drawing_path
 from edge.app.uplink import check_result_file, gateway_status, published_file
-from edge.app.wiring import open_audit
+from edge.app.wiring import open_audit, open_registry
 from edge.audit import AuditAction
 from edge.console.backend import CameraInfo, ConfigRejectedError, ConfigUnwritableError
 from edge.console.config import is_loopback
@@ -196,7 +196,8 @@ def run_console(config_path: Path) -> int:
     backend = GatewayBackend(config_path)
     cfg = backend.cfg
     c = cfg.console
-    users = UserStore(cfg.path(c.db), session_ttl_s=c.session_ttl_s)
+    registry = open_registry(cfg)
+    users = UserStore(cfg.path(c.db), session_ttl_s=c.session_ttl_s, registry=registry)
     first = users.first_boot()
     if first is not None:
         # The journal is the one place an installer with root can read it; it must be changed at first login.
@@ -220,7 +221,7 @@ def run_console(config_path: Path) -> int:
                      preview_max_height=c.preview_max_height,
                      aim_thresholds={"face_fail": a.face_fail_px, "face_warn": a.face_warn_px,
                                      "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px},
-                     metrics=metrics)
+                     metrics=metrics, registry=registry)
     notifier = Notifier()
     scheme = "https" if c.tls else "http"
     print(f"edgegw console on {scheme}://{c.host}:{c.port}/", file=sys.stderr, flush=True)
@@ -265,5 +266,6 @@ def run_console(config_path: Path) -> int:
         watchdog.set()
         notifier.stopping()
         users.close()
+        registry.close()
         backend.close()
     return 0

@@ -31,6 +31,7 @@ from edge.console.metrics import ConsoleMetrics
 from edge.console.shapes import ZONE_PARAMS, ShapeFormError, format_points, parse_rows
 from edge.console.users import ConsoleAuthError, Session, UserStore
 from edge.preview import PreviewRequest
+from edge.principals import PrincipalRegistry, RegistryError, Role
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class _ForbiddenError(Exception):
 
 def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: bool, preview_fps: float = 4.0,
                preview_max_height: int = 720, aim_thresholds: dict[str, float] | None = None,
-               metrics: ConsoleMetrics | None = None) -> FastAPI:
+               metrics: ConsoleMetrics | None = None, registry: PrincipalRegistry | None = None) -> FastAPI:
     """The console app over a gateway backend and a user store (its metrics on `app.state.metrics`)."""
     app = FastAPI(title="edgegw console", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     m = metrics or ConsoleMetrics()
@@ -89,13 +90,14 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
     def _session(request: Request) -> Session | None:
         return users.session(request.cookies.get(COOKIE))
 
-    def need(request: Request, *, operator: bool = False, allow_must_change: bool = False) -> Session:
+    def need(request: Request, *, operator: bool = False, admin: bool = False,
+             allow_must_change: bool = False) -> Session:
         s = _session(request)
         if s is None:
             raise _RedirectError("/login")
         if s.must_change and not allow_must_change:
             raise _RedirectError("/password")
-        if operator and not s.may_operate():
+        if (operator and not s.may_operate()) or (admin and s.role is not Role.ADMIN):
             raise _ForbiddenError
         return s
 
@@ -400,6 +402,36 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
             return zones_page(request, s, cam, 400, rows=sent, error=str(exc))
         m.saved("zones_masks", "saved")
         return zones_page(request, s, camera(cam_id), saved=digest[:12])
+
+    # -- principals: one registry for the console and the query door (admins) ---------------------
+    def principals_page(request: Request, s: Session, status_code: int = 200, *, error: str | None = None,
+                        done: str | None = None) -> Response:
+        listed = registry.listed() if registry is not None else []
+        return render(request, "principals.html", s, status_code, listed=listed, error=error, done=done,
+                      enabled=registry is not None)
+
+    @app.get("/admin/principals", response_class=HTMLResponse)
+    def principals(request: Request) -> Response:
+        s = need(request, admin=True)
+        return principals_page(request, s)
+
+    @app.post("/admin/principals/{name}/{action}", response_class=HTMLResponse)
+    async def principal_action(request: Request, name: str, action: str) -> Response:
+        s = need(request, admin=True)
+        await csrf_ok(request, s)
+        if registry is None or action not in ("revoke", "restore"):
+            return principals_page(request, s, 404, error="no such action")
+        if action == "revoke" and name == s.name:
+            return principals_page(request, s, 400, error="an admin cannot revoke themself: ask another admin")
+        try:
+            if action == "revoke":
+                registry.revoke(name, s.name)
+            else:
+                registry.restore(name)
+        except RegistryError as exc:
+            return principals_page(request, s, 400, error=str(exc))
+        backend.audit(s.name, f"principal_{action}", {"principal": name})
+        return principals_page(request, s, done=f"{name} {'revoked everywhere' if action == 'revoke' else 'restored'}")
 
     # -- serial -----------------------------------------------------------------------------------
     @app.get("/serial", response_class=HTMLResponse)
