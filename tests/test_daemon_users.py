@@ -201,3 +201,19 @@ def test_the_console_writes_its_drop_in_and_reaches_no_other_daemons_keys(layout
         _refused(layout.run("edgegw-console", _PRELUDE + f"open(base / {target!r}, 'rb').read()\n"))
     # Nobody outside the two reads the drawings (the uplink faces the network).
     _refused(layout.run("edgegw-uplink", _PRELUDE + _DRAW + "dropin.read_text()\n"))
+
+
+_REGISTRY = ("from edge.principals import PrincipalRegistry, Role\n"
+             "reg = PrincipalRegistry(base / 'principals/registry.db')\n")
+
+
+def test_the_principal_registry_is_shared_by_the_console_and_the_query_door_only(layout: Layout) -> None:
+    _ok(layout.run("edgegw-query", _PRELUDE + _REGISTRY + "reg.publish('query', [('officer-0042', Role.POLICE)])\n"))
+    _ok(layout.run("edgegw-console", _PRELUDE + _REGISTRY + "reg.publish('console', [('admin', Role.ADMIN)])\n"
+                   "reg.revoke('officer-0042', 'admin')\n"))
+    out = _ok(layout.run("edgegw-query", _PRELUDE + _REGISTRY + "print(reg.is_revoked('officer-0042'))\n"))
+    assert out.split() == ["True"]
+    for path in (layout.state / "principals").iterdir():
+        assert path.stat().st_mode & 0o007 == 0, path  # group-only, never others'
+    for user in ("edgegw-capture", "edgegw-uplink"):
+        _refused(layout.run(user, _PRELUDE + "open(base / 'principals/registry.db', 'rb').read()\n"))

@@ -172,3 +172,16 @@ def test_an_admin_revoking_in_the_console_revokes_at_both_doors(
     listed = subprocess.run([sys.executable, "-m", "edge.cli", "principal", "list", "--config", str(cfg)], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, check=True).stdout
     assert re.search(rf"{POLICE.name}\s+query\s+police\s+revoked by root", listed), listed
+
+
+def test_a_revoked_principal_signs_no_mqtt_request_either(tmp_path: Path) -> None:
+    tokens = write_tokens(tmp_path / "tokens.toml")
+    reg = PrincipalRegistry(tmp_path / "registry.db")
+    try:
+        principals = load_principals(tmp_path / "tokens.toml", reg)
+        reg.publish("query", principals.listing())
+        assert principals.signer(POLICE.name) is not None and principals.by_token(tokens[POLICE.name]) is not None
+        reg.revoke(POLICE.name, "admin")
+        assert principals.signer(POLICE.name) is None and principals.by_token(tokens[POLICE.name]) is None
+    finally:
+        reg.close()
