@@ -55,13 +55,27 @@ class Drawing(StrictModel):
 def merge(raw: dict[str, Any], drawing: dict[str, Any]) -> dict[str, Any]:
     """The main config's raw dict with the drop-in's cameras' drawings in place of its own."""
     owned = set(drawing.get("cameras", ()))
+
+    def table(d: Any) -> dict[str, Any]:
+        return d if isinstance(d, dict) else {}
+
+    def items(v: Any) -> list[Any]:
+        return list(v) if isinstance(v, list) else []
+
+    def kept(v: Any) -> list[Any]:  # what is not a table stays, for the validator to name
+        return [x for x in items(v) if not isinstance(x, dict) or x.get("camera") not in owned]
+
+    # Malformed shapes (a table where a list goes) are left to the validators, which name the key.
+    if not (isinstance(raw.get("gate_lines", {}), dict) and isinstance(raw.get("zones", {}), dict)
+            and isinstance(raw.get("masks", []), list)
+            and isinstance(table(raw.get("zones")).get("zone", []), list)):
+        return raw
     out = dict(raw)
-    lines = {k: v for k, v in dict(raw.get("gate_lines", {})).items() if k not in owned}
-    lines.update(drawing.get("gate_lines", {}))
+    lines = {k: v for k, v in table(raw.get("gate_lines")).items() if k not in owned}
+    lines.update(table(drawing.get("gate_lines")))
     out["gate_lines"] = lines
-    zones = dict(raw.get("zones", {}))
-    zones["zone"] = [z for z in zones.get("zone", []) if z.get("camera") not in owned] + list(
-        drawing.get("zones", {}).get("zone", []))
+    zones = dict(table(raw.get("zones")))
+    zones["zone"] = kept(zones.get("zone")) + items(table(drawing.get("zones")).get("zone"))
     out["zones"] = zones
-    out["masks"] = [m for m in raw.get("masks", []) if m.get("camera") not in owned] + list(drawing.get("masks", []))
+    out["masks"] = kept(raw.get("masks")) + items(drawing.get("masks"))
     return out
