@@ -142,3 +142,13 @@ def test_degraded_and_clip_floors() -> None:
     assert wrong <= 6
     clip = bg.clip(reader, [(lab, img) for _, lab, img, _ in data], seed=gate_sets.seeds(1, base=77)[0])
     assert clip["exact"] >= 33 and clip["events"] == clip["vehicles"]
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_fusion_tables_are_the_measured_calibration() -> None:
+    """edge.plates.fusion's tables are what `bench_gate_plates.py --calibrate` measures (held-out crops)."""
+    _gate()
+    tables = bg.calibrate()
+    assert tables["ppocr"] == PPOCR_ALNUM
+    assert tables["clp"] == CLP_ALNUM

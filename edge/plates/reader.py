@@ -293,6 +293,17 @@ class PlateReader:
         reads = self._read_quads(bgr, [(_crop_corners(h, w), Box(0.0, 0.0, float(w), float(h)), 1.0)], crop=True)
         return reads[0] if reads else None
 
+    def recognise_crop(self, crop_bgr: NDArray[Any], *, second: bool = False) -> Decoded | None:
+        """One recogniser's raw constrained decode of a tight crop (PP-OCR, or clp_rec with `second`):
+        no variants, no fusion, no validation. For calibrating confidences (bench_gate_plates)."""
+        bgr = normalise_frame(crop_bgr)
+        rec = self._clp if second else self._ppocr
+        if bgr is None or min(bgr.shape[:2]) < 4 or rec is None:
+            return None
+        h, w = bgr.shape[:2]
+        line = warp_band(bgr, _crop_corners(h, w), self.params.line_width, PPOCR_SPEC.height, Band())
+        return rec.read([line], [_line_width(line, rec.spec)], [self._bias(classify_colour(line))])[0]
+
     def _read_quads(
         self,
         image: NDArray[np.uint8],
