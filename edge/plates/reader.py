@@ -98,7 +98,7 @@ class ReaderParams:
     # combined per alphanumeric position on calibrated confidences (edge.plates.fusion). Measured:
     # 0.6 read 1 more of 36 on degraded seed 15000 and published 3 wrong reads instead of 6 over the
     # three seeds, at no loss on the native, 720p or crop sets; 0.9 also fixed a T read as 7 at 720p
-    # but turned a U read at 0.6 into 0 (native 34 instead of 35).
+    # but turned a native U read at 0.77 into 0 (the same raw confidence as that 7: native 34, not 35).
     second_opinion_below: float = 0.6
 
 
