@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from district.details import DetailsRequest, DetailsService
 from district.errors import SearchRefusedError
 from district.platform_audit import verify
 from district.principals import Principal, Principals, Role
@@ -61,6 +62,36 @@ class SearchOut(BaseModel):
     details_hint: str = Field(description="how to get the sealed details from the gateways that hold them")
 
 
+class DetailsIn(BaseModel):
+    """Details about events a search under this case found, from the gateways that hold them."""
+
+    case_id: str = Field(default="", max_length=64)
+    officer: str = Field(default="", max_length=64)
+    value: str = Field(min_length=1, max_length=64, description="the value the case's search was for; never stored")
+    event_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class GatewayDetailsOut(BaseModel):
+    """One gateway's answer over its MQTT query door."""
+
+    gateway: str
+    status: str = Field(description="ok, refused, unauthenticated, unreadable, timeout or no_door_key")
+    event_ids: list[str]
+    hits: list[dict[str, Any]] = Field(description="the gateway's hits holding the asked events (pseudonyms only)")
+    error: str | None
+    gateway_audit_seq: int | None = Field(description="the record the gateway wrote in its own audit log")
+
+
+class DetailsOut(BaseModel):
+    """Every gateway's answer, the events none answered for, and the platform's two audit records."""
+
+    kind: str
+    gateways: list[GatewayDetailsOut]
+    missing: list[str]
+    request_audit_seq: int
+    outcome_audit_seq: int
+
+
 class RefusalOut(BaseModel):
     """Why a request was refused."""
 
@@ -79,8 +110,8 @@ class AuditOut(BaseModel):
     message: str
 
 
-def create_app(service: SearchService, principals: Principals) -> FastAPI:
-    """Build the API around a search service and the token table."""
+def create_app(service: SearchService, principals: Principals, details: DetailsService | None = None) -> FastAPI:
+    """Build the API around a search service, the token table and (if `[door]` is set up) details."""
     app = FastAPI(title="edgegw district platform", version="1", description=__doc__)
     bearer = HTTPBearer(auto_error=False)
 
@@ -117,8 +148,23 @@ def create_app(service: SearchService, principals: Principals) -> FastAPI:
         return SearchOut(hits=[HitOut(event_id=h.event_id, ts=h.ts, district=h.district, community=h.community,
                                       gateway=h.gateway, gate=h.gate, kind=h.kind) for h in res.hits],
                          epochs=res.epochs, truncated=res.truncated, audit_seq=res.audit_seq,
-                         details_hint="ask each listed gateway's query door (edgegw query ... --case "
-                                      f"{body.case_id}) for the sealed record of an event_id")
+                         details_hint=f"POST /v1/search/details with case_id {body.case_id}, the officer, the "
+                                      "value and the event_ids: the gateways holding them answer over their "
+                                      "query door")
+
+    @app.post("/v1/search/details", response_model=DetailsOut,
+              responses={400: {"model": RefusalOut}, 403: {"model": RefusalOut}, 429: {"model": RefusalOut},
+                         503: {"model": RefusalOut}})
+    def search_details(body: DetailsIn, who: Annotated[Principal, require(Role.POLICE, Role.ADMIN)]) -> DetailsOut:
+        """Ask the gateways holding a case's hits for their sealed records, over their MQTT query door."""
+        if details is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "details are not configured ([door])")
+        res = details.details(who, DetailsRequest(body.case_id, body.officer, body.value, tuple(body.event_ids)))
+        return DetailsOut(kind=res.kind, missing=res.missing, request_audit_seq=res.request_audit_seq,
+                          outcome_audit_seq=res.outcome_audit_seq,
+                          gateways=[GatewayDetailsOut(gateway=g.gateway, status=g.status, event_ids=list(g.event_ids),
+                                                      hits=g.hits, error=g.error,
+                                                      gateway_audit_seq=g.gateway_audit_seq) for g in res.gateways])
 
     @app.get("/v1/audit/verify", response_model=AuditOut)
     def audit_verify(_who: Annotated[Principal, require(Role.AUDITOR, Role.ADMIN)]) -> AuditOut:

@@ -107,6 +107,21 @@ def _search_service(cfg: DistrictConfig) -> Any:
                          lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s))
 
 
+def _details_service(cfg: DistrictConfig) -> Any:
+    from district.db import connect
+    from district.details import DetailsService
+    from district.doorclient import DoorClient
+    from district.search import KeyService
+
+    # The door client logs in as its own broker user (the ACL's district-door) where one is set.
+    login = cfg.door if cfg.door.username else cfg.mqtt
+    mqtt_cfg = cfg.mqtt.model_copy(update={"username": login.username, "password_file": login.password_file})
+    password = mqtt_cfg.password_file.read_text().strip() if mqtt_cfg.password_file else None
+    client = DoorClient(mqtt_cfg, cfg.door, _officer_keys(cfg), password)
+    return DetailsService(cfg.search, cfg.door, KeyService.from_config(cfg.search),
+                          lambda: connect(cfg.database.dsn, timeout_s=cfg.database.connect_timeout_s), client.ask)
+
+
 def _when(text: str, *, end: bool = False) -> Any:
     from datetime import datetime, timedelta
 
@@ -129,8 +144,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     who = _principal(cfg, args.token_file)
+    if args.kind == "details":
+        return _search_details(cfg, who, args)
+    if len(args.value) != 1 or not args.start:
+        print("a search takes one VALUE (or -) and --from", file=sys.stderr)
+        return 2
     # "-" reads the value from stdin, so a plate or card number stays out of the shell history.
-    value = sys.stdin.readline().strip() if args.value == "-" else args.value
+    value = sys.stdin.readline().strip() if args.value[0] == "-" else args.value[0]
     req = SearchRequest(SearchKind(args.kind), value, _when(args.start),
                         _when(args.end, end=True) if args.end else datetime.now(UTC), args.case, args.officer)
     try:
@@ -147,8 +167,38 @@ def _cmd_search(args: argparse.Namespace) -> int:
         for h in res.hits:
             print(f"{h.ts.isoformat()}  {h.district}/{h.community}/{h.gateway}  {h.gate:<12} {h.kind:<14} {h.event_id}")
         print(f"{len(res.hits)} hit(s) over epochs {', '.join(res.epochs)}; audit record {res.audit_seq}."
-              f" Details: ask each gateway's query door with --case {args.case}.", file=sys.stderr)
+              f" Details: `search details --case {args.case} --officer {args.officer} EVENT_ID…`.", file=sys.stderr)
     return 0
+
+
+def _search_details(cfg: DistrictConfig, who: Any, args: argparse.Namespace) -> int:
+    from district.details import DetailsRequest
+    from district.errors import SearchRefusedError
+
+    # The value the case's search was made for, from stdin unless given: the gateways need it.
+    value = sys.stdin.readline().strip() if args.details_value == "-" else args.details_value
+    try:
+        res = _details_service(cfg).details(who, DetailsRequest(args.case, args.officer, value, tuple(args.value)))
+    except SearchRefusedError as exc:
+        print(f"refused ({exc.reason}): {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps({"kind": res.kind, "gateways": [
+            {"gateway": g.gateway, "status": g.status, "event_ids": list(g.event_ids), "hits": g.hits,
+             "error": g.error, "gateway_audit_seq": g.gateway_audit_seq} for g in res.gateways],
+            "missing": res.missing, "request_audit_seq": res.request_audit_seq,
+            "outcome_audit_seq": res.outcome_audit_seq}, ensure_ascii=False))
+    else:
+        for g in res.gateways:
+            print(f"{g.gateway}: {g.status}" + (f" ({g.error})" if g.error else "")
+                  + (f", gateway audit record {g.gateway_audit_seq}" if g.gateway_audit_seq is not None else ""))
+            for h in g.hits:
+                members = ", ".join(f"{m.get('kind')}@{m.get('source')}" for m in h.get("members", []))
+                print(f"  {h.get('ts')}  gate {h.get('gate')}  {h.get('direction') or '-'}  passage "
+                      f"{h.get('passage_id') or '-'}: {members}")
+        print(f"{len(res.missing)} event(s) without details; audit records {res.request_audit_seq} (request), "
+              f"{res.outcome_audit_seq} (outcome)", file=sys.stderr)
+    return 0 if not res.missing else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -161,7 +211,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.search.tokens_file is None:
         raise ConfigError("[search].tokens_file is not set: the API admits callers by token only")
-    app = create_app(_search_service(cfg), Principals.load(cfg.search.tokens_file))
+    details = _details_service(cfg) if cfg.door.signing_key_file else None
+    app = create_app(_search_service(cfg), Principals.load(cfg.search.tokens_file), details)
     uvicorn.run(app, host=cfg.http.bind, port=args.port if args.port is not None else cfg.http.port,
                 log_level="info", access_log=False)  # access logs are off: no caller detail in the journal
     return 0
@@ -179,21 +230,78 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_check(args: argparse.Namespace) -> int:
-    from district.auditcheck import check_against_chain, check_history
+    from district.auditcheck import check_against_chain, check_report
     from district.db import connect
 
     with connect(_config(args).database.dsn) as conn:
+        report = check_report(conn, args.gateway)
+        findings = list(report.findings)
         if args.gateway_db:
             if not args.gateway:
                 print("--gateway-db needs --gateway DISTRICT/COMMUNITY/GATEWAY", file=sys.stderr)
                 return 2
-            n, findings = check_against_chain(conn, args.gateway, args.gateway_db)
-        else:
-            n, findings = check_history(conn, args.gateway)
-    for f in findings:
-        print(f"{f.gateway} (head seen {f.seen_at}): {f.problem}")
-    print(f"{n} stored head(s) checked, {len(findings)} problem(s)", file=sys.stderr)
+            findings += check_against_chain(conn, args.gateway, args.gateway_db)[1]
+    # One block per gateway: its verdict, then each problem with the time the platform saw the head.
+    gateways = sorted(set(report.heads) | {f.gateway for f in findings})
+    for gw in gateways:
+        mine = [f for f in findings if f.gateway == gw]
+        print(f"{gw}: {'FAIL' if mine else 'ok'} ({report.heads.get(gw, 0)} head(s) stored, "
+              f"{report.verified.get(gw, 0)} signature(s) verified)")
+        for f in mine:
+            print(f"  seen {f.seen_at}: {f.problem}")
+    bad = len({f.gateway for f in findings})
+    print(f"{sum(report.heads.values())} stored head(s) of {len(gateways)} gateway(s) checked; "
+          f"{bad} gateway(s) with {len(findings)} problem(s)", file=sys.stderr)
     return 1 if findings else 0
+
+
+def _cmd_gateway_register(args: argparse.Namespace) -> int:
+    from district.db import connect
+    from district.gateways import GatewayName, parse_door, register
+    from edge.privacy.identity import GatewayPublic
+
+    name = GatewayName.parse(args.gateway)
+    identity = GatewayPublic.parse(_text_or_file(args.identity))
+    door = parse_door(_text_or_file(args.door)) if args.door else None
+    with connect(_config(args).database.dsn) as conn:
+        register(conn, name, identity, door)
+    print(f"registered {name}: identity {identity.fingerprint}" + (f", query door {door.hex()[:16]}…" if door else ""))
+    return 0
+
+
+def _cmd_gateway_list(args: argparse.Namespace) -> int:
+    from district.db import connect
+    from district.gateways import load_keys
+
+    with connect(_config(args).database.dsn) as conn:
+        keys = load_keys(conn)
+    for name, k in keys.items():
+        print(f"{name}  identity {k.identity.fingerprint}  door {k.door.hex() if k.door else '-'}")
+    return 0
+
+
+def _officer_keys(cfg: DistrictConfig) -> Any:
+    from district.doorclient import OfficerKeys
+    from edge.errors import ConfigError
+    from edge.keys import load_secret
+
+    if not cfg.door.signing_key_file:
+        raise ConfigError("[door].signing_key_file is not set: details requests are signed with keys derived "
+                          "from it")
+    return OfficerKeys(load_secret(cfg.door.signing_key_file, purpose="door signing"), cfg.door.principal)
+
+
+def _cmd_door_principal(args: argparse.Namespace) -> int:
+    keys = _officer_keys(_config(args))
+    # No token: the MQTT door authenticates by signature only; a token would open the HTTP door too.
+    print(f'[[principal]]\nname = "{keys.principal(args.officer)}"\nrole = "police"\nofficer = "{args.officer}"\n'
+          f'verify_key = "{keys.verify_key(args.officer)}"')
+    return 0
+
+
+def _text_or_file(value: str) -> str:
+    path = Path(value)
+    return path.read_text(encoding="utf-8") if len(value) < 4096 and path.is_file() else value
 
 
 def register(sub: Any) -> None:
@@ -225,9 +333,15 @@ def _add_commands(dsub: Any) -> None:
 
     s = dsub.add_parser("search", help="district-wide police search by plate, card or MAC (audited)")
     _common(s)
-    s.add_argument("kind", choices=("plate", "card", "mac"))
-    s.add_argument("value", help="the raw value, or - to read it from stdin (keeps it out of shell history)")
-    s.add_argument("--from", dest="start", required=True, help="ISO date or time (UTC unless it says)")
+    s.add_argument("kind", choices=("plate", "card", "mac", "details"),
+                   help="what to search by; `details` asks the gateways holding EVENT_IDs of this case's "
+                        "search for their sealed records, over their MQTT query door")
+    s.add_argument("value", nargs="+", metavar="VALUE|EVENT_ID",
+                   help="the raw value, or - to read it from stdin (keeps it out of shell history); "
+                        "for details: the event ids")
+    s.add_argument("--from", dest="start", help="ISO date or time (UTC unless it says); required for a search")
+    s.add_argument("--value", dest="details_value", default="-",
+                   help="details: the value the case's search was made for (default -: read it from stdin)")
     s.add_argument("--to", dest="end", help="ISO date or time (default: now)")
     s.add_argument("--case", required=True, help="the case id (required)")
     s.add_argument("--officer", required=True, help="the officer id (required)")
@@ -249,6 +363,24 @@ def _add_commands(dsub: Any) -> None:
     ac.add_argument("--gateway", help="DISTRICT/COMMUNITY/GATEWAY (default: every gateway)")
     ac.add_argument("--gateway-db", type=Path, help="that gateway's audit database, to check the heads against")
     ac.set_defaults(func=_cmd_audit_check)
+
+    gw = dsub.add_parser("gateway", help="the gateway registry: the public keys the platform knows per gateway")
+    gsub = gw.add_subparsers(dest="gateway_command", required=True)
+    gr = gsub.add_parser("register", help="register (or replace) a gateway's identity and query-door public keys")
+    _common(gr)
+    gr.add_argument("gateway", help="DISTRICT/COMMUNITY/GATEWAY")
+    gr.add_argument("--identity", required=True,
+                    help="edgegw-gw1:<x25519>:<ed25519>, as `edgegw keys init` prints it (or a file holding it)")
+    gr.add_argument("--door", help="the query door's public key, as `edgegw query door-key` prints it (or a file)")
+    gr.set_defaults(func=_cmd_gateway_register)
+    gp = gsub.add_parser("door-principal", help="print the tokens-file entry a gateway needs to accept "
+                                                  "this platform's details requests for one officer")
+    _common(gp)
+    gp.add_argument("--officer", required=True, help="the officer the entry is bound to")
+    gp.set_defaults(func=_cmd_door_principal)
+    gl = gsub.add_parser("list", help="list the registered gateways and their key fingerprints")
+    _common(gl)
+    gl.set_defaults(func=_cmd_gateway_list)
 
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice

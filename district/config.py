@@ -18,6 +18,10 @@
     [search]
     key_file = "/etc/edgegw-district/keys/district.key"
     tokens_file = "/etc/edgegw-district/tokens.toml"
+
+    [door]                       # search details over the gateways' MQTT query door (v2)
+    principal = "district-police"
+    signing_key_file = "/etc/edgegw-district/keys/door-signing.key"
 """
 
 from __future__ import annotations
@@ -95,6 +99,24 @@ class SearchConfig(StrictModel):
     max_results: int = Field(default=10_000, ge=1)
 
 
+class DoorConfig(StrictModel):
+    """The gateways' MQTT query door as the platform calls it (`search details`), over `[mqtt]`'s broker.
+
+    Requests for officer O are signed as principal `{principal}:O` with a key derived from
+    `signing_key_file` for O (a gateway binds each police principal to one officer); the gateways
+    list it in their tokens file (`edgegw district gateway door-principal --officer O` prints it).
+    """
+
+    principal: str = Field(default="district-police", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    signing_key_file: str | None = None
+    client_id: str | None = None
+    # The door client's own broker login (the ACL's `district-door` user); `[mqtt]`'s when unset.
+    username: str | None = None
+    password_file: Path | None = None
+    timeout_s: float = Field(default=15.0, gt=0, le=600)
+    max_events: int = Field(default=100, ge=1, le=1000)
+
+
 class HttpConfig(StrictModel):
     """The platform's HTTP API."""
 
@@ -117,6 +139,7 @@ class DistrictConfig(StrictModel):
     amqp: AmqpConfig = AmqpConfig()
     ingest: IngestConfig = IngestConfig()
     search: SearchConfig = SearchConfig()
+    door: DoorConfig = DoorConfig()
     http: HttpConfig = HttpConfig()
     retention: RetentionConfig = RetentionConfig()
     transport: Literal["mqtt", "amqp"] = "mqtt"

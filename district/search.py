@@ -91,6 +91,32 @@ class SearchResult:
     audit_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Why a caller may not search (or ask for details) under this case and officer; what to audit."""
+
+    reason: Refusal
+    message: str
+    case_id: str
+    officer: str
+
+
+def admission(who: Principal, case_id: str, officer: str) -> Admission | None:
+    """None if `who` may act for `officer` under `case_id`, else the refusal (shared by search and details)."""
+    if who.role not in (Role.POLICE, Role.ADMIN):
+        return Admission(Refusal.FORBIDDEN, f"role {who.role.value} may not search", case_id[:64], officer[:64])
+    if not case_id.strip():
+        return Admission(Refusal.MISSING_CASE_ID, "a case id is required", "", officer[:64])
+    if not officer.strip():
+        return Admission(Refusal.MISSING_OFFICER_ID, "an officer id is required", case_id[:64], "")
+    if not _CASE_RE.match(case_id) or not _CASE_RE.match(officer):
+        return Admission(Refusal.INVALID, "case and officer ids are 1-64 letters, digits and _./:-", "invalid",
+                         "invalid")
+    if who.officer is not None and who.officer != officer:
+        return Admission(Refusal.FORBIDDEN, "this token is bound to another officer", case_id, officer)
+    return None
+
+
 class KeyService:
     """Holds the district key and computes pseudonyms per epoch; the key never leaves it."""
 
@@ -134,19 +160,9 @@ class SearchService:
             return self._search(conn, who, req)
 
     def _search(self, conn: Conn, who: Principal, req: SearchRequest) -> SearchResult:
-        if who.role not in (Role.POLICE, Role.ADMIN):
-            raise self._refuse(conn, who, req.case_id, req.officer, Refusal.FORBIDDEN,
-                               f"role {who.role.value} may not search")
-        if not req.case_id.strip():
-            raise self._refuse(conn, who, "", req.officer, Refusal.MISSING_CASE_ID, "a case id is required")
-        if not req.officer.strip():
-            raise self._refuse(conn, who, req.case_id, "", Refusal.MISSING_OFFICER_ID, "an officer id is required")
-        if not _CASE_RE.match(req.case_id) or not _CASE_RE.match(req.officer):
-            raise self._refuse(conn, who, "invalid", "invalid", Refusal.INVALID,
-                               "case and officer ids are 1-64 letters, digits and _./:-")
-        if who.officer is not None and who.officer != req.officer:
-            raise self._refuse(conn, who, req.case_id, req.officer, Refusal.FORBIDDEN,
-                               "this token is bound to another officer")
+        refusal = admission(who, req.case_id, req.officer)
+        if refusal is not None:
+            raise self._refuse(conn, who, refusal.case_id, refusal.officer, refusal.reason, refusal.message)
         if req.end < req.start or req.end - req.start > timedelta(days=self.cfg.max_period_days):
             raise self._refuse(conn, who, req.case_id, req.officer, Refusal.INVALID,
                                f"the period must be ordered and at most {self.cfg.max_period_days} days")

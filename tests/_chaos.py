@@ -226,10 +226,39 @@ def uplink_daemon(config: Path, log_dir: Path) -> Proc:
                 log_dir / f"uplink-{time.monotonic_ns()}.log")
 
 
-def platform_consumer(db: Path, port: int, log_dir: Path) -> Proc:
-    """Start the reference platform consumer (end-to-end mode) as a process."""
-    return Proc([sys.executable, "-m", "district.ack", "--port", str(port), "--db", str(db)],
-                log_dir / f"consumer-{time.monotonic_ns()}.log")
+def platform_worker(config: Path, dsn: str, port: int, log_dir: Path, client_id: str) -> Proc:
+    """Start the real district ingest worker (`python -m district ingest`, MQTT) into PostgreSQL `dsn`."""
+    return Proc([sys.executable, "-m", "district", "-v", "ingest", "--config", str(config), "--dsn", dsn,
+                 "--mqtt-port", str(port), "--client-id", client_id], log_dir / f"worker-{client_id}.log")
+
+
+def platform_worker_config(tmp: Path, port: int) -> Path:
+    """A district TOML for chaos tests: a clean session per worker start (`session_expiry_s = 0`), so what
+    the broker routes while a worker is dead is gone, the worst case for the gateway's resend."""
+    # Replay requests only after 5 s: the gateway's own resend after its ack_timeout_s (1-2 s) comes
+    # first, so the tests show that path; sweeps are fast, so a restarted worker republishes marks at once.
+    path = tmp / "district.toml"
+    path.write_text(f"[mqtt]\nport = {port}\nsession_expiry_s = 0\n"
+                    "[ingest]\nsweep_s = 0.2\ngap_grace_s = 5.0\nreplay_interval_s = 5.0\n"
+                    "[database]\nconnect_timeout_s = 2\n")
+    return path
+
+
+@pytest.fixture
+def platform_dsn() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (the machine's server), migrated, dropped afterwards."""
+    from district.testing import scratch_database
+
+    with scratch_database("chaos") as dsn:
+        yield dsn
+
+
+def pg_rows(dsn: str, query: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """The rows of one statement, in a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query.encode(), params).fetchall()
 
 
 # -- brokers -----------------------------------------------------------------------------------

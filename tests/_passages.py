@@ -134,6 +134,7 @@ def make_env(
     query_cfg: QueryConfig | None = None,
     embedder: PhotoEmbedder | None = None,
     clock: Clock | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> Env:
     """Build the whole passage side in `tmp_path` with real SQLite files and keys."""
     clock = clock or Clock()
@@ -142,7 +143,7 @@ def make_env(
     qcfg = query_cfg or QueryConfig(rate_limit=RateLimitConfig(max_queries=100, per_s=3600))
     cfg = Config(gateway=GatewayConfig(district=ORIGIN.district, community=ORIGIN.community, gateway=ORIGIN.gateway,
                                        data_dir=tmp_path))
-    pseudonymiser = Pseudonymiser(os.urandom(32))
+    pseudonymiser = pseudonymiser or Pseudonymiser(os.urandom(32))
     audit = AuditLog(tmp_path / "audit.db", clock=lambda: int(clock() * 1000))
     store = PassageStore.open(tmp_path / "passages.db", tmp_path / "passage-keys.db", os.urandom(32), pcfg, audit,
                               clock=clock)

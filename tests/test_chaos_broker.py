@@ -6,7 +6,7 @@ What "received" can honestly mean depends on who holds the message while the bro
   on a persistent session): mosquitto saves its sessions and queued messages and restores them.
 - End-to-end mode: custody stays with the gateway until the platform's committed watermark covers
   an event, so the broker may crash (`kill -9`, persistence off: it forgets everything) and the
-  platform consumer commit to SQLite; whatever the crash swallowed is sent again.
+  real district ingest worker commit to PostgreSQL; whatever the crash swallowed is sent again.
 A broker crash in PUBACK mode can lose what the broker acknowledged but had not delivered yet;
 that is the broker's guarantee, not the gateway's, and the reason end-to-end mode exists
 (docs/delivery.md).
@@ -14,7 +14,6 @@ that is the broker's guarantee, not the gateway's, and the reason end-to-end mod
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,10 @@ from tests._chaos import (
     first_receipt_order_ok,
     gateway_config,
     mosquitto,  # noqa: F401  (fixture)
-    platform_consumer,
+    pg_rows,
+    platform_dsn,  # noqa: F401  (fixture)
+    platform_worker,
+    platform_worker_config,
     producer,
     uplink_daemon,
     wait_until,
@@ -78,29 +80,19 @@ def _outage_puback(tmp_path: Path, mosquitto: Any, *, events: int, rate: int, ou
           f"{len(sub.got) - len(acked)} duplicate deliveries")
 
 
-def _consumer_rows(path: Path, query: str) -> list[Any]:
-    if not path.exists():
-        return []
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        return db.execute(query).fetchall()
-    except sqlite3.OperationalError:
-        return []  # tables not created yet
-    finally:
-        db.close()
-
-
-def _outage_end_to_end(tmp_path: Path, mosquitto: Any, *, events: int, rate: int, outage_s: float) -> None:  # noqa: F811
+def _outage_end_to_end(tmp_path: Path, mosquitto: Any, dsn: str, *, events: int, rate: int,  # noqa: F811
+                       outage_s: float) -> None:
     broker = mosquitto("persistence false\n")
     db = tmp_path / "outbox.db"
     Outbox(db).close()
-    cdb = tmp_path / "platform.db"
-    consumer = platform_consumer(cdb, broker.port, tmp_path)
+    # The real district ingest worker into PostgreSQL; it reconnects to the restarted broker by itself.
+    consumer = platform_worker(platform_worker_config(tmp_path, broker.port), dsn, broker.port, tmp_path,
+                               "chaos-broker-worker")
     cfg = gateway_config(tmp_path, broker.port, uplink={"ack_mode": "end_to_end", "ack_timeout_s": 2.0})
     up = uplink_daemon(cfg, tmp_path)
     prod = producer(db, tmp_path, "--count", str(events), "--batch", "5", "--rate", str(rate))
     try:
-        assert wait_until(lambda: len(_consumer_rows(cdb, "SELECT event_id FROM events")) > events // 5, 60), \
+        assert wait_until(lambda: pg_rows(dsn, "SELECT count(*) FROM events")[0][0] > events // 5, 60), \
             consumer.log_path.read_text()[-3000:]
         broker.kill9()  # everything the broker held in memory is gone
         time.sleep(outage_s)
@@ -110,24 +102,29 @@ def _outage_end_to_end(tmp_path: Path, mosquitto: Any, *, events: int, rate: int
         assert len(acked) == events
 
         def all_committed() -> bool:
-            return acked <= {r[0] for r in _consumer_rows(cdb, "SELECT event_id FROM events")}
+            return acked <= {str(r[0]) for r in pg_rows(dsn, "SELECT event_id FROM events")}
 
         assert wait_until(all_committed, 120, step=0.2), "the platform never committed every acknowledged event"
         ob = Outbox(db)
-        last = ob.last_seq()
+        last, boot = ob.last_seq(), ob.boot
         ob.close()
         # The platform's watermark reaches every source's last seq: nothing missing below it.
-        assert wait_until(lambda: dict(_consumer_rows(cdb, "SELECT source, seq FROM marks")) == last, 30)
-        assert not _consumer_rows(cdb, "SELECT * FROM gaps")
+        assert wait_until(lambda: dict(pg_rows(dsn, "SELECT source, seq FROM marks WHERE boot = %s",
+                                               (boot,))) == last, 30)
+        assert not pg_rows(dsn, "SELECT * FROM gaps")
         # ...and the gateway, seeing the watermark, lets go of every row.
         assert wait_until(lambda: _depth(db) == 0, 30)
     finally:
         up.stop()
         prod.stop()
         consumer.stop()
-    received = _consumer_rows(cdb, "SELECT n FROM received")[0][0]
-    print(f"chaos broker (end-to-end, kill -9): {events} events, outage {outage_s:.0f} s, "
-          f"{received - events} duplicate deliveries absorbed by event_id")
+    # Exactly once: every event stored, none twice, nothing else.
+    assert pg_rows(dsn, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(events, events)]
+    ob = Outbox(db)
+    resent = ob.counters().get("resent", 0)
+    ob.close()
+    print(f"chaos broker (end-to-end, kill -9): {events} events, outage {outage_s:.0f} s, {resent} resent, "
+          "duplicates absorbed by event_id, 0 lost")
 
 
 def _depth(db: Path) -> int:
@@ -142,8 +139,9 @@ def test_broker_restarted_mid_burst_puback_mode(tmp_path: Path, mosquitto: Any) 
     _outage_puback(tmp_path, mosquitto, events=800, rate=300, outage_s=2)
 
 
-def test_broker_crash_mid_burst_end_to_end_mode(tmp_path: Path, mosquitto: Any) -> None:  # noqa: F811
-    _outage_end_to_end(tmp_path, mosquitto, events=800, rate=300, outage_s=2)
+def test_broker_crash_mid_burst_end_to_end_mode(tmp_path: Path, mosquitto: Any,  # noqa: F811
+                                                 platform_dsn: str) -> None:  # noqa: F811
+    _outage_end_to_end(tmp_path, mosquitto, platform_dsn, events=800, rate=300, outage_s=2)
 
 
 @pytest.mark.slow
@@ -152,6 +150,6 @@ def test_broker_down_for_a_minute_during_10k_burst_puback_mode(tmp_path: Path, m
 
 
 @pytest.mark.slow
-def test_broker_crashed_for_a_minute_during_10k_burst_end_to_end_mode(tmp_path: Path,
-                                                                      mosquitto: Any) -> None:  # noqa: F811
-    _outage_end_to_end(tmp_path, mosquitto, events=10_000, rate=100, outage_s=65)
+def test_broker_crashed_for_a_minute_during_10k_burst_end_to_end_mode(tmp_path: Path, mosquitto: Any,  # noqa: F811
+                                                                      platform_dsn: str) -> None:  # noqa: F811
+    _outage_end_to_end(tmp_path, mosquitto, platform_dsn, events=10_000, rate=100, outage_s=65)

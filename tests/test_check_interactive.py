@@ -28,15 +28,18 @@ def test_swipe_a_card_now_shows_it_masked(tmp_path: Path) -> None:
             for line in proc.stderr:  # type: ignore[union-attr]
                 if "swipe a card at reader1 now" in line:
                     # Swipe until the check ends, as a person would if the first swipe went unseen.
-                    while proc.poll() is None:
+                    while True:
                         time.sleep(0.5)
+                        if proc.poll() is not None:
+                            return
                         os.write(master, encode(CARD))
-                    return
 
         t = threading.Thread(target=swipe_when_asked, daemon=True)
         t.start()
         # Not communicate(): it would read stderr too, racing the thread for the prompt.
         proc.wait(timeout=60)
+        # The swiper must be done with the pty before the finally block closes it.
+        t.join(timeout=5)
         assert proc.stdout is not None
         out = proc.stdout.read()
     finally:

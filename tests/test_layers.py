@@ -104,7 +104,7 @@ def _in(module: str, *prefixes: str) -> bool:
 def test_the_walk_sees_the_project() -> None:
     mods = modules()
     assert {"edge.app.config", "edge.uplink.uplink", "edge.pipeline.commit", "drivers.camera.file",
-            "district.ack"} <= set(mods)
+            "district.mqtt_worker"} <= set(mods)
     assert "edge.app.config" in deps("edge.app.capture")
     assert "edge.pipeline.commit" in reach("edge.app.capture")
 

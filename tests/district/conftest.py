@@ -20,7 +20,8 @@ import pytest
 from tests._chaos import Proc
 
 SERVER_DSN = os.environ.get("EDGEGW_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
-_TABLES = ("events", "seq_runs", "marks", "gaps", "rejects", "gateway_status", "audit_log", "search_grants")
+_TABLES = ("events", "seq_runs", "marks", "gaps", "rejects", "gateway_status", "audit_log", "search_grants",
+           "gateway_keys")
 
 
 @dataclass(frozen=True)
