@@ -21,7 +21,7 @@ from district.config import DistrictConfig
 from district.errors import DatabaseError
 from district.messages import GatewayKey, StatusRow, parse
 from district.store import Store, WriteResult
-from district.watermarks import SourceKey, ack_body, advance, apply_statuses, due_replays, marks_of, stalled_keys
+from district.watermarks import ack_body, advance, apply_statuses, due_replays, marks_of, stalled_keys
 from edge.backoff import Backoff
 from edge.compat import UTC
 
@@ -78,7 +78,7 @@ class IngestCore:
         self._db_down_since: float | None = None
         self._next_stats = 0.0
         self._next_advance = 0.0
-        self._touched: set[SourceKey] = set()
+        self._touched: set[int] = set()  # source ids (marks.src)
         self._statuses: list[StatusRow] = []
         self._logged: Stats | None = None
 

@@ -4,7 +4,8 @@ A batch holds events, statuses and rejects. Events are copied into a temporary s
 into the partitioned `events` table with `ON CONFLICT (event_id) DO NOTHING`, so a resent or
 redelivered event changes nothing. The seq runs of the batch go into `seq_runs` in the same
 transaction, which is what the watermark is later computed from: a mark never covers an event that
-is not committed.
+is not committed. Runs are keyed by the source's integer id (`marks.src`, migration 0008), which the
+store caches: a batch of new sources first gets its ids in a transaction of its own.
 
 Connection loss raises DatabaseError and leaves nothing half-done (the caller keeps the batch and
 retries, unacknowledged). A row PostgreSQL itself refuses (a data error the validator did not
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,12 +24,13 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
 
+from district.cases import record_cases
 from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
 from district.errors import DatabaseError
 from district.messages import EventRow, GatewayKey, Parsed, Reject, StatusRow
 from district.partitions import PartitionCache, uuid7_day
-from district.watermarks import SourceKey
+from district.watermarks import SourceKey, source_ids
 from edge.compat import UTC
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,17 @@ log = logging.getLogger(__name__)
 _EVENT_COLUMNS = ("event_id, ts, district, community, gateway, source, boot, seq, kind, subject_type, "
                   "subject_pseudonym, key_id, payload, received_at")
 # Built once from constants (no input reaches them).
-_CREATE_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT {_EVENT_COLUMNS} FROM events WITH NO DATA"  # noqa: S608
+# ON COMMIT DELETE ROWS: the stage empties itself at each commit, no TRUNCATE round trip per batch.
+_CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS stage ON COMMIT DELETE ROWS AS SELECT {_EVENT_COLUMNS} "  # noqa: S608
+                 "FROM events WITH NO DATA")
 _MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "  # noqa: S608
                "ON CONFLICT (event_id) DO NOTHING")
 _EVENT_TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "text", "text",
                 "jsonb", "timestamptz")
-_RUN_TYPES = ("text", "text", "text", "text", "int8", "int8", "int8")
+# One statement with three arrays: one round trip (a COPY takes two).
+_INSERT_RUNS = "INSERT INTO seq_runs (src, lo, hi) SELECT * FROM unnest(%s::int8[], %s::int8[], %s::int8[])"
+# Source ids a store remembers; past this the cache starts over (a city has ~40k sources per boot).
+_MAX_CACHED_SOURCES = 200_000
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
@@ -54,25 +60,31 @@ class WriteResult:
     duplicates: int = 0
     rejected: int = 0
     statuses: list[StatusRow] = field(default_factory=list)
-    touched: set[SourceKey] = field(default_factory=set)
+    touched: set[int] = field(default_factory=set)  # the `marks.src` of every source with a new run
     duplicate_gateways: set[GatewayKey] = field(default_factory=set)
 
 
-def seq_runs(rows: Sequence[EventRow]) -> list[tuple[SourceKey, int, int]]:
-    """Maximal runs of consecutive seqs per (gateway, source, boot) in `rows`."""
-    by_key: dict[SourceKey, set[int]] = defaultdict(set)
-    for r in rows:
-        by_key[SourceKey(r.gw, r.source, r.boot)].add(r.seq)
+def seq_runs(srcs: Sequence[int], seqs: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Maximal runs (src, lo, hi) of consecutive seqs per source id; `srcs[i]` is the source of `seqs[i]`.
+
+    Plain ints and lists: this runs for every event of every batch, so no per-row objects."""
+    by_src: dict[int, list[int]] = {}
+    for src, seq in zip(srcs, seqs, strict=True):
+        got = by_src.get(src)
+        if got is None:
+            by_src[src] = [seq]
+        else:
+            got.append(seq)
     out = []
-    for key, seqs in by_key.items():
-        ordered = sorted(seqs)
-        lo = prev = ordered[0]
-        for s in ordered[1:]:
-            if s != prev + 1:
-                out.append((key, lo, prev))
-                lo = s
-            prev = s
-        out.append((key, lo, prev))
+    for src, got in by_src.items():
+        got.sort()  # a batch mostly arrives in order: timsort's linear case
+        lo = prev = got[0]
+        for seq in got[1:]:
+            if seq > prev + 1:
+                out.append((src, lo, prev))
+                lo = seq
+            prev = seq
+        out.append((src, lo, prev))
     return out
 
 
@@ -114,6 +126,8 @@ class Store:
         self._conn: Conn | None = None
         self._duplicates_likely = False
         self._stage_batches = 0
+        self._src: dict[tuple[str, str, str, str, int], int] = {}
+        self._one_by_one = False  # in _write_rows: every event through the stage
 
     # -- connection ------------------------------------------------------------------------------
     def connection(self) -> Conn:
@@ -131,6 +145,7 @@ class Store:
             conn.close()
             raise DatabaseError(f"cannot prepare the ingest session: {exc}") from exc
         self.partitions.forget()  # a new server (or a restored one) may lack partitions we knew of
+        self._src.clear()  # ... and source ids
         self._conn = conn
         return conn
 
@@ -149,12 +164,21 @@ class Store:
         try:
             conn = self.connection()
             self.partitions.ensure(conn, {uuid7_day(e.event_id) for e in events})
+            srcs = self._source_ids(conn, events)
             try:
-                result = self._write_tx(conn, events, statuses, rejects, now)
+                try:
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
+                except psycopg.errors.UniqueViolation:
+                    if self._duplicates_likely:
+                        raise  # not the fast path's COPY: something else refused the batch
+                    # The fast path's COPY met an event already stored (a resend, a redelivery) and
+                    # the transaction rolled back: again, through the stage.
+                    self._duplicates_likely = True
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                 log.warning("a batch of %d events was refused (%s); retrying it row by row", len(events),
                             exc.sqlstate)
-                result = self._write_rows(conn, events, statuses, rejects, now)
+                result = self._write_rows(conn, events, statuses, rejects, now, srcs=srcs)
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseError(f"PostgreSQL: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
@@ -163,6 +187,20 @@ class Store:
             self.close()
             raise DatabaseError(f"PostgreSQL connection lost: {exc}") from exc
         return result
+
+    def _source_ids(self, conn: Conn, events: Sequence[EventRow]) -> list[int]:
+        """The `marks.src` of each event's source, asking PostgreSQL only for sources not seen before."""
+        cache = self._src
+        # Plain tuples of str: their hash and == run in C (a dataclass's are Python functions).
+        keys = [(e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot) for e in events]
+        missing = {k for k in keys if k not in cache}
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_SOURCES:
+                cache.clear()
+            got = source_ids(conn, [SourceKey(GatewayKey(d, c, g), s, b) for d, c, g, s, b in missing])
+            for key, src in got.items():
+                cache[(key.gw.district, key.gw.community, key.gw.gateway, key.source, key.boot)] = src
+        return [cache[k] for k in keys]
 
     def _split(self, items: Sequence[Parsed], now: datetime) -> tuple[list[EventRow], list[StatusRow], list[Reject]]:
         lo = (now - timedelta(days=self.cfg.accept_past_days)).date()
@@ -185,18 +223,16 @@ class Store:
         return events, statuses, rejects
 
     def _write_tx(self, conn: Conn, events: Sequence[EventRow], statuses: Sequence[StatusRow],
-                  rejects: Sequence[Reject], now: datetime) -> WriteResult:
+                  rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = ()) -> WriteResult:
+        """One transaction: events, their seq runs (`srcs[i]`: the source id of `events[i]`), rejects, statuses."""
         result = WriteResult(rejected=len(rejects), statuses=list(statuses))
         with conn.transaction(), conn.cursor() as cur:
             if events:
                 result.inserted, result.duplicates = self._load(conn, cur, events, now)
-                runs = seq_runs(events)
-                with cur.copy("COPY seq_runs (district, community, gateway, source, boot, lo, hi) FROM STDIN "
-                              "(FORMAT BINARY)") as cp:
-                    cp.set_types(_RUN_TYPES)
-                    for key, lo, hi in runs:
-                        cp.write_row((key.gw.district, key.gw.community, key.gw.gateway, key.source, key.boot, lo, hi))
-                result.touched = {k for k, _, _ in runs}
+                record_cases(cur, events, now)  # alarms become cases in this same transaction
+                runs = seq_runs(srcs, [e.seq for e in events])
+                cur.execute(_INSERT_RUNS, ([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]))
+                result.touched = set(srcs)
                 if result.duplicates:
                     # A resend means the gateway still holds what we already have: its watermark is
                     # behind or was lost, so publish it again even if it does not move.
@@ -227,19 +263,16 @@ class Store:
               now: datetime) -> tuple[int, int]:
         """(inserted, duplicates). Fast path: a binary COPY straight into `events`, which is all a batch
         of new events needs. If any event_id is already there (a resend, a redelivery), PostgreSQL
-        refuses the whole COPY; back at the savepoint, the batch goes through a stage table and
-        INSERT … ON CONFLICT (event_id) DO NOTHING instead. Either way each event_id is stored once."""
-        if not self._duplicates_likely:
-            try:
-                with conn.transaction():
-                    self._copy(cur, "events", events, now)
-                return len(events), 0
-            except psycopg.errors.UniqueViolation:
-                pass
+        refuses the whole COPY with UniqueViolation, the transaction rolls back and write() runs it
+        again with `_duplicates_likely` set: the batch goes through a stage table and INSERT … ON
+        CONFLICT (event_id) DO NOTHING. Either way each event_id is stored once. (No savepoint around
+        the COPY: it would cost two round trips on every batch to save a retry on the rare resent one.)"""
+        if not self._duplicates_likely and not self._one_by_one:
+            self._copy(cur, "events", events, now)
+            return len(events), 0
         self._copy(cur, "stage", events, now)
         cur.execute(_MOVE_STAGE)
         inserted = max(cur.rowcount, 0)
-        cur.execute("TRUNCATE stage")
         # After a duplicate, more usually follow (a gateway resending its backlog): take the stage
         # path for a while rather than paying a failed COPY per batch.
         self._duplicates_likely = inserted < len(events) and self._stage_batches < 20
@@ -247,19 +280,23 @@ class Store:
         return inserted, len(events) - inserted
 
     def _write_rows(self, conn: Conn, events: Sequence[EventRow], statuses: Sequence[StatusRow],
-                    rejects: Sequence[Reject], now: datetime) -> WriteResult:
+                    rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = ()) -> WriteResult:
         """The slow path after a refused batch: each row alone; refused ones become rejects."""
-        good_events: list[EventRow] = []
+        good_srcs: set[int] = set()
         good_statuses: list[StatusRow] = []
         refused = list(rejects)
-        for e in events:
-            try:
-                self._write_tx(conn, [e], [], [], now)
-                good_events.append(e)
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-                refused.append(Reject(f"{e.gw.base('*')}/events/{e.kind}",
-                                      f"PostgreSQL refused the event (SQLSTATE {exc.sqlstate})",
-                                      len(e.payload), ""))
+        self._one_by_one = True  # a duplicate is not a refusal: the stage absorbs it
+        try:
+            for e, src in zip(events, srcs, strict=True):
+                try:
+                    self._write_tx(conn, [e], [], [], now, srcs=[src])
+                    good_srcs.add(src)
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                    refused.append(Reject(f"{e.gw.base('*')}/events/{e.kind}",
+                                          f"PostgreSQL refused the event (SQLSTATE {exc.sqlstate})",
+                                          len(e.payload), ""))
+        finally:
+            self._one_by_one = False
         for s in statuses:
             try:
                 self._write_tx(conn, [], [s], [], now)
@@ -271,7 +308,6 @@ class Store:
         # the bookkeeping, so the result covers the whole batch.
         result = self._write_tx(conn, [], [], refused, now)
         result.statuses = good_statuses
-        runs = seq_runs(good_events)
-        result.touched = {k for k, _, _ in runs}
-        result.duplicate_gateways = {e.gw for e in good_events}
+        result.touched = good_srcs
+        result.duplicate_gateways = {e.gw for e, src in zip(events, srcs, strict=True) if src in good_srcs}
         return result

@@ -58,19 +58,40 @@ def _columns(keys: Sequence[SourceKey]) -> tuple[list[str], list[str], list[str]
             [k.source for k in keys], [k.boot for k in keys])
 
 
-def advance(conn: Conn, keys: Iterable[SourceKey]) -> set[GatewayKey]:
-    """Fold committed runs into the marks of `keys` (own transaction); return the gateways whose mark moved."""
+def source_ids(conn: Conn, keys: Iterable[SourceKey]) -> dict[SourceKey, int]:
+    """The integer id of each key (own committed transaction: creates the marks rows it lacks).
+
+    Committed before any batch refers to the ids, so an id a worker caches always names a row."""
     ordered = sorted(set(keys), key=lambda k: (k.gw.district, k.gw.community, k.gw.gateway, k.source, k.boot))
     if not ordered:
-        return set()
+        return {}
     with conn.transaction():
-        rows = conn.execute("SELECT o_district, o_community, o_gateway, o_changed FROM "
-                            "advance_marks(%s, %s, %s, %s, %s)", _columns(ordered)).fetchall()
+        rows = conn.execute("SELECT o_district, o_community, o_gateway, o_source, o_boot, o_src FROM "
+                            "source_ids(%s, %s, %s, %s, %s)", _columns(ordered)).fetchall()
+    return {SourceKey(GatewayKey(str(d), str(c), str(g)), str(s), int(str(b))): int(str(i))
+            for d, c, g, s, b, i in rows}
+
+
+def advance(conn: Conn, srcs: Iterable[int]) -> set[GatewayKey]:
+    """Fold committed runs into the marks of sources `srcs` (own transaction); return the gateways whose mark moved."""
+    ordered = sorted(set(srcs))
+    if not ordered:
+        return set()
+    # One round trip (a pipeline: BEGIN, SET, SELECT, COMMIT sent together).
+    with conn.pipeline(), conn.transaction():
+        # The marks are derived from seq_runs, which the load transaction committed durably; this
+        # commit need not wait for its WAL flush. A crash can lose a mark update (and the deletion of
+        # the runs it folded, in the same transaction), never an event: the mark is recomputed from
+        # the runs (stalled_keys), and a published mark only ever covered durably committed events.
+        conn.execute("SET LOCAL synchronous_commit = off")
+        cur = conn.execute("SELECT o_district, o_community, o_gateway, o_changed FROM advance_sources(%s)",
+                           (ordered,))
+    rows = cur.fetchall()
     return {GatewayKey(str(r[0]), str(r[1]), str(r[2])) for r in rows if r[3]}
 
 
-def apply_statuses(conn: Conn, statuses: Sequence[StatusRow]) -> set[SourceKey]:
-    """Record each status's `seq.last` and close gaps below its `seq.floor`; return the keys to advance."""
+def apply_statuses(conn: Conn, statuses: Sequence[StatusRow]) -> set[int]:
+    """Record each status's `seq.last` and close gaps below its `seq.floor`; return the sources to advance."""
     keys: list[SourceKey] = []
     floors: list[int | None] = []
     lasts: list[int | None] = []
@@ -84,9 +105,9 @@ def apply_statuses(conn: Conn, statuses: Sequence[StatusRow]) -> set[SourceKey]:
     if not keys:
         return set()
     with conn.transaction():
-        conn.execute("SELECT count(*) FROM apply_status_seqs(%s, %s, %s, %s, %s, %s, %s)",
-                     (*_columns(keys), floors, lasts))
-    return set(keys)
+        rows = conn.execute("SELECT o_src FROM apply_status_seqs(%s, %s, %s, %s, %s, %s, %s)",
+                            (*_columns(keys), floors, lasts)).fetchall()
+    return {int(str(r[0])) for r in rows}
 
 
 def marks_of(conn: Conn, gateways: Iterable[GatewayKey]) -> dict[GatewayKey, tuple[int, dict[str, int]]]:
@@ -121,14 +142,12 @@ def ack_body(boot: int, marks: dict[str, int]) -> bytes:
     return json.dumps({"boot": boot, "marks": marks}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def stalled_keys(conn: Conn) -> set[SourceKey]:
-    """Keys whose next seq has arrived but whose mark did not advance (a worker died between commit and advance)."""
-    rows = conn.execute(
-        "SELECT DISTINCT r.district, r.community, r.gateway, r.source, r.boot FROM seq_runs r "
-        "LEFT JOIN marks m ON m.district = r.district AND m.community = r.community AND m.gateway = r.gateway "
-        "AND m.source = r.source AND m.boot = r.boot WHERE r.lo <= coalesce(m.seq, 0) + 1").fetchall()
+def stalled_keys(conn: Conn) -> set[int]:
+    """Sources whose next seq has arrived but whose mark did not advance (a worker died between commit and advance)."""
+    rows = conn.execute("SELECT DISTINCT r.src FROM seq_runs r JOIN marks m ON m.src = r.src "
+                        "WHERE r.lo <= m.seq + 1").fetchall()
     conn.rollback()
-    return {SourceKey(GatewayKey(str(d), str(c), str(g)), str(s), int(str(b))) for d, c, g, s, b in rows}
+    return {int(str(r[0])) for r in rows}
 
 
 def due_replays(conn: Conn, grace_s: float, interval_s: float) -> list[ReplayRequest]:
@@ -143,8 +162,7 @@ def due_replays(conn: Conn, grace_s: float, interval_s: float) -> list[ReplayReq
             "WHERE m.district = due.district AND m.community = due.community AND m.gateway = due.gateway "
             "AND m.source = due.source AND m.boot = due.boot "
             "RETURNING m.district, m.community, m.gateway, m.source, m.boot, m.seq, "
-            "  (SELECT min(r.lo) FROM seq_runs r WHERE r.district = m.district AND r.community = m.community "
-            "   AND r.gateway = m.gateway AND r.source = m.source AND r.boot = m.boot AND r.lo > m.seq), "
+            "  (SELECT min(r.lo) FROM seq_runs r WHERE r.src = m.src AND r.lo > m.seq), "
             "  m.reported_last",
             (grace_s, interval_s)).fetchall()
     out = []
