@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 from bench._common import ROOT, SkipSection, env_summary, percentiles
 
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district", "zones", "sos", "cases", "console")
+SECTIONS = ("faces", "pipeline", "plates", "int8", "gate", "outbox", "district", "zones", "sos", "cases", "console")
 STAGES = ("decode", "motion_gate", "detect", "align", "embed", "plate_detect", "plate_read", "outbox_commit")
 TARGETS = {
     "face_speedup_vs_face_recognition": ">= 20x",
@@ -178,6 +178,10 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 lambda: bench_plates.run(quick=args.quick, peers=peers, install_peers=install),
                 lambda: bench_plates.run(quick=args.quick, peers=peers, install_peers=install, race_only=True), n)
         res["plate_stages"] = _section("plate stages", lambda: plate_stages(args.quick))
+    if "int8" in only:
+        from bench import bench_int8
+
+        res["int8"] = _section("int8", lambda: bench_int8.run(quick=args.quick))
     if "gate" in only:
         from bench import bench_gate
 
@@ -326,10 +330,13 @@ def table(res: dict[str, Any]) -> str:
     rows.append(("orchestration overhead over bare model calls (CPU s)", _fmt(res["overhead_pct"], " %"), "", "",
                  TARGETS["overhead_pct"]))
     rows.append(("  same, wall time", _fmt(_get(pipe, "overhead_wall_pct"), " %"), "", "", ""))
+    rows.append(("  pipeline wall time beyond ORT Session.run time (pre/post-processing counted as overhead)",
+                 _fmt(_get(pipe, "overhead_pct_over_ort_run_only"), " %"), "", "", ""))
     rows.append(("static 15 fps 1280x720 scene, CPU % of one core", _fmt(res["static_cpu_pct_per_camera"], " %", 2),
                  "", "", TARGETS["static_cpu_pct_per_camera"]))
     rows.append(("peak RSS, all models + 4 cameras (CaptureDaemon)", _fmt(res["peak_rss_mb"], " MB"), "", "",
                  TARGETS["peak_rss_mb"]))
+    rows += _int8_rows(res.get("int8") or {})
     g = res.get("gate_headline")
     if g:
         n = g["plates_scenes"]
@@ -412,6 +419,42 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _int8_rows(q: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """int8 against float per model (bench_int8): speed-up beside accuracy, and the default chosen."""
+    if not q or "error" in q:
+        return [("int8 variants", "n/a", "", "", _why(q, "int8 section not run"))] if q else []
+    rows: list[tuple[str, str, str, str, str]] = []
+    d = q.get("defaults", {})
+    s = q.get("sface") or {}
+    if "speedup" in s:
+        tar8, tar32 = _get(s, "int8_verification", "tar_at_far_0_1pct"), _get(s, "fp32_verification",
+                                                                           "tar_at_far_0_1pct")
+        g8, g32 = _get(s, "gate_conditions", "int8", "30px", "tar"), _get(s, "gate_conditions", "fp32", "30px", "tar")
+        rows.append(("int8 SFace: ms/face p50; TAR pairs / at 30 px (int8 vs fp32)",
+                     f"{_fmt(_get(s, 'embed_int8', 'p50_ms'))} vs {_fmt(_get(s, 'embed_fp32', 'p50_ms'))}; "
+                     f"{_fmt(tar8, '', 3)} / {_fmt(g8, '', 3)} vs {_fmt(tar32, '', 3)} / {_fmt(g32, '', 3)}",
+                     "", _fmt(s.get("speedup"), "x", 2), f"default: {d.get('sface')}"))
+    y = q.get("yunet") or {}
+    if "speedup" in y:
+        rows.append(("int8 YuNet: detect ms p50; faces found (int8 vs fp32)",
+                     f"{_fmt(_get(y, 'detect_int8', 'p50_ms'))} vs {_fmt(_get(y, 'detect_fp32', 'p50_ms'))}; "
+                     f"{_get(y, 'faces_found', 'int8')} vs {_get(y, 'faces_found', 'fp32')}",
+                     "", _fmt(y.get("speedup"), "x", 2), f"default: {d.get('yunet')}"))
+    c = q.get("clp_det") or {}
+    if "speedup_locate" in c:
+        rows.append((f"int8 clp_det: locate ms p50; scenes read exactly of {c.get('scenes')} (int8 vs fp32)",
+                     f"{_fmt(_get(c, 'locate_int8', 'p50_ms'))} vs {_fmt(_get(c, 'locate_fp32', 'p50_ms'))}; "
+                     f"{_get(c, 'exact', 'int8')} vs {_get(c, 'exact', 'fp32')}",
+                     "", _fmt(c.get("speedup_locate"), "x", 2), f"default: {d.get('clp_det')}"))
+    return rows
+
+
+def reprint(path: Path) -> str:
+    """The table of an earlier run's results.json (what `--table-only` prints)."""
+    res: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return table(res)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table, write the JSON."""
     p = argparse.ArgumentParser(description="edgegw benchmarks: one table, bench/results.json")
@@ -422,7 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULTS, help="where to write the figures")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each race; the headline figures are their medians (--quick: 1)")
+    p.add_argument("--table-only", action="store_true", help="print the table of the results file and exit")
     args = p.parse_args(argv)
+    if args.table_only:
+        print(reprint(args.json))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if not args.no_peers:

@@ -36,7 +36,6 @@ from edge.app.wiring import (
     runtime_options,
 )
 from edge.audit import AuditAction, audit_status
-from edge.errors import ModelError
 from edge.models.runner import chosen_providers
 from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
@@ -55,7 +54,6 @@ from edge.residents import ResidentGallery
 from edge.sdnotify import Notifier
 from edge.telemetry.server import MetricsServer, start_metrics
 from edge.vision.faces import FaceAnalyzer
-from edge.vision.quantize import load_int8_runner
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +151,8 @@ class CaptureDaemon:
                                              stop=self._stop, on_frame=hook, prepare=masker.apply))
 
     def _build_faces(self) -> tuple[FaceAnalyzer, ResidentGallery]:
-        embedder = None
-        if self.cfg.models.sface_int8:
-            embedder = load_int8_runner(self.cfg.models.dir, runtime_options(self.cfg))
-            if embedder is None:
-                raise ModelError("models.sface_int8 is set but the int8 SFace is missing: run `edgegw models quantize`")
-        analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg), embedder=embedder,
+        # models.sface_int8 (off by default) picks the int8 SFace inside FaceAnalyzer (edge.models.variants).
+        analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
                                 score_threshold=self.cfg.face.score_threshold, max_side=self.cfg.face.detect_max_side)
         gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))
         # The first inference of a session is slow (allocation, kernel selection); pay it now, not
