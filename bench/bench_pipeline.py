@@ -52,6 +52,7 @@ from edge.keys import generate_key_file
 from edge.models.config import ModelsConfig, RuntimeOptions
 from edge.models.manifest import model_path
 from edge.models.runner import OrtRunner
+from edge.models.variants import runtime_model_path
 from edge.pipeline.commit import Committer
 from edge.pipeline.config import FaceConfig, MotionConfig
 from edge.pipeline.faces import FacePath
@@ -252,7 +253,9 @@ def run(*, quick: bool = False, models_dir: Path = MODELS_DIR, rss: bool = True)
     frames = face_frames(labelled=4, multi=1, ctu=1) if quick else face_frames(multi=0, ctu=12)
     hold = 3  # each photo stays 3 frames (0.2 s at 15 fps): tracks of 3 hits, one embedding call each
     det = TimedRunner(OrtRunner(model_path(models_dir, "yunet"), RuntimeOptions(intra_op_threads=1)))
-    emb = TimedRunner(OrtRunner(model_path(models_dir, "sface"), RuntimeOptions(intra_op_threads=1)))
+    # The embedder the gateway loads by default (models.sface_int8 decides: float unless set).
+    sface = runtime_model_path(models_dir, "sface", ModelsConfig().runtime_options())
+    emb = TimedRunner(OrtRunner(sface, RuntimeOptions(intra_op_threads=1)))
     face = FaceConfig()
     analyzer = FaceAnalyzer(models_dir, detector=det, embedder=emb, score_threshold=face.score_threshold,
                             max_side=face.detect_max_side)
@@ -302,7 +305,8 @@ def run(*, quick: bool = False, models_dir: Path = MODELS_DIR, rss: bool = True)
         bare_cpu = sum(p[1][1] for p in pairs)
         ort_s = sum(p[2] for p in pairs)
         per_pair = [100.0 * (p[0].cpu_s - p[1][1]) / p[1][1] for p in pairs if p[1][1] > 0]
-        result["clip"] = {"photos": len(paths), "hold_frames": hold, "frames": n_frames, "size": "1280x720"}
+        result["clip"] = {"photos": len(paths), "hold_frames": hold, "frames": n_frames, "size": "1280x720",
+                          "embedder": sface.name}
         result["fps_per_camera_every_frame_detected"] = round(passes * n_frames / wall, 2)
         result["fps_per_camera_cpu_bound"] = round(passes * n_frames / cpu, 2)
         result["pairs"] = len(pairs)

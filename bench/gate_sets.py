@@ -101,6 +101,19 @@ def degrade(image: NDArray[np.uint8], rng: np.random.Generator, *, mild: bool = 
     return Degradation(tuple(steps), x)
 
 
+def degrade_crop(crop: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.uint8]:
+    """A tight plate crop degraded at twice its size and brought back: motion blur 3-6 px and low
+    light (each with probability 0.6), then JPEG 25-60 (the calibration set of edge.plates.fusion)."""
+    h, w = crop.shape[:2]
+    x = np.asarray(cv2.resize(crop, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC), np.uint8)
+    if rng.random() < 0.6:
+        x = motion_blur(x, int(rng.integers(3, 7)), float(rng.uniform(0, 180)))
+    if rng.random() < 0.6:
+        x = low_light(x, float(rng.uniform(0.35, 0.7)), float(rng.uniform(1.3, 2.0)), float(rng.uniform(3, 9)), rng)
+    x = jpeg(x, int(rng.integers(25, 61)))
+    return np.asarray(cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+
+
 def letterboxed_720p(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The scene fitted into a 1280x720 frame (a camera that is not zoomed in)."""
     return letterbox(image, FRAME_W, FRAME_H)

@@ -1,10 +1,11 @@
 """`make bench`: every benchmark in one run, one table on stdout, the same figures in bench/results.json.
 
 Sections: the face race against face_recognition (bench_faces), the capture pipeline (bench_pipeline),
-the plate race against agentclpr (bench_plates), the outbox (bench_outbox), camera zones (bench_zones)
-and SOS latency under a backlog (bench_sos) when those modules are present. A section that cannot run
-(no data, no peer, no broker) is reported with its reason and its figures are null; nothing is ever
-filled in from an earlier run.
+the plate race against agentclpr (bench_plates), the outbox (bench_outbox), camera zones (bench_zones),
+SOS latency under a backlog (bench_sos) when those modules are present, and what the installer's console
+costs capture (bench_console: idle vs no console, one 720p 4 fps preview; medians of --repeat runs).
+A section that cannot run (no data, no peer, no broker) is reported with its reason and its figures
+are null; nothing is ever filled in from an earlier run.
 
     .venv/bin/python bench/run.py [--quick] [--no-peers] [--no-install] [--only faces,pipeline,...]
 """
@@ -30,7 +31,7 @@ if __package__ in (None, ""):
 from bench._common import ROOT, SkipSection, env_summary, percentiles
 
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("faces", "pipeline", "plates", "gate", "outbox", "district", "zones", "sos")
+SECTIONS = ("faces", "pipeline", "plates", "int8", "gate", "outbox", "district", "zones", "sos", "cases", "console")
 STAGES = ("decode", "motion_gate", "detect", "align", "embed", "plate_detect", "plate_read", "outbox_commit")
 TARGETS = {
     "face_speedup_vs_face_recognition": ">= 20x",
@@ -38,6 +39,8 @@ TARGETS = {
     "overhead_pct": "<= 5 %",
     "static_cpu_pct_per_camera": "<= 5 %",
     "peak_rss_mb": "<= 400 MB",
+    "console_idle_cost_pct_of_a_core": "~0 (noise)",
+    "console_preview_cost_pct_of_a_core": "<= 15 %",
 }
 
 
@@ -175,6 +178,10 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 lambda: bench_plates.run(quick=args.quick, peers=peers, install_peers=install),
                 lambda: bench_plates.run(quick=args.quick, peers=peers, install_peers=install, race_only=True), n)
         res["plate_stages"] = _section("plate stages", lambda: plate_stages(args.quick))
+    if "int8" in only:
+        from bench import bench_int8
+
+        res["int8"] = _section("int8", lambda: bench_int8.run(quick=args.quick))
     if "gate" in only:
         from bench import bench_gate
 
@@ -198,10 +205,17 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     # relative to the 5-minute raise and change what is measured (about 20 s of CPU either way).
     alarm_benches: tuple[tuple[str, dict[str, Any]], ...] = (
         ("zones", {}),
-        ("sos", {"backlog": 2_000, "trials": 1} if args.quick else {}))
+        ("sos", {"backlog": 2_000, "trials": 1} if args.quick else {}),
+        ("cases", {"quick": True} if args.quick else {}))  # the platform's case step, moves, export
     for name, kw in alarm_benches:
         if name in only:
             res[name] = _alarm_bench(name, kw)
+    if "console" in only:
+        from bench import bench_console
+
+        # --quick checks the harness only (3 s phases); a real run uses 20 s phases, medians of n.
+        res["console"] = _section("console", lambda: bench_console.run(phase_s=3.0 if args.quick else 20.0,
+                                                                       repeats=n))
     res["load_avg_end"] = os.getloadavg()[0]
     res.update(headline(res))
     return res
@@ -244,6 +258,8 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
         "static_cpu_pct_per_camera": _get(pipe, "static", "cpu_pct_of_core"),
         "peak_rss_mb": _get(pipe, "rss", "peak_rss_mb"),
         "fps_per_camera_1280x720": _get(pipe, "fps_per_camera_every_frame_detected"),
+        "console_idle_cost_pct_of_a_core": _get(res.get("console"), "console_idle_cost_pct_of_a_core"),
+        "console_preview_cost_pct_of_a_core": _get(res.get("console"), "preview_cost_pct_of_a_core"),
     }
     n = _get(plates, "frames")
     if n:
@@ -262,6 +278,8 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
         "static_cpu_pct_per_camera": _why(pipe, "pipeline section not run"),
         "peak_rss_mb": _get(pipe, "rss", "reason") or _why(pipe, "pipeline section not run"),
         "fps_per_camera_1280x720": _why(pipe, "pipeline section not run"),
+        "console_idle_cost_pct_of_a_core": _why(res.get("console"), "console section not run"),
+        "console_preview_cost_pct_of_a_core": _why(res.get("console"), "console section not run"),
     }
     stages: dict[str, Any] = {}
     sources = {
@@ -312,10 +330,13 @@ def table(res: dict[str, Any]) -> str:
     rows.append(("orchestration overhead over bare model calls (CPU s)", _fmt(res["overhead_pct"], " %"), "", "",
                  TARGETS["overhead_pct"]))
     rows.append(("  same, wall time", _fmt(_get(pipe, "overhead_wall_pct"), " %"), "", "", ""))
+    rows.append(("  pipeline wall time beyond ORT Session.run time (pre/post-processing counted as overhead)",
+                 _fmt(_get(pipe, "overhead_pct_over_ort_run_only"), " %"), "", "", ""))
     rows.append(("static 15 fps 1280x720 scene, CPU % of one core", _fmt(res["static_cpu_pct_per_camera"], " %", 2),
                  "", "", TARGETS["static_cpu_pct_per_camera"]))
     rows.append(("peak RSS, all models + 4 cameras (CaptureDaemon)", _fmt(res["peak_rss_mb"], " MB"), "", "",
                  TARGETS["peak_rss_mb"]))
+    rows += _int8_rows(res.get("int8") or {})
     g = res.get("gate_headline")
     if g:
         n = g["plates_scenes"]
@@ -365,6 +386,23 @@ def table(res: dict[str, Any]) -> str:
     for case, trials in (sos.get("cases") or {}).items():
         ms = [t["to_puback_ms"] for t in trials if "to_puback_ms" in t]
         rows.append((f"sos: {case}, ms to PUBACK", " / ".join(_fmt(m, "", 0) for m in ms) or "n/a", "", "", ""))
+    console = res.get("console") or {}
+    if console and "skipped" not in console and "error" not in console:
+        rows.append(("capture CPU % of a core: no console / console idle / idle again (bench_console)",
+                     f"{_fmt(console.get('capture_cpu_pct_no_console'), '', 2)} / "
+                     f"{_fmt(console.get('capture_cpu_pct_console_idle'), '', 2)} / "
+                     f"{_fmt(console.get('capture_cpu_pct_idle_again'), '', 2)}", "", "", ""))
+        rows.append(("  console idle cost to capture, % of a core", _fmt(res["console_idle_cost_pct_of_a_core"],
+                                                                          " %", 2), "", "",
+                     TARGETS["console_idle_cost_pct_of_a_core"]))
+        rows.append((f"  one preview 720p 4 fps ({_fmt(console.get('preview_fps_delivered'), ' fps', 2)} delivered): "
+                     "capture cost, % of a core", _fmt(res["console_preview_cost_pct_of_a_core"], " %", 2), "", "",
+                     TARGETS["console_preview_cost_pct_of_a_core"]))
+        rows.append((f"  console's own CPU idle / streaming (medians of {console.get('repeats')} runs)",
+                     f"{_fmt(console.get('console_cpu_pct_idle'), ' %', 2)} / "
+                     f"{_fmt(console.get('console_cpu_pct_streaming'), ' %', 2)}", "", "", ""))
+    elif console:
+        rows.append(("console (bench_console)", "n/a", "", "", _why(console, "")))
     for name in STAGES:
         st = res["stage_latency_ms"][name]
         rows.append((f"stage {name}, p50 / p90 ms (n)",
@@ -374,9 +412,47 @@ def table(res: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     for key, why in res["reasons"].items():
         lines.append(f"n/a {key}: {why}")
+    if console.get("uptime_start"):
+        lines.append(f"(console section: uptime at start: {console['uptime_start']}; at end: {console['uptime_end']})")
     lines.append(f"(load average {res['load_avg_start']:.1f} at start, {res['load_avg_end']:.1f} at end; "
                  f"{res['env']['cpus']} CPUs; quick={res['quick']})")
     return "\n".join(lines)
+
+
+def _int8_rows(q: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """int8 against float per model (bench_int8): speed-up beside accuracy, and the default chosen."""
+    if not q or "error" in q:
+        return [("int8 variants", "n/a", "", "", _why(q, "int8 section not run"))] if q else []
+    rows: list[tuple[str, str, str, str, str]] = []
+    d = q.get("defaults", {})
+    s = q.get("sface") or {}
+    if "speedup" in s:
+        tar8, tar32 = _get(s, "int8_verification", "tar_at_far_0_1pct"), _get(s, "fp32_verification",
+                                                                           "tar_at_far_0_1pct")
+        g8, g32 = _get(s, "gate_conditions", "int8", "30px", "tar"), _get(s, "gate_conditions", "fp32", "30px", "tar")
+        rows.append(("int8 SFace: ms/face p50; TAR pairs / at 30 px (int8 vs fp32)",
+                     f"{_fmt(_get(s, 'embed_int8', 'p50_ms'))} vs {_fmt(_get(s, 'embed_fp32', 'p50_ms'))}; "
+                     f"{_fmt(tar8, '', 3)} / {_fmt(g8, '', 3)} vs {_fmt(tar32, '', 3)} / {_fmt(g32, '', 3)}",
+                     "", _fmt(s.get("speedup"), "x", 2), f"default: {d.get('sface')}"))
+    y = q.get("yunet") or {}
+    if "speedup" in y:
+        rows.append(("int8 YuNet: detect ms p50; faces found (int8 vs fp32)",
+                     f"{_fmt(_get(y, 'detect_int8', 'p50_ms'))} vs {_fmt(_get(y, 'detect_fp32', 'p50_ms'))}; "
+                     f"{_get(y, 'faces_found', 'int8')} vs {_get(y, 'faces_found', 'fp32')}",
+                     "", _fmt(y.get("speedup"), "x", 2), f"default: {d.get('yunet')}"))
+    c = q.get("clp_det") or {}
+    if "speedup_locate" in c:
+        rows.append((f"int8 clp_det: locate ms p50; scenes read exactly of {c.get('scenes')} (int8 vs fp32)",
+                     f"{_fmt(_get(c, 'locate_int8', 'p50_ms'))} vs {_fmt(_get(c, 'locate_fp32', 'p50_ms'))}; "
+                     f"{_get(c, 'exact', 'int8')} vs {_get(c, 'exact', 'fp32')}",
+                     "", _fmt(c.get("speedup_locate"), "x", 2), f"default: {d.get('clp_det')}"))
+    return rows
+
+
+def reprint(path: Path) -> str:
+    """The table of an earlier run's results.json (what `--table-only` prints)."""
+    res: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return table(res)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,7 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULTS, help="where to write the figures")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each race; the headline figures are their medians (--quick: 1)")
+    p.add_argument("--table-only", action="store_true", help="print the table of the results file and exit")
     args = p.parse_args(argv)
+    if args.table_only:
+        print(reprint(args.json))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if not args.no_peers:

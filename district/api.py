@@ -1,4 +1,4 @@
-"""The platform's HTTP API (FastAPI): police search, audit verification, gateway status; bearer-token roles.
+"""The platform's HTTP API (FastAPI): police search, cases, audit verification; bearer-token roles.
 
 OpenAPI is generated from the typed models below (`/openapi.json`, docs at `/docs`). Identifiers
 travel only in request bodies, never in URLs, which end up in proxy and access logs.
@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from district.casedesk import CaseDesk
+from district.cases_api import add_case_routes
 from district.details import DetailsRequest, DetailsService
 from district.errors import SearchRefusedError
 from district.platform_audit import verify
@@ -110,8 +112,10 @@ class AuditOut(BaseModel):
     message: str
 
 
-def create_app(service: SearchService, principals: Principals, details: DetailsService | None = None) -> FastAPI:
-    """Build the API around a search service, the token table and (if `[door]` is set up) details."""
+def create_app(service: SearchService, principals: Principals, details: DetailsService | None = None,
+               cases: CaseDesk | None = None) -> FastAPI:
+    """Build the API around a search service, the token table, (if `[door]` is set up) details, and the
+    case desk (on the same database by default)."""
     app = FastAPI(title="edgegw district platform", version="1", description=__doc__)
     bearer = HTTPBearer(auto_error=False)
 
@@ -174,4 +178,5 @@ def create_app(service: SearchService, principals: Principals, details: DetailsS
         return AuditOut(ok=c.ok, records=c.records, head_seq=c.head_seq, head_hash=c.head_hash,
                         first_bad_seq=c.first_bad_seq, message=c.message)
 
+    add_case_routes(app, cases if cases is not None else CaseDesk(service.connect), require)
     return app

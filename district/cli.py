@@ -1,4 +1,4 @@
-"""`edgegw district ...`: the platform's commands (migrate, ingest, retention, search, audit-check, serve).
+"""`edgegw district ...`: the platform's commands (migrate, ingest, retention, search, audit-check, serve, viid).
 
 `register(sub)` adds the group to the edgegw CLI; `python -m district ...` runs the same commands
 without the gateway's CLI (the systemd units and the tests use that).
@@ -381,6 +381,16 @@ def _add_commands(dsub: Any) -> None:
     gl = gsub.add_parser("list", help="list the registered gateways and their key fingerprints")
     _common(gl)
     gl.set_defaults(func=_cmd_gateway_list)
+
+    # The GA/T 1400 bridge (district/viid).
+    from district.viid.cli import add_commands as add_viid_commands
+
+    add_viid_commands(dsub, _common, _config)
+
+    # The case desk and the watch-lists (their own module: one job each).
+    from district.cases_cli import register as register_cases
+
+    register_cases(dsub, _common, _config)
 
     # The key service's own commands (issue epoch-key bundles, verify signed heads).
     from district.keyservice import register as register_keyservice

@@ -31,8 +31,9 @@ from edge.keys import key_fingerprint, load_secret
 from edge.privacy.config import EpochPolicy
 from edge.privacy.epochkeys import BundleEntry, BundleHeader, derive_epoch_key, seal_bundle
 from edge.privacy.identity import GatewayPublic, verify_audit_head
-from edge.privacy.pseudonym import epoch_bounds, epochs_between
+from edge.privacy.pseudonym import Pseudonymiser, epoch_bounds, epochs_between
 from edge.types import IdKind
+from edge.watchlist import WatchEntry, pseudonym_entries
 
 DAY_S = 86400.0
 
@@ -89,6 +90,15 @@ class KeyService:
         public = self.signing_public_key
         signer = (public, self._signer.sign) if self._signer is not None and public is not None else None
         return seal_bundle(header, entries, recipient, signer)
+
+    def watch_entries(self, kind: IdKind, values: Iterable[str], at: float, *,
+                      epochs_ahead: int = 1) -> list[WatchEntry]:
+        """Watch-list entries for raw `values`: their pseudonyms in the epoch of `at` and the next ones.
+
+        The values are used here, with the root key, and go no further: a watch-list holds only what
+        this returns (`edge.watchlist.pseudonym_entries`, the gateways' own derivation and format).
+        """
+        return pseudonym_entries(Pseudonymiser(self._root, self.policy), kind, values, at, epochs_ahead=epochs_ahead)
 
 
 def _label_start(policy: EpochPolicy, label: str) -> float:

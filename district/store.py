@@ -24,6 +24,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
 
+from district.cases import record_cases
 from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
 from district.errors import DatabaseError
@@ -228,6 +229,7 @@ class Store:
         with conn.transaction(), conn.cursor() as cur:
             if events:
                 result.inserted, result.duplicates = self._load(conn, cur, events, now)
+                record_cases(cur, events, now)  # alarms become cases in this same transaction
                 runs = seq_runs(srcs, [e.seq for e in events])
                 cur.execute(_INSERT_RUNS, ([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]))
                 result.touched = set(srcs)

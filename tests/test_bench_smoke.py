@@ -96,3 +96,22 @@ def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
     emb = int8.embed(np.stack([s.aligned for s in kept]))
     cosines = [float(np.dot(e, s.embedding)) for e, s in zip(emb, kept, strict=True)]
     assert min(cosines) > 0.95, cosines
+
+
+def test_the_console_section_is_in_the_one_table_with_its_targets() -> None:
+    run1 = {"capture_cpu_pct_no_console": 4.0, "capture_cpu_pct_console_idle": 4.1, "capture_cpu_pct_idle_again": 4.2,
+            "capture_cpu_pct_one_preview_720p_4fps": 6.0, "console_idle_cost_pct_of_a_core": 0.1,
+            "preview_cost_pct_of_a_core": 1.85, "console_cpu_pct_idle": 0.5, "console_cpu_pct_streaming": 2.0,
+            "preview_fps_delivered": 3.6}
+    res: dict[str, Any] = {"console": {**run1, "repeats": 3, "per_run": [run1] * 3, "uptime_start": "up 1 min, load 9",
+                                       "uptime_end": "up 7 min, load 10"}}
+    head = bench_run.headline(res)
+    assert head["console_preview_cost_pct_of_a_core"] == 1.85 and head["console_idle_cost_pct_of_a_core"] == 0.1
+    text = bench_run.table({**res, **head, "env": {"cpus": 2}, "quick": False, "load_avg_start": 9.0,
+                            "load_avg_end": 10.0})
+    row = next(line for line in text.splitlines() if "one preview 720p 4 fps (3.60 fps delivered)" in line)
+    assert "1.85 %" in row and "<= 15 %" in row
+    assert "<= 15 %" in text and "uptime at start: up 1 min, load 9" in text
+    skipped = bench_run.headline({"console": {"error": "RuntimeError: the preview delivered no frame"}})
+    assert skipped["console_preview_cost_pct_of_a_core"] is None
+    assert "no frame" in skipped["reasons"]["console_preview_cost_pct_of_a_core"]

@@ -198,3 +198,97 @@ def test_the_console_process_loads_no_vision_stack() -> None:
             "print(sorted(m for m in ('cv2', 'onnxruntime', 'serial') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_zones_and_masks_go_through_the_validator(gw: tuple[Path, GatewayBackend, UserStore, Clock]) -> None:
+    cfg_path, backend, users, _ = gw
+    users.add("ina", Role.INSTALLER, "installer-password", must_change=False)
+    users.add("vic", Role.VIEWER, "viewer-password", must_change=False)
+    client = _client(gw)
+    assert _login(client, "ina", "installer-password") == 303
+    page = client.get("/camera/gate1/zones")
+    assert page.status_code == 200 and 'id="shapes"' in page.text
+    token = _csrf(page.text)
+    row = {"csrf": token, "kind": ["zone", "mask"], "id": ["stall", "win"], "rule": ["dwell", ""], "note": ["", "x"],
+           "min_covered": ["", ""], "raise_after_s": ["", ""], "clear_after_s": ["", ""], "dwell_s": ["30", ""]}
+    good = {**row, "points": ["0,240 639,240 639,479 0,479", "0,0 100,0 100,100"]}
+    before = cfg_path.read_text()
+    r = client.post("/camera/gate1/zones", data=good)
+    assert r.status_code == 409 and "no frame from capture yet" in r.text  # no size known: nothing guessed
+    backend.live.publish("gate1", b"\xff\xd8 not shown", width=640, height=480)
+    for points, message in ((["0,0 639,479 639,0 0,479", ""], "crosses itself"),
+                            (["0,0 639,0", ""], "at least 3 points"),
+                            (["0,0 900,0 900,479", ""], "outside the frame")):
+        r = client.post("/camera/gate1/zones", data={**row, "points": points, "id": ["stall", ""]})
+        assert r.status_code == 400 and message in r.text and "zones.zone.0.polygon" in r.text, message
+    assert cfg_path.read_text() == before  # nothing written
+    r = client.post("/camera/gate1/zones", data=good)
+    assert r.status_code == 200 and "Saved" in r.text, r.text
+    after = load_config(cfg_path)
+    assert [(z.id, z.rule, z.dwell_s, z.polygon[2]) for z in after.zones.zone] == [("stall", "dwell", 30.0, (1.0, 1.0))]
+    assert [(m.id, m.note) for m in after.masks] == [("win", "x")]
+    assert (cfg_path.parent / "gw.toml.prev").read_text() == before
+    rec = AuditLog(backend.cfg.path(backend.cfg.audit.path)).last("config_change")
+    assert rec is not None and rec.actor == "ina" and '"change":"zones_masks"' in rec.details.replace(" ", "")
+    assert "stall:dwell" in rec.details and "0.5" not in rec.details  # names, not polygons
+    # The editor shows what is saved, in camera pixels.
+    assert 'value="0,240 639,240 639,479 0,479"' in client.get("/camera/gate1/zones").text
+    viewer = _client(gw)
+    assert _login(viewer, "vic", "viewer-password") == 303
+    for path in ("/camera/gate1/zones", "/camera/gate1/zones/applied"):
+        assert viewer.get(path).status_code == 403, path
+    r = viewer.post("/camera/gate1/zones", data={**good, "csrf": "x"})
+    assert r.status_code == 403
+
+
+def test_with_a_drop_in_directory_edits_go_there_and_never_to_gateway_toml(
+        gw: tuple[Path, GatewayBackend, UserStore, Clock]) -> None:
+    cfg_path, backend, users, _ = gw
+    # gateway.toml has a zone on gate1 drawn by hand; the console takes gate1 over without losing it.
+    with cfg_path.open("a") as f:
+        f.write('\n[[zones.zone]]\nid = "lane"\ncamera = "gate1"\nrule = "obstruction"\n'
+                "polygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0]]\n\n[gate_lines.lpr]\na = [0, 100]\nb = [600, 100]\n")
+    (cfg_path.parent / "console.d").mkdir()
+    main = cfg_path.read_text()
+    users.add("ina", Role.INSTALLER, "installer-password", must_change=False)
+    client = _client(gw)
+    assert _login(client, "ina", "installer-password") == 303
+    token = _csrf(client.get("/camera/gate1/editor").text)
+    r = client.post("/camera/gate1/gate-line", data={"csrf": token, "ax": "0", "ay": "240", "bx": "640", "by": "260"})
+    assert r.status_code == 200 and "Saved" in r.text, r.text
+    assert cfg_path.read_text() == main  # gateway.toml untouched
+    dropin = cfg_path.parent / "console.d" / "drawing.toml"
+    text = dropin.read_text()
+    assert 'cameras = ["gate1"]' in text and "[gate_lines.gate1]" in text and 'id = "lane"' in text
+    merged = load_config(cfg_path)
+    assert merged.gate_lines["gate1"].a == (0.0, 240.0) and merged.gate_lines["lpr"].a == (0.0, 100.0)
+    assert [z.id for z in merged.zones.zone] == ["lane"]  # carried over, not doubled
+    # Deleting the zone in the console deletes it, although gateway.toml still has it.
+    backend.live.publish("gate1", b"\xff\xd8", width=640, height=480)
+    empty = {"csrf": token, **{k: [] for k in ("kind", "id", "points", "rule", "note", "min_covered",
+                                                "raise_after_s", "clear_after_s", "dwell_s")}}
+    assert client.post("/camera/gate1/zones", data=empty).status_code == 200
+    assert load_config(cfg_path).zones.zone == () and (cfg_path.parent / "console.d" / "drawing.toml.prev").exists()
+    # An invalid edit is refused with the validator's words and writes nothing.
+    before = dropin.read_text()
+    r = client.post("/camera/gate1/gate-line", data={"csrf": token, "ax": "5", "ay": "5", "bx": "5", "by": "5"})
+    assert r.status_code == 400 and "gate line end points must differ" in r.text and dropin.read_text() == before
+    rec = AuditLog(backend.cfg.path(backend.cfg.audit.path)).last("config_change")
+    assert rec is not None and '"file":"drawing.toml"' in rec.details.replace(" ", "")
+
+
+def test_the_drop_in_may_hold_drawings_only_and_its_errors_name_its_lines(tmp_path: Path) -> None:
+    from edge.app.config import parse_config
+    from edge.errors import ConfigError
+
+    main = CAMERAS
+    head = f'[gateway]\ndistrict = "d"\ncommunity = "c"\ngateway = "g"\ndata_dir = "{tmp_path}"\n'
+    with pytest.raises(ConfigError, match=r"drawing\.toml:2: key 'mqtt': Extra inputs are not permitted"):
+        parse_config(head + main, "gw.toml", tmp_path, drawing=('cameras = ["gate1"]\n[mqtt]\nhost = "evil"\n',
+                                                                 "console.d/drawing.toml"))
+    with pytest.raises(ConfigError, match="drawings of cameras not listed in `cameras`: lpr"):
+        parse_config(head + main, "gw.toml", tmp_path, drawing=('cameras = ["gate1"]\n[gate_lines.lpr]\n'
+                                                                 "a = [0, 1]\nb = [90, 1]\n", "drawing.toml"))
+    with pytest.raises(ConfigError, match=r"drawing\.toml:3: key 'gate_lines\.gate1'"):
+        parse_config(head + main, "gw.toml", tmp_path, drawing=('cameras = ["gate1"]\n\n[gate_lines.gate1]\n'
+                                                                 "a = [5, 5]\nb = [5, 5]\n", "drawing.toml"))

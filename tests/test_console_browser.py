@@ -3,7 +3,10 @@ real capture daemon playing a real photo through the real face model and the rea
 
 A preview frame appears within 5 s; the overlay toggle changes the image; a bad gate line is refused with
 the validator's message shown; a good one is saved and capture applies it without a restart; a viewer
-cannot open the editor; login lockout works; a card swiped on a real pseudo-terminal shows masked.
+cannot open the editor; a zone and a mask drawn on the snapshot are saved and capture runs them
+without a restart (the mask blacks out the preview), bad polygons are refused with the validator's
+message; a viewer cannot open the zone editor either; login lockout works; a card swiped on a real
+pseudo-terminal shows masked.
 Screenshots of each page are kept under tests/artifacts/console/ (git-ignored).
 """
 
@@ -246,6 +249,106 @@ def test_gate_line_editor_refuses_bad_and_saves_good(gateway: Gateway, installer
     assert "gate line(s) updated without a restart: gate1" in out
 
 
+def _click_polygon(page: object, corners: tuple[tuple[float, float], ...]) -> None:
+    box = page.locator("#shapes-drawing").bounding_box()  # type: ignore[attr-defined]
+    assert box is not None
+    for fx, fy in corners:
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)  # type: ignore[attr-defined]
+
+
+def test_zone_and_mask_editor_refuses_bad_polygons(gateway: Gateway, installer: object) -> None:
+    page = installer.new_page()  # type: ignore[attr-defined]
+    page.goto(gateway.url + "/camera/gate1/zones")
+    page.wait_for_function("() => document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+    before = gateway.cfg.read_text()
+    size = page.get_attribute("#snapshot", "data-width"), page.get_attribute("#snapshot", "data-height")
+    w, h = int(size[0] or 0), int(size[1] or 0)
+    assert w > 0 and h > 0
+    cases = (
+        ("bow", f"0,0 {w - 1},{h - 1} {w - 1},0 0,{h - 1}", "crosses itself", "13-zones-refused-crossing.png"),
+        ("two", "10,10 200,10", "at least 3 points", "14-zones-refused-two-points.png"),
+        ("off", f"0,0 {w + 300},0 {w + 300},{h - 1}", "outside the frame", "15-zones-refused-outside.png"),
+    )
+    for zone_id, points, message, shot in cases:
+        row = page.locator("tr.shape[data-kind=zone]").first
+        row.locator("input.shape-id").fill(zone_id)
+        row.locator("input.points").fill(points)
+        page.click("#save-shapes")
+        error = page.wait_for_selector("#error")
+        assert message in error.inner_text(), error.inner_text()
+        assert "zones.zone.0.polygon" in error.inner_text()  # the validator's own words, naming the key
+        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    # A refused drawing is given back as typed, to fix rather than redraw.
+    assert page.locator("tr.shape[data-kind=zone]").first.locator("input.points").input_value() == cases[-1][1]
+    assert gateway.cfg.read_text() == before
+    page.close()
+
+
+def test_zone_and_mask_drawn_saved_and_run_by_capture(gateway: Gateway, installer: object) -> None:
+    import cv2
+    import numpy as np
+
+    page = installer.new_page()  # type: ignore[attr-defined]
+    page.set_viewport_size({"width": 1280, "height": 1600})  # the portrait snapshot whole on screen, to click on
+    page.goto(gateway.url + "/camera/gate1/zones")
+    page.wait_for_function("() => document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+    # A dwell zone across the lower half, clicked corner by corner on the snapshot.
+    zone = page.locator("tr.shape[data-kind=zone]").first
+    zone.locator("input.active").check()
+    _click_polygon(page, ((0.05, 0.55), (0.95, 0.55), (0.95, 0.95), (0.05, 0.95)))
+    zone.locator("input.shape-id").fill("stall")
+    zone.locator("select[name=rule]").select_option("dwell")
+    zone.locator("input[name=dwell_s]").fill("30")
+    assert len(zone.locator("input.points").input_value().split()) == 4
+    # A mask over the top-left corner (a neighbour's window, say).
+    mask = page.locator("tr.shape[data-kind=mask]").first
+    mask.locator("input.active").check()
+    _click_polygon(page, ((0.0, 0.0), (0.35, 0.0), (0.35, 0.3), (0.0, 0.3)))
+    mask.locator("input.shape-id").fill("window")
+    page.screenshot(path=str(ARTIFACTS / "16-zones-drawn.png"), full_page=True)
+    page.click("#save-shapes")
+    saved = page.wait_for_selector("#saved, #error")
+    assert "Saved" in saved.inner_text(), saved.inner_text()
+    from edge.app.config import load_config
+
+    cfg = load_config(gateway.cfg)
+    assert [(z.id, z.rule, z.dwell_s) for z in cfg.zones.zone] == [("stall", "dwell", 30.0)]
+    assert [m.id for m in cfg.masks] == ["window"]
+    assert (gateway.cfg.parent / "gw.toml.prev").exists()
+    # Capture runs them without a restart: its status says so, and the page shows it.
+    page.wait_for_function("() => { const a = document.getElementById('applied-zones');"
+                           " return a && a.dataset.zones.split(',').includes('stall') && a.dataset.masks === '1'; }",
+                           timeout=30_000)
+    out = _capture_log_until(gateway, "masks updated without a restart: gate1")
+    assert "zones updated without a restart: gate1" in out and "masks updated without a restart: gate1" in out
+    assert capture_pid_alive(gateway)
+    page.screenshot(path=str(ARTIFACTS / "17-zones-applied.png"), full_page=True)
+    # The mask takes effect: the picture capture hands the console is black under it, and not elsewhere.
+    dark = bright = 0.0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r = page.request.get(gateway.url + "/camera/gate1/snapshot.jpg")
+        assert r.status == 200
+        img = cv2.imdecode(np.frombuffer(r.body(), np.uint8), cv2.IMREAD_GRAYSCALE)
+        ih, iw = img.shape
+        dark = float(img[int(ih * 0.03):int(ih * 0.27), int(iw * 0.03):int(iw * 0.32)].mean())
+        bright = float(img[int(ih * 0.35):int(ih * 0.5), int(iw * 0.5):int(iw * 0.9)].mean())
+        if dark < 8:
+            break
+        time.sleep(0.5)
+    assert dark < 8 and bright > 30, (dark, bright)
+    page.goto(gateway.url + "/camera/gate1")
+    page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0", timeout=10_000)
+    time.sleep(1.0)
+    page.screenshot(path=str(ARTIFACTS / "18-preview-zone-mask.png"), full_page=True)
+    page.close()
+
+
+def capture_pid_alive(gateway: Gateway) -> bool:
+    """Capture was not restarted to apply the edit: the same process still runs."""
+    return gateway.capture.poll() is None
+
+
 def _capture_log_until(gateway: Gateway, needle: str, timeout: float = 30.0) -> str:
     # The capture log is drained by a thread (see the fixture): wait until the needle shows up.
     deadline = time.monotonic() + timeout
@@ -286,6 +389,11 @@ def test_viewer_cannot_open_the_editor(gateway: Gateway, browser: object) -> Non
     assert resp is not None and resp.status == 403
     assert "may not open this page" in page.inner_text("#forbidden")
     page.screenshot(path=str(ARTIFACTS / "11-viewer-forbidden.png"), full_page=True)
+    assert page.locator("text=zones & masks").count() == 0
+    resp = page.goto(gateway.url + "/camera/gate1/zones")
+    assert resp is not None and resp.status == 403
+    assert "may not open this page" in page.inner_text("#forbidden")
+    page.screenshot(path=str(ARTIFACTS / "19-viewer-forbidden-zones.png"), full_page=True)
     page.close()
 
 

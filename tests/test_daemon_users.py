@@ -151,3 +151,69 @@ def test_watch_lists_the_uplink_writes_are_read_by_capture(layout: Layout) -> No
     assert out.split() == ["['wl-1']"]
     state = layout.state / "outbox" / "watchlists.json"
     assert state.stat().st_mode & 0o777 == 0o660 and state.stat().st_uid == layout.users["edgegw-uplink"][0]
+
+
+_MAIN_CONFIG = """[gateway]
+district = "d1"
+community = "c1"
+gateway = "g1"
+data_dir = "/var/lib/edgegw"
+
+[[cameras]]
+id = "gate1"
+kind = "fake"
+"""
+_DRAW = ("from edge.app.config_edits import with_camera_owned, with_gate_line, write_atomically\n"
+         "from edge.app.drawing import drawing_path\n"
+         "cfg = base.parents[2] / 'etc/edgegw/gateway.toml'\n"
+         "dropin = drawing_path(cfg)\n")
+
+
+def test_the_console_writes_its_drop_in_and_reaches_no_other_daemons_keys(layout: Layout) -> None:
+    # The installer's files as root puts them there: gateway.toml root's, world-readable like /etc.
+    etc = layout.root / "etc" / "edgegw"
+    (etc / "gateway.toml").write_text(_MAIN_CONFIG)
+    (etc / "gateway.toml").chmod(0o644)
+    dropin = etc / "console.d"
+    st = dropin.stat()
+    assert oct(st.st_mode & 0o7777) == "0o2750" and st.st_uid == layout.users["edgegw-console"][0]
+    # The console edits a gate line through the real edit and atomic write, as its own uid and umask.
+    _ok(layout.run("edgegw-console", _PRELUDE + _DRAW + (
+        "text = with_camera_owned(dropin.read_text(), 'gate1', None, [], [])\n"
+        "write_atomically(dropin, with_gate_line(text, 'gate1', (0, 200), (600, 200)))\n"
+        "write_atomically(dropin, with_gate_line(dropin.read_text(), 'gate1', (0, 210), (600, 210)))\n")))
+    drawing = dropin / "drawing.toml"
+    mode = drawing.stat().st_mode & 0o777
+    assert mode == 0o640 and (dropin / "drawing.toml.prev").exists(), oct(mode)  # the group keeps reading
+    assert drawing.stat().st_gid == dropin.stat().st_gid  # setgid: the file is the drawing group's
+    # Capture reads it merged into the config; it cannot change it.
+    out = _ok(layout.run("edgegw-capture", _PRELUDE + _DRAW + (
+        "from edge.app.config import load_config\nprint(load_config(cfg).gate_lines['gate1'].a)\n")))
+    assert out.split() == ["(0.0,", "210.0)"]
+    _refused(layout.run("edgegw-capture", _PRELUDE + _DRAW + "open(dropin, 'a').write('x')\n"))
+    _refused(layout.run("edgegw-capture", _PRELUDE + _DRAW + "open(dropin.parent / 'other.toml', 'w')\n"))
+    # The console cannot touch gateway.toml (broker, keys, privacy stay root's) ...
+    _refused(layout.run("edgegw-console", _PRELUDE + _DRAW + "open(cfg, 'a').write('x')\n"))
+    _refused(layout.run("edgegw-console", _PRELUDE + _DRAW + "open(cfg.parent / 'gateway.toml.new', 'w')\n"))
+    # ... and reaches no key, gallery, passage or another daemon's private state.
+    for target in ("keys/epoch-keys.db", "residents/residents.db", "passages/passages.db",
+                   "passages/passage-keys.db", "query/audit-case-keys.db"):
+        _refused(layout.run("edgegw-console", _PRELUDE + f"open(base / {target!r}, 'rb').read()\n"))
+    # Nobody outside the two reads the drawings (the uplink faces the network).
+    _refused(layout.run("edgegw-uplink", _PRELUDE + _DRAW + "dropin.read_text()\n"))
+
+
+_REGISTRY = ("from edge.principals import PrincipalRegistry, Role\n"
+             "reg = PrincipalRegistry(base / 'principals/registry.db')\n")
+
+
+def test_the_principal_registry_is_shared_by_the_console_and_the_query_door_only(layout: Layout) -> None:
+    _ok(layout.run("edgegw-query", _PRELUDE + _REGISTRY + "reg.publish('query', [('officer-0042', Role.POLICE)])\n"))
+    _ok(layout.run("edgegw-console", _PRELUDE + _REGISTRY + "reg.publish('console', [('admin', Role.ADMIN)])\n"
+                   "reg.revoke('officer-0042', 'admin')\n"))
+    out = _ok(layout.run("edgegw-query", _PRELUDE + _REGISTRY + "print(reg.is_revoked('officer-0042'))\n"))
+    assert out.split() == ["True"]
+    for path in (layout.state / "principals").iterdir():
+        assert path.stat().st_mode & 0o007 == 0, path  # group-only, never others'
+    for user in ("edgegw-capture", "edgegw-uplink"):
+        _refused(layout.run(user, _PRELUDE + "open(base / 'principals/registry.db', 'rb').read()\n"))

@@ -15,6 +15,7 @@ import pytest
 from edge.app.config import load_config
 from edge.app.wiring import data_key
 from edge.cli import main
+from edge.models.variants import runtime_model_path
 from edge.outbox import Outbox
 from edge.pipeline.faces import FacePath
 from edge.residents import ResidentGallery
@@ -115,7 +116,9 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     assert status["cameras"]["gate1"]["state"] == "finished"  # type: ignore[index]
     assert status["committed"] == 2
     # Which ONNX Runtime provider each model runs on is part of the status (CPU on this machine).
-    assert status["inference"] == {"yunet.edge.onnx": "CPUExecutionProvider", "sface.edge.onnx": "CPUExecutionProvider"}
+    # SFace: the file the default options load (the int8 copy once `edgegw models fetch` wrote it).
+    sface = runtime_model_path(MODELS_DIR, "sface", cfg.models.runtime_options()).name
+    assert status["inference"] == {"yunet.edge.onnx": "CPUExecutionProvider", sface: "CPUExecutionProvider"}
     # The passage store's write health rides in capture's status (issue 17): both recorded, none missed.
     assert status["passages"]["stored"] == 2 and status["passages"]["missed"] == 0  # type: ignore[index]
     assert status["full_refusals"] == 0

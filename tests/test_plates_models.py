@@ -259,7 +259,7 @@ def test_accuracy_on_all_scenes_and_crops(reader: PlateReader) -> None:
 
 
 def test_clp_rec_second_opinion_reads_crops() -> None:
-    """clp_v2_c_rec as a second opinion (off by default): consulted for every read at threshold 1."""
+    """clp_v2_c_rec as a second opinion (by default below 0.6): consulted for every read at threshold 1."""
     _reader_or_skip()
     manifest = load_manifest()
     if not all(model_path(MODELS, n, manifest).is_file() for n in ("clp_rec", "clp_dict")):

@@ -24,6 +24,7 @@ from drivers.camera.supervisor import CameraState, CameraSupervisor
 from drivers.inputs.poller import InputPoller
 from edge.app.capture_live import CaptureLive, capture_families
 from edge.app.config import Config, load_config
+from edge.app.drawing import drawing_path
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
@@ -35,11 +36,11 @@ from edge.app.wiring import (
     runtime_options,
 )
 from edge.audit import AuditAction, audit_status
-from edge.errors import ModelError
 from edge.models.runner import chosen_providers
 from edge.passages.store import PassageStore
 from edge.pipeline.commit import Committer
 from edge.pipeline.faces import FacePath
+from edge.pipeline.masks import FrameMasker
 from edge.pipeline.motion import MotionGate
 from edge.pipeline.plates import PlatePath
 from edge.pipeline.sensors import SensorHub
@@ -53,7 +54,6 @@ from edge.residents import ResidentGallery
 from edge.sdnotify import Notifier
 from edge.telemetry.server import MetricsServer, start_metrics
 from edge.vision.faces import FaceAnalyzer
-from edge.vision.quantize import load_int8_runner
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class CaptureDaemon:
         self.cfg = cfg
         self._config_dir = config_dir or Path.cwd()
         self._config_file = config_file
-        self._config_mtime = config_file.stat().st_mtime if config_file is not None else 0.0
+        self._config_mtime = self._config_stamp()
         self._stop = threading.Event()
         self.live = CaptureLive(cfg.path(cfg.console.live_dir), cfg.aim)
         self._metrics: MetricsServer | None = None
@@ -84,6 +84,8 @@ class CaptureDaemon:
                                    alarm_repeat_s=cfg.outbox.quota_alarm_repeat_s, watch=self.watchlist)
         self.supervisor = CameraSupervisor()
         self.workers: list[CameraWorker] = []
+        self.zoned: dict[str, ZonedPath] = {}
+        self.maskers: dict[str, FrameMasker] = {}
         self.sensor_hub: SensorHub | None = None
         self._notifier = Notifier()
         self.inputs: list[InputPoller] = []
@@ -119,8 +121,10 @@ class CaptureDaemon:
             queue = self.supervisor.add_camera(self._camera_config(cam))
             line_cfg = self.cfg.gate_lines.get(cam.id)
             line = GateLine.from_config(line_cfg) if line_cfg else None
-            dwell = DwellMonitor(cam.id, zones) if any(z.rule == "dwell" for z in zones) else None
-            path: FacePath | PlatePath | ZonedPath | None = None
+            # Every path gets a dwell monitor and a zoned wrapper, even with no zone yet: the console's
+            # editor can then add, change or remove zones without a restart (empty, they cost nothing).
+            dwell = DwellMonitor(cam.id, zones) if cam.id in face_ids or cam.id in plate_ids else None
+            path: FacePath | PlatePath | None = None
             if cam.id in plate_ids:
                 plate_reader = plate_reader or PlateReader(self.cfg.models.dir, runtime_options(self.cfg))
                 path = PlatePath(cam.id, plate_reader, self.cfg.plates, self.cfg.privacy.local_plate_prefixes, line,
@@ -130,27 +134,25 @@ class CaptureDaemon:
                 # Residents are matched only where the PIPL guard rails hold (the config validator checks).
                 gallery = faces[1] if self.cfg.face.resident_matching else None
                 path = FacePath(cam.id, faces[0], gallery, self.cfg.face, line, dwell=dwell)
-            elif dwell is not None:
+            elif any(z.rule == "dwell" for z in zones):
                 log.warning("camera %s: dwell zones need the face or plate path on it; they are not watched", cam.id)
-            if zones:
-                # Obstruction zones on top of the camera's path (or alone, for a fire-lane camera).
-                backgrounds = self.cfg.path(self.cfg.zones.background_dir)
-                backgrounds.mkdir(parents=True, exist_ok=True)
-                path = ZonedPath(path, ZoneWatcher(cam.id, zones, self.cfg.zones.background),
-                                 backgrounds / f"zones-{cam.id}.npy")
-            assert path is not None
+            # Obstruction zones on top of the camera's path (or alone, for a fire-lane camera).
+            backgrounds = self.cfg.path(self.cfg.zones.background_dir)
+            backgrounds.mkdir(parents=True, exist_ok=True)
+            zoned = ZonedPath(path, ZoneWatcher(cam.id, zones, self.cfg.zones.background),
+                              backgrounds / f"zones-{cam.id}.npy", dwell=dwell)
+            self.zoned[cam.id] = zoned
+            masker = FrameMasker([m.polygon for m in self.cfg.masks_for(cam.id)])
+            self.maskers[cam.id] = masker
+            self.live.set_zones(cam.id, zones)
             gate = MotionGate(self.cfg.motion) if self.cfg.motion.enabled else None
-            hook = self.live.frame_hook(cam.id, "plate" if cam.id in plate_ids else "face", path)
-            self.workers.append(CameraWorker(cam.id, queue, path, gate=gate, committer=self.committer, stop=self._stop,
-                                             on_frame=hook))
+            hook = self.live.frame_hook(cam.id, "plate" if cam.id in plate_ids else "face", zoned)
+            self.workers.append(CameraWorker(cam.id, queue, zoned, gate=gate, committer=self.committer,
+                                             stop=self._stop, on_frame=hook, prepare=masker.apply))
 
     def _build_faces(self) -> tuple[FaceAnalyzer, ResidentGallery]:
-        embedder = None
-        if self.cfg.models.sface_int8:
-            embedder = load_int8_runner(self.cfg.models.dir, runtime_options(self.cfg))
-            if embedder is None:
-                raise ModelError("models.sface_int8 is set but the int8 SFace is missing: run `edgegw models quantize`")
-        analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg), embedder=embedder,
+        # models.sface_int8 (off by default) picks the int8 SFace inside FaceAnalyzer (edge.models.variants).
+        analyzer = FaceAnalyzer(self.cfg.models.dir, runtime_options(self.cfg),
                                 score_threshold=self.cfg.face.score_threshold, max_side=self.cfg.face.detect_max_side)
         gallery = ResidentGallery(self.cfg.path(self.cfg.storage.residents_db), data_key(self.cfg))
         # The first inference of a session is slow (allocation, kernel selection); pay it now, not
@@ -206,6 +208,9 @@ class CaptureDaemon:
         if self.watchlist is not None:
             body["watch_hits"] = self.watchlist.hits
         body["aim"] = self.live.aim_status()
+        # What the cameras run now (not what the file says): the console shows an edit taking effect.
+        body["zones"] = {cam: list(z.zone_ids) for cam, z in self.zoned.items()}
+        body["masks"] = {cam: len(m.polygons) for cam, m in self.maskers.items()}
         body["pipl"] = pipl_status(enabled=self.cfg.face.resident_matching, pipl=self.cfg.pipl,
                                    card_readers_by_gate=self.cfg.card_readers_by_gate())
         body.update(audit_status(self.audit, self._sign_head))
@@ -250,14 +255,24 @@ class CaptureDaemon:
         return (f"{up}/{len(cams)} camera(s) connected, {open_ports}/{len(ports) - (1 if ports else 0)} port(s) open, "
                 f"{self.committer.committed} event(s) committed")
 
-    def _reload_gate_lines(self) -> None:
-        # The console's editor writes the config atomically; gate lines apply without a restart.
+    def _config_stamp(self) -> tuple[float, float]:
+        # The config file and the console's drop-in beside it (edge.app.drawing): either may change.
+        if self._config_file is None:
+            return (0.0, 0.0)
+        stamps = []
+        for path in (self._config_file, drawing_path(self._config_file)):
+            try:
+                stamps.append(path.stat().st_mtime)
+            except OSError:
+                stamps.append(0.0)
+        return (stamps[0], stamps[1])
+
+    def _reload_live_config(self) -> None:
+        # The console's editor writes the config atomically; gate lines, zones and masks apply
+        # without a restart, anything else is logged as needing one.
         if self._config_file is None:
             return
-        try:
-            mtime = self._config_file.stat().st_mtime
-        except OSError:
-            return
+        mtime = self._config_stamp()
         if mtime == self._config_mtime:
             return
         self._config_mtime = mtime
@@ -266,14 +281,36 @@ class CaptureDaemon:
         except Exception as exc:  # a bad edit never reaches here through the console; a hand edit might
             log.error("config %s changed but does not validate; keeping the running one: %s", self._config_file, exc)
             return
+        applied: dict[str, Any] = {}
         lines = {cam: GateLine.from_config(gl) for cam, gl in new.gate_lines.items()}
         changed = self.live.set_gate_lines(dict(lines))
         if changed:
             log.info("gate line(s) updated without a restart: %s", ", ".join(changed))
-            self.cfg = self.cfg.model_copy(update={"gate_lines": new.gate_lines})
+            applied["gate_lines"] = new.gate_lines
+        if new.zones != self.cfg.zones:
+            moved = [cam for cam, zoned in self.zoned.items()
+                     if new.zones.for_camera(cam) != self.cfg.zones.for_camera(cam)]
+            for cam in moved:
+                self.zoned[cam].set_zones(new.zones.for_camera(cam))
+                self.live.set_zones(cam, new.zones.for_camera(cam))
+            if moved:
+                log.info("zones updated without a restart: %s", ", ".join(moved))
+            unstarted = sorted({z.camera for z in new.zones.zone} - set(self.zoned))
+            if unstarted:
+                log.warning("zones drawn on camera(s) capture does not run (%s): restart capture to start them",
+                            ", ".join(unstarted))
+            applied["zones"] = new.zones
+        if new.masks != self.cfg.masks:
+            masked = [cam for cam, m in self.maskers.items() if m.set_polygons([x.polygon for x in new.masks_for(cam)])]
+            if masked:
+                log.info("masks updated without a restart: %s", ", ".join(masked))
+            applied["masks"] = new.masks
+        if applied:
+            self.cfg = self.cfg.model_copy(update=applied)
             self._audit_config_change()
-        if new.model_copy(update={"gate_lines": self.cfg.gate_lines}) != self.cfg:
-            log.warning("config %s changed beyond gate lines: restart capture to apply it", self._config_file)
+        if new.model_copy(update={k: getattr(self.cfg, k) for k in ("gate_lines", "zones", "masks")}) != self.cfg:
+            log.warning("config %s changed beyond gate lines, zones and masks: restart capture to apply it",
+                        self._config_file)
 
     def _publish_status(self) -> None:
         try:
@@ -308,7 +345,7 @@ class CaptureDaemon:
                 self._notifier.ready(self._status_line())
             if now >= next_status:
                 self._publish_status()
-                self._reload_gate_lines()
+                self._reload_live_config()
                 if ready:
                     self._notifier.status(self._status_line())
                 next_status = now + status_interval_s

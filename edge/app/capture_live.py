@@ -24,6 +24,7 @@ from edge.aim import AimConfig, AimWindow
 from edge.models.runner import set_timing_observer
 from edge.pipeline.tracker import GateLine
 from edge.pipeline.worker import FrameHook
+from edge.pipeline.zoneconfig import ZoneConfig
 from edge.preview import LiveChannel, PreviewRequest, mask
 from edge.telemetry.metrics import Family, Telemetry, counter, gauge
 from edge.types import Box, Frame, Reading
@@ -34,6 +35,7 @@ _BOX_HOLD_S = 1.0  # the motion gate skips still frames: keep drawing the last b
 _FACE_COLOUR = (80, 220, 80)
 _PLATE_COLOUR = (255, 160, 40)
 _LINE_COLOUR = (0, 220, 255)
+_ZONE_COLOURS = {"obstruction": (60, 60, 255), "dwell": (255, 80, 200)}
 
 
 class BoxedPath(Protocol):
@@ -60,10 +62,12 @@ class _CameraLive:
     last_preview: float = 0.0
     previews: int = 0
     previewing: bool = False
+    zones: list[tuple[str, str, tuple[tuple[float, float], ...]]] = field(default_factory=list)
 
 
 def render_preview(image: NDArray[np.uint8], req: PreviewRequest, kind: str, boxes: Iterable[Box],
-                   line: GateLine | None) -> bytes:
+                   line: GateLine | None, *,
+                   zones: Iterable[tuple[str, str, tuple[tuple[float, float], ...]]] = ()) -> bytes:
     """Scale to at most `req.max_height` lines, draw the overlay if asked, encode as JPEG."""
     h, w = image.shape[:2]
     scale = min(1.0, req.max_height / h)
@@ -84,6 +88,13 @@ def render_preview(image: NDArray[np.uint8], req: PreviewRequest, kind: str, box
             b2 = (round(line.b[0] * scale), round(line.b[1] * scale))
             cv2.line(out, a, b2, _LINE_COLOUR, 2, cv2.LINE_AA)
             cv2.putText(out, "gate", a, cv2.FONT_HERSHEY_SIMPLEX, 0.5, _LINE_COLOUR, 1, cv2.LINE_AA)
+        oh, ow = out.shape[:2]
+        for zone_id, rule, polygon in zones:  # fractions of the image: drawn on the scaled picture as is
+            pts = np.array([[round(x * (ow - 1)), round(y * (oh - 1))] for x, y in polygon], np.int32)
+            zc = _ZONE_COLOURS.get(rule, _LINE_COLOUR)
+            cv2.polylines(out, [pts], True, zc, 2, cv2.LINE_AA)
+            cv2.putText(out, f"{zone_id} ({rule})", (int(pts[0][0]) + 4, int(pts[0][1]) + 14),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, zc, 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 75])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -100,6 +111,7 @@ class CaptureLive:
         self._cams: dict[str, _CameraLive] = {}
         self._lock = threading.Lock()
         self.last_frame_at: dict[str, float] = {}
+        self._pending_zones: dict[str, list[tuple[str, str, tuple[tuple[float, float], ...]]]] = {}
         hist = self.telemetry.inference_seconds
         set_timing_observer(lambda model, s: hist.labels(model.split(".")[0]).observe(s))
 
@@ -109,7 +121,7 @@ class CaptureLive:
 
     def frame_hook(self, source_id: str, kind: str, path: BoxedPath) -> FrameHook:
         """The hook a camera worker calls after each frame."""
-        cam = _CameraLive(kind, path, AimWindow(self._aim_cfg))
+        cam = _CameraLive(kind, path, AimWindow(self._aim_cfg), zones=self._pending_zones.pop(source_id, []))
         self._cams[source_id] = cam
         frame_seconds = self.telemetry.frame_seconds.labels(source_id)
         width_hist = self.telemetry.face_width_px.labels(source_id)
@@ -142,8 +154,8 @@ class CaptureLive:
             cam.last_preview = now
             boxes = cam.boxes if now - cam.boxes_ts <= _BOX_HOLD_S else []
             h, w = frame.shape
-            self.live.publish(source_id, render_preview(frame.image, req, kind, boxes, cam.path.gate_line),
-                              width=w, height=h)
+            self.live.publish(source_id, render_preview(frame.image, req, kind, boxes, cam.path.gate_line,
+                                                        zones=cam.zones), width=w, height=h)
             cam.previews += 1
 
         return on_frame
@@ -162,6 +174,16 @@ class CaptureLive:
             key = "face_width" if cam.kind == "face" else "plate_char_height"
             out[cam_id] = {"measure": key, **s[key].as_dict()}
         return out
+
+    def set_zones(self, cam_id: str, zones: Iterable[ZoneConfig]) -> None:
+        """The zones the overlay draws for a camera (given before or after its frame hook is made)."""
+        drawn: list[tuple[str, str, tuple[tuple[float, float], ...]]] = [(z.id, str(z.rule), z.polygon)
+                                                                           for z in zones]
+        cam = self._cams.get(cam_id)
+        if cam is None:
+            self._pending_zones[cam_id] = drawn
+        else:
+            cam.zones = drawn  # swapped whole: the worker's hook reads one list or the other
 
     def set_gate_lines(self, lines: dict[str, GateLine | None]) -> list[str]:
         """Give each camera path its (new) gate line; returns the camera ids that changed."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -19,6 +20,7 @@ from drivers.camera.config import CameraConfig
 from drivers.inputs.config import InputModuleConfig
 from drivers.serial.config import SerialSensorConfig
 from edge.aim import AimConfig
+from edge.app.drawing import Drawing, drawing_path, merge
 from edge.audit import AuditConfig
 from edge.compat import tomllib
 from edge.configbase import StrictModel
@@ -28,7 +30,9 @@ from edge.models.config import ModelsConfig
 from edge.outbox import OutboxConfig
 from edge.passages.config import PassageConfig
 from edge.pipeline.config import DeviceConfig, FaceConfig, GateLineConfig, MotionConfig, PlateConfig
+from edge.pipeline.maskconfig import MaskConfig
 from edge.pipeline.zoneconfig import ZonesConfig
+from edge.principals import PrincipalsConfig
 from edge.privacy.config import PrivacyConfig
 from edge.privacy.pipl import PiplConfig
 from edge.query.config import QueryConfig
@@ -90,6 +94,8 @@ class Config(StrictModel):
     """Wired-input modules (`[[inputs]]`): alarm columns, door contacts, tamper loops (docs/alarms.md)."""
     zones: ZonesConfig = ZonesConfig()
     """Camera zones (`[[zones.zone]]`): fire-lane obstruction and dwell."""
+    masks: tuple[MaskConfig, ...] = ()
+    """Detection masks (`[[masks]]`): polygons blacked out of every frame before anything sees it."""
     watchlist: WatchlistConfig = WatchlistConfig()
     """Signed watch-lists from the platform (`[watchlist]`)."""
 
@@ -107,6 +113,8 @@ class Config(StrictModel):
     aim: AimConfig = AimConfig()
     commission: CommissionConfig = CommissionConfig()
     pipl: PiplConfig = PiplConfig()
+    principals: PrincipalsConfig = PrincipalsConfig()
+    """The principal registry shared by the console and the query door (edge.principals)."""
 
     @field_validator("cameras")
     @classmethod
@@ -124,6 +132,22 @@ class Config(StrictModel):
         if unknown:
             raise ValueError(f"zones are drawn on cameras that are not configured: {', '.join(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _masks_on_known_cameras(self) -> Config:
+        known = {c.id for c in self.cameras}
+        unknown = sorted({m.camera for m in self.masks} - known)
+        if unknown:
+            raise ValueError(f"masks are drawn on cameras that are not configured: {', '.join(unknown)}")
+        ids = [m.id for m in self.masks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"mask ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def masks_for(self, camera: str) -> tuple[MaskConfig, ...]:
+        """The masks drawn on `camera`."""
+        return tuple(m for m in self.masks if m.camera == camera)
 
     @model_validator(mode="after")
     def _gate_lines_name_cameras(self) -> Config:
@@ -231,14 +255,9 @@ def _without_union_tags(loc: tuple[str | int, ...], raw: object) -> tuple[str | 
     return tuple(out)
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Parse and validate config text; ConfigError names the source, line and key on failure."""
+def _validated(model: type[StrictModel], raw: dict[str, Any], text: str, source: str) -> Any:
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-    try:
-        cfg = Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         lines = _key_lines(text)
         problems = []
@@ -249,6 +268,28 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             where = f"{source}:{line}" if line else source
             problems.append(f"{where}: key '{key}': {err['msg']}")
         raise ConfigError("\n".join(problems)) from exc
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
+                 drawing: tuple[str, str] | None = None) -> Config:
+    """Parse and validate config text; ConfigError names the source, line and key on failure.
+
+    `drawing`: the console's drop-in (text, source), see edge.app.drawing: checked on its own first
+    (so its errors name its own lines), then its cameras' drawings replace the main file's.
+    """
+    raw = _toml(text, source)
+    if drawing is not None:
+        drawn = _toml(drawing[0], drawing[1])
+        _validated(Drawing, drawn, drawing[0], drawing[1])
+        raw = merge(raw, drawn)
+    cfg: Config = _validated(Config, raw, text, source)
     _check_cross_fields(cfg, text, source)
     if base_dir is not None and not cfg.gateway.data_dir.is_absolute():
         gw = cfg.gateway.model_copy(update={"data_dir": (base_dir / cfg.gateway.data_dir).resolve()})
@@ -276,10 +317,22 @@ def _check_cross_fields(cfg: Config, text: str, source: str) -> None:
         raise ConfigError("\n".join(out))
 
 
+def read_drawing(path: Path) -> tuple[str, str] | None:
+    """The console's drop-in beside config `path` as (text, source), or None when there is none."""
+    dropin = drawing_path(path)
+    try:
+        return dropin.read_text(encoding="utf-8"), str(dropin)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{dropin}: cannot read: {exc.strerror}") from exc
+
+
 def load_config(path: Path) -> Config:
-    """Load a config file; relative paths inside it are taken relative to its directory."""
+    """Load a config file and its console drop-in (console.d/drawing.toml beside it, if any); relative
+    paths inside it are taken relative to its directory."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent, drawing=read_drawing(path))

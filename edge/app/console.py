@@ -7,71 +7,29 @@ previous file, audited) and meets capture only over edge.preview. It never opens
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
-from edge.app.config import Config, load_config, parse_config
+from edge.app.config import Config, load_config, parse_config, read_drawing
+from edge.app.config_edits import with_camera_owned, with_gate_line, with_shapes, write_atomically
+from edge.app.drawing import drawing_path
 from edge.app.uplink import check_result_file, gateway_status, published_file
-from edge.app.wiring import open_audit
+from edge.app.wiring import open_audit, open_registry
 from edge.audit import AuditAction
-from edge.console.backend import CameraInfo, ConfigRejectedError
+from edge.console.backend import CameraInfo, ConfigRejectedError, ConfigUnwritableError
 from edge.console.config import is_loopback
 from edge.console.users import UserStore
 from edge.errors import ConfigError
 from edge.preview import LiveChannel
 
 log = logging.getLogger(__name__)
-
-
-def write_atomically(path: Path, text: str) -> Path:
-    """Replace `path` with `text` (fsynced, same mode), keeping the previous file as `<name>.prev`."""
-    prev = path.with_name(path.name + ".prev")
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        with contextlib.suppress(FileNotFoundError):
-            prev.unlink()
-        os.link(path, prev)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return prev
-
-
-def with_gate_line(text: str, camera_id: str, a: tuple[float, float], b: tuple[float, float]) -> str:
-    """The config text with `[gate_lines.<camera>]` set to a→b; comments and layout elsewhere kept."""
-    doc = tomlkit.parse(text)
-    lines = doc.get("gate_lines")
-    if lines is None:
-        lines = tomlkit.table(is_super_table=True)
-        doc["gate_lines"] = lines
-    entry = tomlkit.table()
-
-    def num(v: float) -> int | float:
-        return int(v) if float(v).is_integer() else round(v, 1)
-
-    entry["a"] = [num(a[0]), num(a[1])]
-    entry["b"] = [num(b[0]), num(b[1])]
-    lines[camera_id] = entry
-    return tomlkit.dumps(doc)
 
 
 class GatewayBackend:
@@ -110,8 +68,10 @@ class GatewayBackend:
         out = []
         for cam in cfg.cameras:
             gl = cfg.gate_lines.get(cam.id)
+            zones = tuple(z.model_dump(exclude={"camera"}) for z in cfg.zones.for_camera(cam.id))
+            masks = tuple(m.model_dump(exclude={"camera"}) for m in cfg.masks_for(cam.id))
             out.append(CameraInfo(cam.id, "plate" if cam.id in plates else "face" if cam.id in faces else "none",
-                                  cam.kind, (gl.a, gl.b) if gl else None))
+                                  cam.kind, (gl.a, gl.b) if gl else None, zones, masks))
         return out
 
     def serial_ports(self) -> list[dict[str, str]]:
@@ -130,25 +90,64 @@ class GatewayBackend:
                             for m in manifest.models]
         return self._models
 
+    @property
+    def target(self) -> Path:
+        """The file edits go to: the drop-in where its directory exists (the shipped layout), else the config."""
+        dropin = drawing_path(self.config_path)
+        return dropin if dropin.parent.is_dir() else self.config_path
+
+    def _edit(self, camera_id: str, change: Callable[[str], str], what: str) -> str:
+        # Validate the whole merged config with the root validator, then write atomically (previous
+        # kept); under self._lock. Returns the sha256 of the file written.
+        target = self.target
+        main = self.config_path.read_text(encoding="utf-8")
+        if target == self.config_path:
+            new = change(main)
+            check: tuple[str, tuple[str, str] | None] = (new, read_drawing(self.config_path))
+        else:
+            cfg = self._config()
+            current = read_drawing(self.config_path)
+            gl = cfg.gate_lines.get(camera_id)
+            owned = with_camera_owned(current[0] if current else "", camera_id, (gl.a, gl.b) if gl else None,
+                                      [z.model_dump(exclude={"camera"}, exclude_defaults=True)
+                                       for z in cfg.zones.for_camera(camera_id)],
+                                      [m.model_dump(exclude={"camera"}, exclude_defaults=True)
+                                       for m in cfg.masks_for(camera_id)])
+            new = change(owned)
+            check = (main, (new, str(target)))
+        try:
+            parse_config(check[0], str(self.config_path), self.config_path.parent, drawing=check[1])
+        except ConfigError as exc:
+            raise ConfigRejectedError(str(exc)) from None
+        try:
+            write_atomically(target, new)
+        except OSError as exc:
+            raise ConfigUnwritableError(f"the {what} is valid but {target} cannot be written "
+                                        f"({exc.strerror}): see docs/console.md, config edits") from None
+        return hashlib.sha256(new.encode()).hexdigest()
+
     def save_gate_line(self, camera_id: str, a: tuple[float, float], b: tuple[float, float], actor: str) -> str:
         """Validate with the root validator, write atomically (previous kept), audit; capture reloads it."""
         with self._lock:
-            text = self.config_path.read_text(encoding="utf-8")
-            new = with_gate_line(text, camera_id, a, b)
-            try:
-                parse_config(new, str(self.config_path), self.config_path.parent)
-            except ConfigError as exc:
-                raise ConfigRejectedError(str(exc)) from None
-            try:
-                write_atomically(self.config_path, new)
-            except OSError as exc:
-                raise ConfigRejectedError(f"the line is valid but {self.config_path} cannot be written "
-                                          f"({exc.strerror}): see docs/console.md, gate-line edits") from None
-            digest = hashlib.sha256(new.encode()).hexdigest()
+            digest = self._edit(camera_id, lambda text: with_gate_line(text, camera_id, a, b), "line")
             self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
                 "by": "console", "change": "gate_line", "camera": camera_id, "file_sha256": digest,
-                "a": [a[0], a[1]], "b": [b[0], b[1]]})
+                "file": self.target.name, "a": [a[0], a[1]], "b": [b[0], b[1]]})
         log.info("gate line of %s saved by %s", camera_id, actor)
+        return digest
+
+    def save_shapes(self, camera_id: str, zones: list[dict[str, Any]], masks: list[dict[str, Any]],
+                    actor: str) -> str:
+        """Replace the camera's zones and masks: validated, written atomically, audited; capture reloads them."""
+        with self._lock:
+            digest = self._edit(camera_id, lambda text: with_shapes(text, camera_id, zones, masks), "drawing")
+            # Which shapes, not where: the polygons are in the file the digest names.
+            self._audit.append(actor, AuditAction.CONFIG_CHANGE, {
+                "by": "console", "change": "zones_masks", "camera": camera_id, "file_sha256": digest,
+                "file": self.target.name,
+                "zones": [f"{z['id']}:{z['rule']}" for z in zones], "masks": [m["id"] for m in masks]})
+        log.info("zones and masks of %s saved by %s (%d zone(s), %d mask(s))", camera_id, actor, len(zones),
+                 len(masks))
         return digest
 
     def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
@@ -188,14 +187,17 @@ def run_console(config_path: Path) -> int:
     """Serve the console until SIGTERM/SIGINT."""
     import uvicorn
 
+    from edge.console.metrics import ConsoleMetrics
     from edge.console.tls import ensure_self_signed
     from edge.console.web import create_app
     from edge.sdnotify import Notifier
+    from edge.telemetry.server import start_metrics
 
     backend = GatewayBackend(config_path)
     cfg = backend.cfg
     c = cfg.console
-    users = UserStore(cfg.path(c.db), session_ttl_s=c.session_ttl_s)
+    registry = open_registry(cfg)
+    users = UserStore(cfg.path(c.db), session_ttl_s=c.session_ttl_s, registry=registry)
     first = users.first_boot()
     if first is not None:
         # The journal is the one place an installer with root can read it; it must be changed at first login.
@@ -214,10 +216,12 @@ def run_console(config_path: Path) -> int:
     elif not is_loopback(c.host):  # the config validator refuses this already; never serve it anyway
         raise ConfigError("console.host is not loopback and console.tls is off")
     a = cfg.aim
+    metrics = ConsoleMetrics()
     app = create_app(backend, users, secure_cookies=c.tls, preview_fps=c.preview_fps,
                      preview_max_height=c.preview_max_height,
                      aim_thresholds={"face_fail": a.face_fail_px, "face_warn": a.face_warn_px,
-                                     "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px})
+                                     "plate_fail": a.plate_char_fail_px, "plate_warn": a.plate_char_warn_px},
+                     metrics=metrics, registry=registry)
     notifier = Notifier()
     scheme = "https" if c.tls else "http"
     print(f"edgegw console on {scheme}://{c.host}:{c.port}/", file=sys.stderr, flush=True)
@@ -241,11 +245,27 @@ def run_console(config_path: Path) -> int:
         notifier.ready(f"console on {scheme}://{c.host}:{c.port}/")
 
     threading.Thread(target=ready, name="console-ready", daemon=True).start()
+
+    def live() -> tuple[bool, str]:
+        return (True, "console serving") if server.started and not server.should_exit else (
+            False, "console not serving (starting or stopping)")
+
+    def readiness() -> tuple[bool, str]:
+        ok, text = live()
+        if ok and not backend.config_path.exists():
+            return False, f"config {backend.config_path} is gone"
+        return ok, text
+
+    endpoint = start_metrics(metrics.telemetry, cfg.metrics.host, cfg.metrics.port_for("console"), live=live,
+                             ready=readiness)
     try:
         server.run()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         watchdog.set()
         notifier.stopping()
         users.close()
+        registry.close()
         backend.close()
     return 0

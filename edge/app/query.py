@@ -23,6 +23,7 @@ from edge.app.wiring import (
     mqtt_password,
     open_audit,
     open_case_keys,
+    open_registry,
     open_store,
     origin_of,
     pseudonymiser,
@@ -34,6 +35,7 @@ from edge.errors import ConfigError
 from edge.keys import load_secret
 from edge.models.config import RuntimeOptions
 from edge.passages.store import PassageStore
+from edge.principals import PrincipalRegistry
 from edge.query.mqtt_rr import MqttResponder
 from edge.query.principals import Principals, load_principals
 from edge.query.ratelimit import RateLimiter
@@ -93,10 +95,12 @@ class QueryStack:
     limiter: RateLimiter
     service: QueryService
     principals: Principals
+    registry: PrincipalRegistry
 
     def close(self) -> None:
         """Close the databases (after auditing any refusals still only counted)."""
         self.service.flush_refusals()
+        self.registry.close()
         self.limiter.close()
         self.store.close()
         self.audit.close()
@@ -106,7 +110,9 @@ def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
                      clock: Callable[[], float] = time.time) -> QueryStack:
     """Open the audit log, passage store, rate limiter and principals, and build the service."""
     qcfg = cfg.query
-    principals = load_principals(secret_path(cfg, qcfg.tokens_file))
+    registry = open_registry(cfg)
+    principals = load_principals(secret_path(cfg, qcfg.tokens_file), registry)
+    registry.publish("query", principals.listing())  # names and roles only, for the console's admin
     audit = open_audit(cfg)
     try:
         store = open_store(cfg, data_key(cfg), audit, clock=clock)
@@ -117,7 +123,7 @@ def open_query_stack(cfg: Config, *, embedder: PhotoEmbedder | None = None,
     service = QueryService(store, pseudonymiser(cfg), audit, qcfg, limiter,
                            embedder=embedder if embedder is not None else face_embedder(cfg), clock=clock,
                            case_keys=open_case_keys(cfg))
-    return QueryStack(audit, store, limiter, service, principals)
+    return QueryStack(audit, store, limiter, service, principals, registry)
 
 
 def serve(cfg: Config, stop: threading.Event,

@@ -21,6 +21,7 @@ from edge.models.config import RuntimeOptions
 from edge.outbox import Outbox
 from edge.passages.fusion import PassageFusion
 from edge.passages.store import PassageStore
+from edge.principals import PrincipalRegistry
 from edge.privacy.boundary import PrivacyBoundary
 from edge.privacy.epochkeys import EpochKeyring, RootKeySource
 from edge.privacy.identity import GatewayIdentity, sign_audit_head
@@ -143,6 +144,11 @@ def open_audit(cfg: Config) -> AuditLog:
     path.parent.mkdir(parents=True, exist_ok=True)
     anchor = cfg.path(cfg.audit.anchor_path) if cfg.audit.anchor_path is not None else None
     return AuditLog(path, anchor_path=anchor)
+
+
+def open_registry(cfg: Config) -> PrincipalRegistry:
+    """The gateway's one principal registry (edge.principals), shared by the console and the query door."""
+    return PrincipalRegistry(cfg.path(cfg.principals.registry))
 
 
 def open_case_keys(cfg: Config) -> CaseKeys:

@@ -40,7 +40,38 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if r.derived is not None:
             line += f"  -> {r.derived.name} ({r.derived_action})"
         print(line)
+    if not args.no_int8 and any(r.name == "sface" for r in results):
+        print(_ensure_int8_sface(_models_dir(args), args.manifest))
     return 0
+
+
+def _ensure_int8_sface(models_dir: Path, manifest_path: Path | None) -> str:
+    """Write models/sface.int8.onnx if it is missing (used with `models.sface_int8`); one status line.
+
+    Best effort: without it `models.sface_int8` falls back to the float SFace. `make bench` measures both.
+    """
+    from edge.models.variants import int8_path
+
+    dest = int8_path(models_dir, "sface")
+    if dest.is_file():
+        return f"{'sface':10s} {'present':8s} {dest.name} (int8)"
+    try:
+        written, faces = _quantize_sface(models_dir, load_manifest(manifest_path), None, 60)
+    except EdgeError as exc:
+        return f"{'sface':10s} {'no int8':8s} {exc} (the float SFace is used)"
+    return f"{'sface':10s} {'derived':8s} {written.name} (int8, calibrated on {faces} faces)"
+
+
+def _quantize_sface(models_dir: Path, manifest: Any, calibration: Path | None, limit: int) -> tuple[Path, int]:
+    from edge.vision.quantize import calibration_crops, calibration_images, quantize_sface  # OpenCV, onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgegw-calib-") as tmp:
+        folder = calibration
+        if folder is None:
+            folder = Path(tmp)
+            extract_sample_images(models_dir, folder, limit, manifest)
+        crops = calibration_crops(models_dir, calibration_images(folder, limit), manifest)
+    return quantize_sface(models_dir, crops, manifest=manifest), len(crops)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -94,6 +125,8 @@ def register(subparsers: Any) -> None:
         help="extra argument for `pip download`, e.g. --pip-arg=--index-url=URL (repeatable)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-int8", action="store_true",
+                   help="do not derive the int8 SFace (for models.sface_int8, off by default)")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("list", help="show which models are present and verified (re-hashes them)")
@@ -111,18 +144,9 @@ def register(subparsers: Any) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """`edgegw models quantize`: write models/sface.int8.onnx."""
-    from edge.vision.quantize import calibration_crops, calibration_images, quantize_sface  # OpenCV, onnx
-
     models_dir: Path = args.models_dir or default_models_dir()
-    manifest = load_manifest(args.manifest)
-    with tempfile.TemporaryDirectory(prefix="edgegw-calib-") as tmp:
-        folder: Path = args.calibration
-        if folder is None:
-            folder = Path(tmp)
-            extract_sample_images(models_dir, folder, args.limit, manifest)
-        crops = calibration_crops(models_dir, calibration_images(folder, args.limit), manifest)
-    dest = quantize_sface(models_dir, crops, manifest=manifest)
-    print(f"wrote {dest} (calibrated on {len(crops)} faces); check it with `make bench` before using it")
+    dest, faces = _quantize_sface(models_dir, load_manifest(args.manifest), args.calibration, args.limit)
+    print(f"wrote {dest} (calibrated on {faces} faces); `make bench` measures it beside the float model")
     return 0
 
 

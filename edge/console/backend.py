@@ -20,10 +20,18 @@ class CameraInfo:
     kind: str  # "face", "plate" or "none"
     source: str  # the driver kind (rtsp, usb, file, fake)
     gate_line: tuple[tuple[float, float], tuple[float, float]] | None
+    zones: tuple[dict[str, Any], ...] = ()
+    """The camera's zones as configured (id, rule, polygon in fractions, the rule's parameters)."""
+    masks: tuple[dict[str, Any], ...] = ()
+    """The camera's detection masks as configured (id, polygon in fractions, note)."""
 
 
 class ConfigRejectedError(Exception):
     """The validator refused an edit; the message is the validator's own and is shown to the installer."""
+
+
+class ConfigUnwritableError(ConfigRejectedError):
+    """The edit is valid but the config file cannot be written (permissions, a read-only root)."""
 
 
 class ConsoleBackend(Protocol):
@@ -49,6 +57,12 @@ class ConsoleBackend(Protocol):
 
     def save_gate_line(self, camera_id: str, a: tuple[float, float], b: tuple[float, float], actor: str) -> str:
         """Validate and write the gate line; returns the new config's sha256; ConfigRejectedError if invalid."""
+        ...
+
+    def save_shapes(self, camera_id: str, zones: list[dict[str, Any]], masks: list[dict[str, Any]],
+                    actor: str) -> str:
+        """Replace the camera's zones and masks (polygons in fractions); the new config's sha256, or
+        ConfigRejectedError with the validator's message."""
         ...
 
     def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:

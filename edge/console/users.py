@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.compat import StrEnum
 from edge.errors import EdgeError
+from edge.principals import CONSOLE_ROLES, PrincipalRegistry, Role  # one role model; console users take CONSOLE_ROLES
 from edge.sqlite import connect, transaction
 
 _SCHEMA = """
@@ -34,14 +34,6 @@ CREATE INDEX IF NOT EXISTS login_attempts_client ON login_attempts(client, ts);
 MIN_PASSWORD = 10
 LOGIN_LIMITS: tuple[tuple[int, float], ...] = ((1, 1.0), (5, 60.0), (20, 3600.0))
 """Login attempts per client: at most 1 a second, 5 a minute, 20 an hour."""
-
-
-class Role(StrEnum):
-    """What a console user may do: viewers watch the dashboard; installers aim and edit; admins all."""
-
-    ADMIN = "admin"
-    INSTALLER = "installer"
-    VIEWER = "viewer"
 
 
 class ConsoleAuthError(EdgeError):
@@ -74,7 +66,7 @@ class UserStore:
     """Users, sessions and login attempts."""
 
     def __init__(self, path: Path, *, session_ttl_s: float = 8 * 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, registry: PrincipalRegistry | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
@@ -82,6 +74,21 @@ class UserStore:
         self._db.executescript(_SCHEMA)
         self._ttl = session_ttl_s
         self._clock = clock
+        # The gateway's one registry (edge.principals): a revoked user can neither log in nor keep a session.
+        self._registry = registry
+        self.publish()
+
+    def _revoked(self, name: str) -> bool:
+        return self._registry is not None and self._registry.is_revoked(name)
+
+    def publish(self) -> None:
+        """List the users (names and roles) in the shared registry, for the admin's one view."""
+        if self._registry is not None:
+            self._registry.publish("console", self.users())
+
+    def users(self) -> list[tuple[str, Role]]:
+        """(name, role) of every console user."""
+        return [(str(n), Role(r)) for n, r in self._db.execute("SELECT name, role FROM users ORDER BY name")]
 
     def close(self) -> None:
         """Close the file."""
@@ -98,6 +105,9 @@ class UserStore:
 
     def add(self, name: str, role: Role, password: str, *, must_change: bool = True) -> None:
         """Add a user (ConsoleAuthError if the name is taken or the password too short)."""
+        if role not in CONSOLE_ROLES:
+            raise ConsoleAuthError(f"role {role.value} is a query-door role: console users are "
+                                   f"{', '.join(sorted(r.value for r in CONSOLE_ROLES))}")
         if not name.isidentifier() or len(name) > 32:
             raise ConsoleAuthError("a user name is letters, digits and _ (up to 32)")
         if len(password) < MIN_PASSWORD:
@@ -109,13 +119,14 @@ class UserStore:
                            (name, role.value, salt, _hash(password, salt), int(must_change), self._clock()))
         except sqlite3.IntegrityError:
             raise ConsoleAuthError(f"user {name} exists") from None
+        self.publish()
 
     def verify(self, name: str, password: str) -> bool:
         """Whether the password is right (constant time; an unknown user costs the same)."""
         row = self._db.execute("SELECT salt, hash FROM users WHERE name = ?", (name,)).fetchone()
         salt, stored = (row[0], row[1]) if row else (b"\0" * 16, b"\0" * 32)
         ok = hmac.compare_digest(_hash(password, salt), stored)
-        return ok and row is not None
+        return ok and row is not None and not self._revoked(name)
 
     def change_password(self, name: str, old: str, new: str) -> None:
         """Replace a password; ends every other session of the user."""
@@ -148,7 +159,7 @@ class UserStore:
         row = self._db.execute(
             "SELECT s.name, u.role, s.csrf, u.must_change FROM sessions s JOIN users u ON u.name = s.name "
             "WHERE s.digest = ? AND s.expires_ts > ?", (_digest(token), self._clock())).fetchone()
-        if row is None:
+        if row is None or self._revoked(str(row[0])):
             return None
         return Session(str(row[0]), Role(row[1]), str(row[2]), bool(row[3]))
 

@@ -26,9 +26,12 @@ from fastapi.templating import Jinja2Templates
 
 from edge import __version__
 from edge.aim import judge
-from edge.console.backend import ConfigRejectedError, ConsoleBackend
+from edge.console.backend import ConfigRejectedError, ConfigUnwritableError, ConsoleBackend
+from edge.console.metrics import ConsoleMetrics
+from edge.console.shapes import ZONE_PARAMS, ShapeFormError, format_points, parse_rows
 from edge.console.users import ConsoleAuthError, Session, UserStore
 from edge.preview import PreviewRequest
+from edge.principals import PrincipalRegistry, RegistryError, Role
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,12 @@ class _ForbiddenError(Exception):
 
 
 def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: bool, preview_fps: float = 4.0,
-               preview_max_height: int = 720, aim_thresholds: dict[str, float] | None = None) -> FastAPI:
-    """The console app over a gateway backend and a user store."""
+               preview_max_height: int = 720, aim_thresholds: dict[str, float] | None = None,
+               metrics: ConsoleMetrics | None = None, registry: PrincipalRegistry | None = None) -> FastAPI:
+    """The console app over a gateway backend and a user store (its metrics on `app.state.metrics`)."""
     app = FastAPI(title="edgegw console", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    m = metrics or ConsoleMetrics()
+    app.state.metrics = m
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     aim = aim_thresholds or {"face_fail": 40, "face_warn": 80, "plate_fail": 15, "plate_warn": 20}
@@ -60,7 +66,12 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
         response = await call_next(request)
+        # The route's template, never the path itself: /camera/{cam_id}, not what a client typed.
+        route = getattr(request.scope.get("route"), "path", None)
+        if isinstance(route, str) and not route.startswith("/static"):
+            m.request_seconds.labels(route, request.method).observe(time.perf_counter() - t0)
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -79,13 +90,14 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
     def _session(request: Request) -> Session | None:
         return users.session(request.cookies.get(COOKIE))
 
-    def need(request: Request, *, operator: bool = False, allow_must_change: bool = False) -> Session:
+    def need(request: Request, *, operator: bool = False, admin: bool = False,
+             allow_must_change: bool = False) -> Session:
         s = _session(request)
         if s is None:
             raise _RedirectError("/login")
         if s.must_change and not allow_must_change:
             raise _RedirectError("/password")
-        if operator and not s.may_operate():
+        if (operator and not s.may_operate()) or (admin and s.role is not Role.ADMIN):
             raise _ForbiddenError
         return s
 
@@ -119,18 +131,22 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         expected = request.cookies.get(LOGIN_COOKIE) or ""
         client = client_of(request)
         if not expected or not hmac.compare_digest(csrf, expected):
+            m.logins.labels("form_expired").inc()
             return render(request, "login.html", None, 403, login_csrf=expected, error="The form expired: reload.")
         # Per client and user name: one person mistyping does not lock out a whole NATed office.
         wait = users.login_allowed(f"{client}|{username[:64]}")
         if wait:
+            m.logins.labels("throttled").inc()
             backend.audit(username[:32] or "-", "console_login_throttled", {"client": client})
             resp = render(request, "login.html", None, 429, login_csrf=expected,
                           error=f"Too many login attempts: wait {wait:.0f} s and try again.")
             resp.headers["Retry-After"] = str(int(wait) + 1)
             return resp
         if not users.verify(username, password):
+            m.logins.labels("failed").inc()
             backend.audit(username[:32] or "-", "console_login_failed", {"client": client})
             return render(request, "login.html", None, 401, login_csrf=expected, error="Wrong user name or password.")
+        m.logins.labels("ok").inc()
         backend.audit(username, "console_login", {"client": client})
         token = users.open_session(username)
         resp = RedirectResponse("/", status_code=303)
@@ -229,6 +245,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         live = backend.live
         req = PreviewRequest(overlay=overlay, fps=preview_fps, max_height=preview_max_height)
         viewers[cam_id] = viewers.get(cam_id, 0) + 1
+        m.preview_sessions.inc()
         last_mtime = 0.0
         next_lease = 0.0
         try:
@@ -244,6 +261,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
                            .encode() + got[1] + b"\r\n")
                 await asyncio.sleep(0.5 / preview_fps)
         finally:
+            m.preview_sessions.dec()
             viewers[cam_id] -= 1
             if viewers[cam_id] <= 0:
                 live.release(cam_id)  # nobody watches: capture stops encoding
@@ -253,6 +271,7 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         s = need(request, operator=True)
         camera(cam_id)
         backend.audit(s.name, "preview_start", {"camera": cam_id, "overlay": bool(overlay)})
+        m.preview_starts.inc()
         return StreamingResponse(frames(request, cam_id, bool(overlay), s.name),
                                  media_type=f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
 
@@ -295,13 +314,124 @@ def create_app(backend: ConsoleBackend, users: UserStore, *, secure_cookies: boo
         try:
             ax, ay, bx, by = (float(str(form.get(k, ""))) for k in ("ax", "ay", "bx", "by"))
         except ValueError:
+            m.saved("gate_line", "refused")
             return render(request, "editor.html", s, 400, cam=cam, size=size, saved=None,
                           error="every coordinate must be a number of pixels")
         try:
             digest = backend.save_gate_line(cam_id, (ax, ay), (bx, by), s.name)
         except ConfigRejectedError as exc:
+            m.saved("gate_line", "unwritable" if isinstance(exc, ConfigUnwritableError) else "refused")
             return render(request, "editor.html", s, 400, cam=cam, size=size, saved=None, error=str(exc))
+        m.saved("gate_line", "saved")
         return render(request, "editor.html", s, cam=camera(cam_id), size=size, error=None, saved=digest[:12])
+
+    # -- the zone and mask editor ---------------------------------------------------------------
+    def shape_rows(cam: Any, size: tuple[int, int] | None) -> list[dict[str, Any]]:
+        w, h = size or (1, 1)
+        rows = [{"kind": "zone", **z, "points": format_points(z["polygon"], w, h)} for z in cam.zones]
+        rows += [{"kind": "mask", **m, "points": format_points(m["polygon"], w, h)} for m in cam.masks]
+        return rows
+
+    def applied(cam_id: str) -> dict[str, Any]:
+        capture = backend.status().get("components", {}).get("capture", {})
+        if not isinstance(capture, dict) or "zones" not in capture:
+            return {"known": False, "zones": [], "masks": 0}
+        return {"known": True, "zones": capture.get("zones", {}).get(cam_id, []),
+                "masks": capture.get("masks", {}).get(cam_id, 0)}
+
+    def zones_page(request: Request, s: Session, cam: Any, status_code: int = 200, *, error: str | None = None,
+                   saved: str | None = None, rows: list[dict[str, Any]] | None = None) -> Response:
+        size = backend.live.size(cam.id)
+        if size is None and rows is None and (cam.zones or cam.masks):
+            # No size, no pixels: better an error than shapes shown (and saved back) at the wrong place.
+            return render(request, "zones.html", s, 409, cam=cam, size=None, saved=None, rows=[], locked=True,
+                          applied=applied(cam.id), error="no frame from capture yet: the editor needs the "
+                          "camera's picture size (is edgegw-capture running?); reload when it runs")
+        return render(request, "zones.html", s, status_code, cam=cam, size=size, error=error, saved=saved,
+                      rows=rows if rows is not None else shape_rows(cam, size), applied=applied(cam.id))
+
+    async def wait_size(cam_id: str) -> None:
+        # The editor shows and takes camera pixels: until capture has sent one frame of this camera its
+        # size is unknown, so ask for a frame (as the snapshot does) and wait for it a few seconds.
+        if backend.live.size(cam_id) is not None:
+            return
+        req = PreviewRequest(overlay=False, fps=preview_fps, max_height=preview_max_height)
+        deadline = time.monotonic() + 6.0
+        try:
+            while time.monotonic() < deadline and backend.live.size(cam_id) is None:
+                backend.live.request(cam_id, req)
+                await asyncio.sleep(0.2)
+        finally:
+            if not viewers.get(cam_id):
+                backend.live.release(cam_id)
+
+    @app.get("/camera/{cam_id}/zones", response_class=HTMLResponse)
+    async def zones_editor(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        cam = camera(cam_id)
+        await wait_size(cam_id)
+        return zones_page(request, s, cam)
+
+    @app.get("/camera/{cam_id}/zones/applied", response_class=HTMLResponse)
+    def zones_applied(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        return render(request, "_applied.html", s, cam=camera(cam_id), applied=applied(cam_id))
+
+    @app.post("/camera/{cam_id}/zones", response_class=HTMLResponse)
+    async def save_zones(request: Request, cam_id: str) -> Response:
+        s = need(request, operator=True)
+        await csrf_ok(request, s)
+        cam = camera(cam_id)
+        form = await request.form()
+        columns = {k: [str(v) for v in form.getlist(k)] for k in ("kind", "id", "points", "rule", "note",
+                                                                    *ZONE_PARAMS)}
+        # What the installer sent comes back as typed, so a refused drawing is not lost.
+        sent = [r for r in (dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=False))
+                if r["id"].strip() or r["points"].strip()]
+        size = backend.live.size(cam_id)
+        if size is None:
+            m.saved("zones_masks", "refused")
+            return zones_page(request, s, cam, 409, rows=sent,
+                              error="no frame from capture yet: the editor needs the camera's picture size "
+                                    "(is edgegw-capture running?)")
+        try:
+            zones, masks = parse_rows(columns, size[0], size[1])
+            digest = backend.save_shapes(cam_id, zones, masks, s.name)
+        except (ShapeFormError, ConfigRejectedError) as exc:
+            m.saved("zones_masks", "unwritable" if isinstance(exc, ConfigUnwritableError) else "refused")
+            return zones_page(request, s, cam, 400, rows=sent, error=str(exc))
+        m.saved("zones_masks", "saved")
+        return zones_page(request, s, camera(cam_id), saved=digest[:12])
+
+    # -- principals: one registry for the console and the query door (admins) ---------------------
+    def principals_page(request: Request, s: Session, status_code: int = 200, *, error: str | None = None,
+                        done: str | None = None) -> Response:
+        listed = registry.listed() if registry is not None else []
+        return render(request, "principals.html", s, status_code, listed=listed, error=error, done=done,
+                      enabled=registry is not None)
+
+    @app.get("/admin/principals", response_class=HTMLResponse)
+    def principals(request: Request) -> Response:
+        s = need(request, admin=True)
+        return principals_page(request, s)
+
+    @app.post("/admin/principals/{name}/{action}", response_class=HTMLResponse)
+    async def principal_action(request: Request, name: str, action: str) -> Response:
+        s = need(request, admin=True)
+        await csrf_ok(request, s)
+        if registry is None or action not in ("revoke", "restore"):
+            return principals_page(request, s, 404, error="no such action")
+        if action == "revoke" and name == s.name:
+            return principals_page(request, s, 400, error="an admin cannot revoke themself: ask another admin")
+        try:
+            if action == "revoke":
+                registry.revoke(name, s.name)
+            else:
+                registry.restore(name)
+        except RegistryError as exc:
+            return principals_page(request, s, 400, error=str(exc))
+        backend.audit(s.name, f"principal_{action}", {"principal": name})
+        return principals_page(request, s, done=f"{name} {'revoked everywhere' if action == 'revoke' else 'restored'}")
 
     # -- serial -----------------------------------------------------------------------------------
     @app.get("/serial", response_class=HTMLResponse)

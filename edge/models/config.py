@@ -20,12 +20,18 @@ class ModelsConfig(StrictModel):
     providers: tuple[str, ...] = ("cpu",)
     intra_op_threads: int = Field(default=1, ge=1, le=16)
     sface_int8: bool = False
-    """Use the int8 SFace written by `edgegw models quantize` (1.3-1.5x faster embedding on this
-    machine; cosine to the float model >= 0.98 on ../shared/data). Re-check accuracy on your site."""
+    """Embed faces with the int8 SFace (`models/sface.int8.onnx`, written after `edgegw models fetch`
+    or by `edgegw models quantize`) on CPU. Measured beside the float model (bench/bench_int8.py,
+    docs/gate.md): 1.46x faster per face, TAR at FAR <= 0.1 % equal on the clean pairs and at 30-40 px,
+    but 2-3.5 points lower on dark and blurred 30 px faces (and 8 fewer residents accepted of 144 in
+    the dark), so it is off by default. Falls back to the float model (with a warning) when the file
+    is missing; GPU providers always use the float model. Residents enrolled with one are matched
+    with the same one: set it before enrolling."""
 
     def runtime_options(self) -> RuntimeOptions:
         """ONNX Runtime options for these settings."""
-        return RuntimeOptions(providers=self.providers, intra_op_threads=self.intra_op_threads)
+        int8 = ("sface",) if self.sface_int8 else ()
+        return RuntimeOptions(providers=self.providers, intra_op_threads=self.intra_op_threads, int8_models=int8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +50,7 @@ class RuntimeOptions:
     trt_fp16: bool = True
     """Let TensorRT run layers in FP16 (Jetson's GPUs are much faster at it; embeddings move ~1e-3)."""
     device_id: int = 0
+    int8_models: tuple[str, ...] = ()
+    """Models to load from their int8 copy when present, on CPU (edge.models.variants). The default
+    matches ModelsConfig's (none), so every FaceAnalyzer of a process (enrolment, capture, query,
+    bench) embeds with the same model unless told otherwise."""

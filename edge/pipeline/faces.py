@@ -71,12 +71,15 @@ class FacePath:
     def process(self, frame: Frame) -> list[Observation]:
         """Detect faces in `frame`, update tracks, and report the tracks that ended."""
         min_px = self._cfg.min_face_px
-        dets = [d for d in self._analyzer.detect(frame.image) if min(d.box.width, d.box.height) >= min_px]
+        # Alignment starts from the detector's downscaled copy where a face needs that much shrinking
+        # anyway: the frame is not averaged down a second time for every face.
+        found, shrunk = self._analyzer.detect_shrunk(frame.image)
+        dets = [d for d in found if min(d.box.width, d.box.height) >= min_px]
         self.faces_detected += len(dets)
         self.last_boxes = [d.box for d in dets]
 
         def sample(det: Detection) -> FaceSample:
-            aligned = self._analyzer.align(frame.image, det)
+            aligned = self._analyzer.align(frame.image, det, shrunk)
             return FaceSample(aligned, assess(det, aligned).score, frame.ts)
 
         ended = self._observe(self._tracker.update(frame.ts, dets, sample))

@@ -35,12 +35,16 @@ class FramePath(Protocol):
 FrameHook = Callable[[Frame, bool, float], None]
 """Told (frame, whether detection ran on it, seconds spent) after each frame: metrics, aim, preview."""
 
+FramePrepare = Callable[[Frame], Frame]
+"""Applied to each frame before anything else sees it (the camera's detection masks)."""
+
 
 class CameraWorker(threading.Thread):
     """Pulls frames of one camera through the motion gate and its path, committing what it sees."""
 
     def __init__(self, source_id: str, queue: FrameQueue, path: FramePath, *, gate: MotionGate | None,
-                 committer: Committer, stop: threading.Event, on_frame: FrameHook | None = None) -> None:
+                 committer: Committer, stop: threading.Event, on_frame: FrameHook | None = None,
+                 prepare: FramePrepare | None = None) -> None:
         super().__init__(name=f"pipeline-{source_id}", daemon=True)
         self.source_id = source_id
         self._queue = queue
@@ -52,6 +56,7 @@ class CameraWorker(threading.Thread):
         self.detected_frames = 0
         self.busy_s = 0.0
         self._on_frame = on_frame
+        self._prepare = prepare
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -65,6 +70,8 @@ class CameraWorker(threading.Thread):
             self.frames += 1
             detected = False
             try:
+                if self._prepare is not None:
+                    frame = self._prepare(frame)
                 if self._gate is None or self._gate.check(frame):
                     self.detected_frames += 1
                     detected = True

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge.configbase import StrictModel
+from edge.pipeline.polygon import polygon_problem
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -49,7 +50,7 @@ class ZoneConfig(StrictModel):
 
     id: str = Field(pattern=_ID)
     camera: str = Field(pattern=_ID)
-    polygon: tuple[tuple[float, float], ...] = Field(min_length=3, max_length=64)
+    polygon: tuple[tuple[float, float], ...] = Field(max_length=64)
     rule: Literal["obstruction", "dwell"]
     min_covered: float = Field(default=0.3, gt=0.0, le=1.0)
     raise_after_s: float = Field(default=300.0, gt=0.0)
@@ -64,9 +65,9 @@ class ZoneConfig(StrictModel):
     @field_validator("polygon")
     @classmethod
     def _in_frame(cls, value: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
-        for x, y in value:
-            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-                raise ValueError("zone points are fractions of the image (0..1)")
+        problem = polygon_problem(value, "zone")
+        if problem:
+            raise ValueError(problem)
         return value
 
 

@@ -6,16 +6,23 @@ path: those the motion gate passes (at least one a second, which the background 
 as `idle`, the time of those it skips. The long-term background is loaded from `background_file`
 at start and saved there at the end, so a restart does not relearn the lane from whatever stands
 in it at that moment (see docs/alarms.md).
+
+The console's editor can replace the camera's zones while capture runs (`set_zones`): the new set is
+handed over to the worker thread, which swaps it in before its next frame, so the zone state is only
+ever touched by the thread that runs the zones.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from edge.pipeline.tracker import GateLine
 from edge.pipeline.worker import FramePath
-from edge.pipeline.zones import ZoneWatcher
+from edge.pipeline.zoneconfig import ZoneConfig
+from edge.pipeline.zones import DwellMonitor, ZoneWatcher
 from edge.types import Box, Frame, Observation
 
 log = logging.getLogger(__name__)
@@ -24,10 +31,15 @@ log = logging.getLogger(__name__)
 class ZonedPath:
     """`inner`'s observations plus the camera's zone alarms (a `FramePath` itself)."""
 
-    def __init__(self, inner: FramePath | None, watcher: ZoneWatcher, background_file: Path | None = None) -> None:
+    def __init__(self, inner: FramePath | None, watcher: ZoneWatcher, background_file: Path | None = None,
+                 dwell: DwellMonitor | None = None) -> None:
         self._inner = inner
         self.watcher = watcher
+        self.dwell = dwell
         self._background_file = background_file
+        self._lock = threading.Lock()
+        self._next: tuple[ZoneConfig, ...] | None = None
+        self.zone_ids: tuple[str, ...] = self._ids()
         if background_file is not None and watcher.model.load(background_file):
             log.info("camera %s: zone background loaded from %s", watcher.camera, background_file)
 
@@ -48,13 +60,36 @@ class ZonedPath:
         if setter is not None:
             setter(line)
 
+    def _ids(self) -> tuple[str, ...]:
+        dwell = tuple(z.id for z in self.dwell.zones) if self.dwell is not None else ()
+        return tuple(sorted((*(z.id for z in self.watcher.zones), *dwell)))
+
+    def set_zones(self, zones: Sequence[ZoneConfig]) -> None:
+        """Hand the camera's new zones to the worker thread (applied before its next frame)."""
+        with self._lock:
+            self._next = tuple(zones)
+
+    def _swap(self) -> None:
+        with self._lock:
+            new, self._next = self._next, None
+        if new is None:
+            return
+        changed = self.watcher.set_zones(new)
+        if self.dwell is not None:
+            changed = self.dwell.set_zones(new) or changed
+        if changed:
+            self.zone_ids = self._ids()
+            log.info("camera %s: zones now %s", self.watcher.camera, ", ".join(self.zone_ids) or "none")
+
     def process(self, frame: Frame) -> list[Observation]:
         """The inner path's observations for the frame, then the zones'."""
+        self._swap()
         out = self._inner.process(frame) if self._inner is not None else []
         return out + self.watcher.process(frame)
 
     def idle(self, ts: float) -> list[Observation]:
         """A frame the motion gate skipped: the zones' clocks still run."""
+        self._swap()
         out = self._inner.idle(ts) if self._inner is not None else []
         return out + self.watcher.idle(ts)
 

@@ -112,6 +112,28 @@ class ZoneWatcher:
         self._masks: list[NDArray[np.bool_]] = []
         self.covered: dict[str, float] = {r.zone.id: 0.0 for r in self.rules}
 
+    @property
+    def zones(self) -> tuple[ZoneConfig, ...]:
+        """The obstruction zones watched."""
+        return tuple(r.zone for r in self.rules)
+
+    def set_zones(self, zones: Sequence[ZoneConfig]) -> bool:
+        """Watch a new set of zones (the console's editor) on the same background model.
+
+        A zone whose config is unchanged keeps its clocks and state; a changed or new one starts
+        afresh. Called from the capture loop while the worker runs: the lists are swapped whole.
+        Returns whether anything changed.
+        """
+        mine = tuple(z for z in zones if z.camera == self.camera and z.rule == "obstruction")
+        if mine == self.zones:
+            return False
+        old = {r.zone: r for r in self.rules}
+        rules = [old.get(z) or ObstructionRule(z) for z in mine]
+        self.covered = {r.zone.id: self.covered.get(r.zone.id, 0.0) if r.zone in old else 0.0 for r in rules}
+        self._masks = []
+        self.rules = rules
+        return True
+
     def process(self, frame: Frame, plates: Sequence[tuple[Box, RawIdentifier]] = ()) -> list[Observation]:
         """Model the frame (if due) and update every zone.
 
@@ -161,6 +183,25 @@ class DwellMonitor:
         self.zones = [z for z in zones if z.camera == camera and z.rule == "dwell"]
         self._max_gap_s = max_gap_s
         self._open: dict[tuple[int, str], _Dwell] = {}
+        self._pending: list[Observation] = []  # clears of zones the editor removed
+
+    def set_zones(self, zones: Sequence[ZoneConfig]) -> bool:
+        """Watch a new set of dwell zones (the console's editor); returns whether anything changed.
+
+        A dwell open in a zone that is gone or changed ends: a raised alarm in it is cleared (at its
+        last-seen time) with the next update, so no alarm stays raised for a zone that no longer exists.
+        """
+        mine = [z for z in zones if z.camera == self.camera and z.rule == "dwell"]
+        if mine == self.zones:
+            return False
+        for key in [k for k, d in self._open.items() if d.zone not in mine]:
+            self._pending += self._close(key, self._open[key].last_seen)
+        self.zones = mine
+        return True
+
+    def _flush(self) -> list[Observation]:
+        out, self._pending = self._pending, []
+        return out
 
     def observe(self, track_id: int, box: Box, ts: float, frame_shape: tuple[int, int],
                 plate: RawIdentifier | None = None) -> list[Observation]:
@@ -185,7 +226,7 @@ class DwellMonitor:
                plates: Mapping[int, RawIdentifier] | None = None) -> list[Observation]:
         """Feed the tracker's open tracks (`IouTracker.live()`) after each detector run; tracks that
         are no longer open are ended. `plates`: the plate read so far of a vehicle track, by id."""
-        out: list[Observation] = []
+        out: list[Observation] = self._flush()
         ids = set()
         for t in tracks:
             ids.add(t.track_id)
@@ -203,7 +244,7 @@ class DwellMonitor:
 
     def expire(self, ts: float) -> list[Observation]:
         """Close dwells whose track has not been seen for `max_gap_s`."""
-        out: list[Observation] = []
+        out: list[Observation] = self._flush()
         for key in [k for k, d in self._open.items() if ts - d.last_seen > self._max_gap_s]:
             out += self._close(key, ts)
         return out

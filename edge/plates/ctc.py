@@ -26,6 +26,11 @@ class Decoded:
     text: str
     char_confidences: tuple[float, ...]
     log_prob: float
+    # Each character's share of the probability among the characters its template position allows,
+    # at its peak frame ((): not computed). A general recogniser spreads a small Chinese glyph's mass
+    # over thousands of characters and the blank, so its peak is low even when, among the 31
+    # provinces, one clearly wins; a guess among them has a share near 1/31.
+    char_shares: tuple[float, ...] = ()
 
     @property
     def confidence(self) -> float:
@@ -75,24 +80,32 @@ class Vocabulary:
         return m
 
 
+def _best_path(probs: NDArray[np.float32]) -> tuple[list[int], list[float], list[int], float]:
+    """Argmax per frame with repeats merged and blanks dropped: (classes, peaks, peak frames, log-prob)."""
+    best = probs.argmax(axis=1)
+    peak = probs.max(axis=1)
+    classes: list[int] = []
+    confs: list[float] = []
+    frames: list[int] = []
+    prev = 0
+    for t, k in enumerate(best.tolist()):
+        if k not in (0, prev):
+            classes.append(k)
+            confs.append(float(peak[t]))
+            frames.append(t)
+        elif k != 0 and confs and float(peak[t]) > confs[-1]:
+            confs[-1] = float(peak[t])
+            frames[-1] = t
+        prev = k
+    return classes, confs, frames, float(np.log(np.maximum(peak, _EPS)).sum())
+
+
 def greedy_decode(probs: NDArray[np.float32], chars: str) -> Decoded:
     """Best-path decoding: argmax per frame, merge repeats, drop blanks. `chars[j]` is class j+1."""
     if probs.size == 0:
         return Decoded("", (), float("-inf"))
-    best = probs.argmax(axis=1)
-    peak = probs.max(axis=1)
-    text: list[str] = []
-    confs: list[float] = []
-    prev = 0
-    for t, k in enumerate(best.tolist()):
-        if k not in (0, prev):
-            text.append(chars[k - 1])
-            confs.append(float(peak[t]))
-        elif k != 0 and confs:
-            confs[-1] = max(confs[-1], float(peak[t]))
-        prev = k
-    log_prob = float(np.log(np.maximum(peak, _EPS)).sum())
-    return Decoded("".join(text), tuple(confs), log_prob)
+    classes, confs, _, log_prob = _best_path(probs)
+    return Decoded("".join(chars[k - 1] for k in classes), tuple(confs), log_prob)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +143,12 @@ class ConstrainedDecoder:
         prior = np.array([(bias or {}).get(t.form, 0.0) for t in self.templates], dtype=np.float32)
         # The best path overall is the best constrained path whenever it already spells a plate of a
         # most-favoured form: skip the search then (the common case, ~20x cheaper).
-        greedy = greedy_decode(probs, self.vocab.chars)
+        classes, peaks, frames, greedy_logp = _best_path(probs)
+        greedy_text = "".join(self.vocab.chars[c - 1] for c in classes)
         for i, tpl in enumerate(self.templates):
-            if prior[i] == prior.max() and tpl.matches(greedy.text):
-                return Decoded(greedy.text, greedy.char_confidences, greedy.log_prob + float(prior[i]))
+            if prior[i] == prior.max() and tpl.matches(greedy_text):
+                return Decoded(greedy_text, tuple(peaks), greedy_logp + float(prior[i]),
+                               self._shares(probs, i, classes, frames))
         logp = np.log(np.maximum(probs.astype(np.float32), _EPS))
         n_t = logp.shape[0]
         allowed = self._allowed
@@ -212,6 +227,7 @@ class ConstrainedDecoder:
         length = int(self._lengths[k])
         labels = [0] * length
         peaks = [0.0] * length
+        frames = [0] * length
         # state -1: in a blank after `pos` characters; otherwise in char class `state` at pos - 1.
         pos = length
         for t in range(probs.shape[0] - 1, -1, -1):
@@ -222,7 +238,8 @@ class ConstrainedDecoder:
                 continue
             i = pos - 1
             labels[i] = state
-            peaks[i] = max(peaks[i], float(probs[t, state]))
+            if float(probs[t, state]) >= peaks[i]:
+                peaks[i], frames[i] = float(probs[t, state]), t
             if t == 0:
                 break
             move = int(trace.char_move[t, k, i, state])
@@ -231,4 +248,14 @@ class ConstrainedDecoder:
             elif move == 2:
                 state, pos = int(trace.char_from[t, k, i, state]), i
         text = "".join(self.vocab.chars[c - 1] for c in labels)
-        return Decoded(text, tuple(peaks), log_prob)
+        return Decoded(text, tuple(peaks), log_prob, self._shares(probs, k, labels, frames))
+
+    def _shares(self, probs: NDArray[np.float32], k: int, classes: Sequence[int],
+                frames: Sequence[int]) -> tuple[float, ...]:
+        """Each label's probability over the summed probability of what its position of template k
+        allows, at the label's peak frame (see Decoded.char_shares)."""
+        out: list[float] = []
+        for i, (c, t) in enumerate(zip(classes, frames, strict=True)):
+            allowed = float(probs[t][self._allowed[k, i]].sum())
+            out.append(float(probs[t, c]) / allowed if allowed > _EPS else 0.0)
+        return tuple(out)

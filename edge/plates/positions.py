@@ -21,12 +21,17 @@ class _Read(Protocol):
 R = TypeVar("R", bound=_Read)
 
 
-def vote_positions(reads: Sequence[R]) -> tuple[list[R], str, tuple[float, ...]]:
+def vote_positions(reads: Sequence[R], *, by_weakest: bool = False) -> tuple[list[R], str, tuple[float, ...]]:
     """(the reads of the winning length, the winning text, each character's confidence).
 
     The length is chosen by summed confidence; then each position's character by summed character
     confidence over the reads of that length. A character's confidence is the winner's mean over those
     reads: one every read agrees on keeps its confidence, a split one is discounted.
+
+    `by_weakest` also weights each read's votes by its weakest character's confidence: across the
+    frames of a track, a frame unsure of one character (blurred, half out of view) is often wrong
+    about its neighbours too, so two clear frames outvote three poor ones. The reported confidences
+    stay unweighted means.
     """
     by_len: defaultdict[int, float] = defaultdict(float)
     for r in reads:
@@ -35,11 +40,14 @@ def vote_positions(reads: Sequence[R]) -> tuple[list[R], str, tuple[float, ...]]
     same = [r for r in reads if len(r.text) == length]
     chars: list[str] = []
     confs: list[float] = []
+    scale = [min(r.char_confidences, default=0.0) if by_weakest else 1.0 for r in same]
     for i in range(length):
         weight: defaultdict[str, float] = defaultdict(float)
-        for r in same:
-            weight[r.text[i]] += r.char_confidences[i]
+        plain: defaultdict[str, float] = defaultdict(float)
+        for r, k in zip(same, scale, strict=True):
+            weight[r.text[i]] += r.char_confidences[i] * k
+            plain[r.text[i]] += r.char_confidences[i]
         best = max(weight, key=lambda c: weight[c])
         chars.append(best)
-        confs.append(weight[best] / len(same))
+        confs.append(plain[best] / len(same))
     return same, "".join(chars), tuple(confs)

@@ -19,6 +19,7 @@ from edge.plates import detector as det
 from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
+from edge.plates.fusion import fuse
 from edge.plates.grammar import PlateFormat
 from edge.plates.recognisers import (
     CLP_SPEC,
@@ -61,6 +62,15 @@ class ReaderParams:
     # A read is valid (publishable) only when every character is at least this confident: about
     # 3x a uniform guess among the 31 provinces (0.03), so a guessed character is never published.
     min_char_confidence: float = 0.1
+    # ... or, below that, at least `min_char_evidence` and this share among the characters its
+    # grammar position allows (Decoded.char_shares; 0: off). PP-OCR is a general text model: on a
+    # small plate it gives the province glyph a low peak (0.02-0.08) even when one province
+    # clearly wins among the 31, while a guess among them has a share near 1/31.
+    # Measured (bench/bench_gate_plates.py, with the clp_rec fusion below): share 0.5 read 2 more of
+    # 36 at 720p and 2-4 more per degraded seed (26 on seed 15002 either way); 0.3 read one more
+    # natively and on seed 15001 but published 1 more wrong read; 0.7 and 0.9 gained 1 at 720p only.
+    min_char_share: float = 0.5
+    min_char_evidence: float = 0.01
     # Re-detect each plate on a crop scaled so the plate is this wide, for corners that do not
     # depend on the frame's resolution (None: use the frame detection's corners).
     refine_width: int | None = 160
@@ -84,8 +94,12 @@ class ReaderParams:
     # read with 7 characters): large enough to decide the length, and the re-read must still pass
     # the character-confidence floor to be published (0: never re-read; the read stays invalid).
     forced_colour_prior: float = 40.0
-    # clp_v2_c_rec as a second opinion when PP-OCR's weakest character is below this (0: never).
-    second_opinion_below: float = 0.0
+    # clp_v2_c_rec as a second opinion when PP-OCR's weakest character is below this (0: never),
+    # combined per alphanumeric position on calibrated confidences (edge.plates.fusion). Measured:
+    # 0.6 read 1 more of 36 on degraded seed 15000 and published 3 wrong reads instead of 6 over the
+    # three seeds, at no loss on the native, 720p or crop sets; 0.9 also fixed a T read as 7 at 720p
+    # but turned a native U read at 0.77 into 0 (the same raw confidence as that 7: native 34, not 35).
+    second_opinion_below: float = 0.6
 
 
 def _to_uint8(image: NDArray[Any]) -> NDArray[np.uint8]:
@@ -147,6 +161,16 @@ class _LineRecogniser:
         return out
 
 
+def _load_clp(folder: Path, options: RuntimeOptions | None, manifest: Manifest | None) -> _LineRecogniser | None:
+    """clp_v2_c_rec for the second opinion, or None (with a warning) when its files are missing."""
+    rec, dictionary = model_path(folder, "clp_rec", manifest), model_path(folder, "clp_dict", manifest)
+    if not (rec.is_file() and dictionary.is_file()):
+        log.warning("plate second opinion off: %s or %s missing (edgegw models fetch)", rec.name, dictionary.name)
+        return None
+    runner = OrtRunner(rec, options)
+    return _LineRecogniser(runner, clp_charset(dictionary.read_text(encoding="utf-8")), CLP_SPEC)
+
+
 class PlateReader:
     """Reads Chinese licence plates in frames (`read`) or in tight plate crops (`read_crop`)."""
 
@@ -165,6 +189,7 @@ class PlateReader:
         folder = models_dir if models_dir is not None else default_models_dir()
         self.params = params or ReaderParams()
         self._detector: Runner = detector or OrtRunner(model_path(folder, "clp_det", manifest), options)
+        own_recogniser = recogniser is None
         if recogniser is None:
             ort_rec = OrtRunner(model_path(folder, "ppocr_rec", manifest), options)
             charset = list(recogniser_charset or ppocr_charset(ort_rec.metadata))
@@ -175,10 +200,9 @@ class PlateReader:
             charset = list(recogniser_charset)
         self._ppocr = _LineRecogniser(recogniser, charset, PPOCR_SPEC)
         self._clp: _LineRecogniser | None = None
-        if self.params.second_opinion_below > 0:
-            dictionary = model_path(folder, "clp_dict", manifest).read_text(encoding="utf-8")
-            runner = OrtRunner(model_path(folder, "clp_rec", manifest), options)
-            self._clp = _LineRecogniser(runner, clp_charset(dictionary), CLP_SPEC)
+        # The fusion's calibration is PP-OCR's: a custom recogniser gets no second opinion.
+        if self.params.second_opinion_below > 0 and own_recogniser:
+            self._clp = _load_clp(folder, options, manifest)
 
     def detect(self, image: NDArray[Any]) -> list[Detection]:
         """Plate detections (corners TL, TR, BR, BL) in a frame, best first; [] for a bad frame."""
@@ -269,6 +293,17 @@ class PlateReader:
         reads = self._read_quads(bgr, [(_crop_corners(h, w), Box(0.0, 0.0, float(w), float(h)), 1.0)], crop=True)
         return reads[0] if reads else None
 
+    def recognise_crop(self, crop_bgr: NDArray[Any], *, second: bool = False) -> Decoded | None:
+        """One recogniser's raw constrained decode of a tight crop (PP-OCR, or clp_rec with `second`):
+        no variants, no fusion, no validation. For calibrating confidences (bench_gate_plates)."""
+        bgr = normalise_frame(crop_bgr)
+        rec = self._clp if second else self._ppocr
+        if bgr is None or min(bgr.shape[:2]) < 4 or rec is None:
+            return None
+        h, w = bgr.shape[:2]
+        line = warp_band(bgr, _crop_corners(h, w), self.params.line_width, PPOCR_SPEC.height, Band())
+        return rec.read([line], [_line_width(line, rec.spec)], [self._bias(classify_colour(line))])[0]
+
     def _read_quads(
         self,
         image: NDArray[np.uint8],
@@ -304,8 +339,6 @@ class PlateReader:
                 layout_of.append(layout)
             meta.append((corners, box, score, colour))
         decoded_lines = self._read_lines(lines, widths, biases)
-        if self._clp is not None:
-            decoded_lines = self._second_opinion(self._clp, lines, biases, decoded_lines)
         # Test-time variants only for plates whose plain read is weak: a clear read costs nothing more.
         weak = [q for q in range(len(quads)) if p.variants and self._weak(decoded_lines[owner.index(q)])]
         extra: list[NDArray[np.uint8]] = []
@@ -333,6 +366,9 @@ class PlateReader:
                 decoded[q] = d
                 rows[q] = layout
         first_line = {q: owner.index(q) for q in set(owner)}
+        if self._clp is not None:
+            decoded = self._second_opinion(self._clp, lines=lines, biases=biases, decoded=decoded, rows=rows,
+                                          first_line=first_line)
         decoded = self._agree_with_colour(lines=lines, widths=widths, first_line=first_line, decoded=decoded,
                                           meta=meta)
         reads: list[PlateRead] = []
@@ -340,7 +376,7 @@ class PlateReader:
             if d is None:
                 continue
             form = self._ppocr.decoder.form_of(d.text)
-            valid = form is not None and d.min_confidence >= p.min_char_confidence and self._agrees(d.text, colour)
+            valid = form is not None and self._confident(d) and self._agrees(d.text, colour)
             pts = np.array(corners, dtype=np.float32).reshape(4, 2)
             pts.setflags(write=False)
             reads.append(
@@ -356,6 +392,7 @@ class PlateReader:
                     form=form,
                     detector_score=score,
                     colour_trusted=self._trusted(colour),
+                    char_shares=d.char_shares,
                 )
             )
         return reads
@@ -389,6 +426,16 @@ class PlateReader:
             elif name not in ("wide",):
                 raise ValueError(f"unknown plate variant {name!r}")
         return out
+
+    def _confident(self, d: Decoded) -> bool:
+        """Every character clears the floor: its confidence, or its share under the grammar."""
+        p = self.params
+        if d.min_confidence >= p.min_char_confidence:
+            return True
+        if p.min_char_share <= 0 or len(d.char_shares) != len(d.char_confidences):
+            return False
+        return all(c >= p.min_char_confidence or (s >= p.min_char_share and c >= p.min_char_evidence)
+                   for c, s in zip(d.char_confidences, d.char_shares, strict=True))
 
     def _weak(self, d: Decoded | None) -> bool:
         return d is None or d.min_confidence < self.params.variants_below
@@ -440,21 +487,26 @@ class PlateReader:
     def _second_opinion(
         self,
         clp: _LineRecogniser,
+        *,
         lines: Sequence[NDArray[np.uint8]],
         biases: Sequence[dict[PlateFormat, float]],
         decoded: Sequence[Decoded | None],
+        rows: Sequence[PlateLayout],
+        first_line: dict[int, int],
     ) -> list[Decoded | None]:
-        """Ask clp_v2_c_rec about weak reads; keep whichever read's weakest character is stronger."""
+        """Ask clp_v2_c_rec about single-row plates whose read is weak and combine the two reads
+        per position on calibrated confidences (edge.plates.fusion); one batch for all of them."""
         p = self.params
-        todo = [i for i, d in enumerate(decoded) if d is None or d.min_confidence < p.second_opinion_below]
+        todo = [q for q, d in enumerate(decoded) if d is not None and rows[q] is PlateLayout.SINGLE
+                and q in first_line and d.min_confidence < p.second_opinion_below]
         out = list(decoded)
         if not todo:
             return out
-        sub = [lines[i] for i in todo]
+        sub = [lines[first_line[q]] for q in todo]
         widths = [_line_width(s, clp.spec) for s in sub]
-        alt = clp.read(sub, widths, [biases[i] for i in todo])
-        for i, a in zip(todo, alt, strict=True):
-            cur = out[i]
-            if a is not None and (cur is None or a.min_confidence > cur.min_confidence):
-                out[i] = a
+        alt = clp.read(sub, widths, [biases[first_line[q]] for q in todo])
+        for q, a in zip(todo, alt, strict=True):
+            cur = out[q]
+            if cur is not None:
+                out[q] = fuse(cur, a)
         return out

@@ -27,6 +27,8 @@ class PlateRead:
     form: PlateFormat | None = None
     detector_score: float = 1.0
     colour_trusted: bool = False  # the colour is sure enough to decide the length (edge.plates.agreement)
+    # Each character's share among what its grammar position allows (edge.plates.ctc.Decoded).
+    char_shares: tuple[float, ...] = field(default=(), repr=False)
 
     @property
     def min_confidence(self) -> float:

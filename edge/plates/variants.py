@@ -60,4 +60,12 @@ def combine(reads: Sequence[Decoded | None]) -> Decoded | None:
     same, text, confs = vote_positions(got)
     if plate_format(text) is None:
         return max(same, key=lambda r: r.min_confidence)
-    return Decoded(text, confs, max(r.log_prob for r in same))
+    return Decoded(text, confs, max(r.log_prob for r in same), _voted_shares(same, text))
+
+
+def _voted_shares(same: Sequence[Decoded], text: str) -> tuple[float, ...]:
+    """Each voted character's class share, averaged like its confidence: a read that put another
+    character there counts as share 0 (so a split position is discounted)."""
+    if not all(len(r.char_shares) == len(text) for r in same):
+        return ()
+    return tuple(sum(r.char_shares[i] for r in same if r.text[i] == c) / len(same) for i, c in enumerate(text))

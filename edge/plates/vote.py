@@ -35,8 +35,9 @@ class PlateVote:
     (positions voted from different forms), the best-supported whole text wins instead.
     """
 
-    def __init__(self, min_confidence: float = 0.0) -> None:
+    def __init__(self, min_confidence: float = 0.0, *, by_weakest: bool = True) -> None:
         self._min_confidence = min_confidence
+        self._by_weakest = by_weakest  # see edge.plates.positions.vote_positions
         self._reads: list[PlateRead] = []
 
     def add(self, read: PlateRead) -> None:
@@ -63,7 +64,7 @@ class PlateVote:
             reads = [r for r in reads if agrees(r.text, decided)]
             if not reads:
                 return None
-        same, text, confs = vote_positions(reads)
+        same, text, confs = vote_positions(reads, by_weakest=self._by_weakest)
         if plate_format(text) is None:
             whole: defaultdict[str, float] = defaultdict(float)
             for r in same:

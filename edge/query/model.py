@@ -7,15 +7,8 @@ from enum import IntEnum
 
 from edge.compat import StrEnum
 from edge.errors import EdgeError
+from edge.principals import Role  # the gateway's one role model; the door accepts DOOR_ROLES
 from edge.types import EventKind, RawIdentifier
-
-
-class Role(StrEnum):
-    """Who is asking: each role may run some query kinds and see some fields."""
-
-    INSTALLER = "installer"
-    POLICE = "police"
-    PLATFORM = "platform"
 
 
 class View(IntEnum):

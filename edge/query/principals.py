@@ -28,7 +28,8 @@ from edge.compat import tomllib
 from edge.configbase import StrictModel
 from edge.errors import ConfigError, KeyFileError
 from edge.keys import resolve_secret_path
-from edge.query.model import Principal, Role
+from edge.principals import DOOR_ROLES, PrincipalRegistry, Role
+from edge.query.model import Principal
 
 _MAX_FILE_BYTES = 1 << 20
 
@@ -47,6 +48,9 @@ class PrincipalEntry(StrictModel):
     def _bound(self) -> PrincipalEntry:
         if self.token is None and self.verify_key is None:
             raise ValueError("a principal needs a token, a verify_key or both")
+        if self.role not in DOOR_ROLES:
+            raise ValueError(f"role {self.role.value} is a console role: the query door takes "
+                             f"{', '.join(sorted(r.value for r in DOOR_ROLES))}")
         if self.role is Role.POLICE and self.officer is None:
             # The audit's "who" and the per-officer limit must never be whatever a request claims.
             raise ValueError("a police principal must name its officer")
@@ -66,7 +70,10 @@ def _digest(token: str) -> bytes:
 class Principals:
     """Looks callers up by bearer token (HTTP, CLI) or by name (MQTT, whose requests prove the token)."""
 
-    def __init__(self, entries: Sequence[PrincipalEntry]) -> None:
+    def __init__(self, entries: Sequence[PrincipalEntry], registry: PrincipalRegistry | None = None) -> None:
+        # The shared registry (edge.principals): a principal an admin revoked there is refused here
+        # from the next request on, although its token is still in the file.
+        self._registry = registry
         self._by_digest: dict[bytes, Principal] = {}
         self._by_name: dict[str, tuple[Principal, str | None]] = {}
         self._verify: dict[str, Ed25519PublicKey] = {}
@@ -87,6 +94,13 @@ class Principals:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def listing(self) -> list[tuple[str, Role]]:
+        """(name, role) of every principal: what the door publishes to the registry (no secret)."""
+        return [(p.name, p.role) for p, _ in self._by_name.values()]
+
+    def _live(self, principal: Principal) -> bool:
+        return self._registry is None or not self._registry.is_revoked(principal.name)
+
     def by_token(self, token: str) -> Principal | None:
         """The principal holding `token`, or None."""
         # A keyed-hash lookup: the dictionary compares digests, never the secret itself.
@@ -95,16 +109,18 @@ class Principals:
         if found is None:
             return None
         _, secret = self._by_name[found.name]
-        return found if secret is not None and hmac.compare_digest(_digest(secret), digest) else None
+        if secret is None or not hmac.compare_digest(_digest(secret), digest):
+            return None
+        return found if self._live(found) else None
 
     def signer(self, name: str) -> tuple[Principal, Ed25519PublicKey] | None:
         """(principal, its Ed25519 public key) for MQTT request verification, or None."""
         key = self._verify.get(name)
         found = self._by_name.get(name)
-        return None if key is None or found is None else (found[0], key)
+        return None if key is None or found is None or not self._live(found[0]) else (found[0], key)
 
 
-def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
+def load_principals(name_or_path: str | os.PathLike[str], registry: PrincipalRegistry | None = None) -> Principals:
     """Read and validate a tokens file; refuse one that others can read (KeyFileError says how to fix it)."""
     path = resolve_secret_path(name_or_path)
     try:
@@ -133,7 +149,7 @@ def load_principals(name_or_path: str | os.PathLike[str]) -> Principals:
                         if err["type"] == "value_error"})
         why = f" ({'; '.join(rules)})" if rules else ""
         raise ConfigError(f"{path}: invalid principal entries at: {', '.join(keys)}{why}") from None
-    return Principals(parsed.principal)
+    return Principals(parsed.principal, registry)
 
 
 def read_token_file(path: Path) -> str:

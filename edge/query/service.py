@@ -29,6 +29,7 @@ from edge.errors import PrivacyError
 from edge.events import iso_ms
 from edge.ids import uuid7
 from edge.passages.store import Expansion, PassageStore, StoredRecord
+from edge.principals import Role
 from edge.privacy.normalise import normalise
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.query.casekeys import CaseKeyError, CaseKeys
@@ -46,7 +47,6 @@ from edge.query.model import (
     QueryRequest,
     QueryResult,
     RefusalReason,
-    Role,
     View,
     view_for,
 )

@@ -17,6 +17,7 @@ class MetricsConfig(StrictModel):
     """Loopback only: the exposition is unauthenticated, so it must not reach the LAN."""
     capture_port: int = Field(default=9811, ge=0, le=65535)
     uplink_port: int = Field(default=9812, ge=0, le=65535)
+    console_port: int = Field(default=9813, ge=0, le=65535)
 
     @field_validator("host")
     @classmethod
@@ -33,7 +34,7 @@ class MetricsConfig(StrictModel):
         return v
 
     def port_for(self, daemon: str) -> int:
-        """The port of `daemon` (capture, uplink); 0 when metrics are off."""
+        """The port of `daemon` (capture, uplink, console); 0 when metrics are off."""
         if not self.enabled:
             return 0
         port: int = getattr(self, f"{daemon}_port")

@@ -38,25 +38,39 @@ def similarity_transform(src: NDArray[Any], dst: NDArray[Any]) -> NDArray[np.flo
     d = np.asarray(dst, np.float64).reshape(-1, 2)
     if s.shape != d.shape or s.shape[0] < 2:
         raise ValueError(f"need matching point sets of at least 2 points, got {s.shape} and {d.shape}")
-    if not (np.isfinite(s).all() and np.isfinite(d).all()):
+    sp, dp = s.tolist(), d.tolist()
+    n = len(sp)
+    # Plain floats on the (five) points: the same float64 sums as the vector form, without numpy's
+    # per-call cost on tiny arrays (it runs for every detection of every frame).
+    sx = sum(p[0] for p in sp) / n
+    sy = sum(p[1] for p in sp) / n
+    dx = sum(p[0] for p in dp) / n
+    dy = sum(p[1] for p in dp) / n
+    if not all(math.isfinite(v) for v in (sx, sy, dx, dy)):
         raise ValueError("landmarks contain NaN or infinity")
-    mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
-    sc, dc = s - mu_s, d - mu_d
-    norm = float((sc**2).sum())
-    if norm / len(s) < 1e-9:
+    norm = dot = cross = 0.0
+    for (p0, p1), (q0, q1) in zip(sp, dp, strict=True):
+        px, py, qx, qy = p0 - sx, p1 - sy, q0 - dx, q1 - dy
+        norm += px * px + py * py
+        dot += px * qx + py * qy
+        cross += px * qy - py * qx
+    if not math.isfinite(norm + dot + cross):
+        raise ValueError("landmarks contain NaN or infinity")
+    if norm / n < 1e-9:
         raise ValueError("degenerate landmarks: all points coincide")
-    a = float((sc * dc).sum()) / norm
-    b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()) / norm
-    scaled_rot = np.array([[a, -b], [b, a]])
-    t = mu_d - scaled_rot @ mu_s
-    return np.hstack([scaled_rot, t[:, None]])
+    a, b = dot / norm, cross / norm
+    return np.array([[a, -b, dx - (a * sx - b * sy)], [b, a, dy - (b * sx + a * sy)]])
 
 
-def align_face(image: NDArray[np.uint8], landmarks: NDArray[Any], size: int = ALIGNED_SIZE) -> NDArray[np.uint8]:
+def align_face(image: NDArray[np.uint8], landmarks: NDArray[Any], size: int = ALIGNED_SIZE, *,
+               shrunk: tuple[NDArray[np.uint8], int] | None = None) -> NDArray[np.uint8]:
     """Warp the face with these 5 landmarks (x, y in `image` pixels) to a size x size ArcFace crop.
 
     A face much larger than the crop is first shrunk with area averaging by a whole factor (only the
     region the crop covers), because a bilinear warp straight from a high-resolution photo aliases.
+    `shrunk` = (copy, f), a copy of `image` block-averaged by the whole factor f (the detector's
+    input), lets a face that needs shrinking by f or more start from it instead of averaging the
+    full-resolution region again (the costliest step of alignment).
     """
     if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected a non-empty HxWxC image, got shape {image.shape}")
@@ -65,10 +79,20 @@ def align_face(image: NDArray[np.uint8], landmarks: NDArray[Any], size: int = AL
     matrix = similarity_transform(points, template)
     scale = math.hypot(float(matrix[0, 0]), float(matrix[1, 0]))
     if scale < _PRESHRINK_BELOW:
-        image, to_source = _shrink_region(image, matrix, size, scale)
-        # The least-squares similarity is equivariant: for points mapped by the similarity
-        # `to_source`, the fit is `matrix` composed with it; no second SVD needed.
-        matrix = matrix @ to_source
+        if shrunk is not None and shrunk[1] >= 2 and max(2, int(1.0 / scale)) % shrunk[1] == 0:
+            # Start from the detector's block-averaged copy: its pixel x' is the mean of the block
+            # whose centre is f * (x' + 0.5) - 0.5 in `image`; shrink further by whatever whole factor
+            # is left.
+            f = shrunk[1]
+            offset = 0.5 * f - 0.5
+            to_full = np.array([[f, 0.0, offset], [0.0, f, offset], [0.0, 0.0, 1.0]])
+            matrix = matrix @ to_full
+            image, scale = shrunk[0], scale * f
+        if scale < _PRESHRINK_BELOW:
+            image, to_source = _shrink_region(image, matrix, size, scale)
+            # The least-squares similarity is equivariant: for points mapped by the similarity
+            # `to_source`, the fit is `matrix` composed with it; no second SVD needed.
+            matrix = matrix @ to_source
     out = cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )

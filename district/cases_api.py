@@ -1,0 +1,160 @@
+"""The case routes of the platform's HTTP API: list, show, claim, dispatch, handle, close, export.
+
+Read (list, show, export): roles police, auditor and admin — a district's own case system polls
+`GET /v1/cases/export?since=<cursor>` with an auditor token. Moves: police and admin; a token bound
+to an officer moves cases for that officer only. A move the case's state does not allow is 409.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these signatures at run time.
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from district.casedesk import Case, CaseDesk, CaseError, CaseRefusal
+from district.cases import CaseState
+from district.principals import Principal, Role
+
+_STATUS = {CaseRefusal.NOT_FOUND: status.HTTP_404_NOT_FOUND, CaseRefusal.CONFLICT: status.HTTP_409_CONFLICT,
+           CaseRefusal.INVALID: status.HTTP_400_BAD_REQUEST}
+
+
+class HistoryOut(BaseModel):
+    """One move of a case."""
+
+    id: int
+    at: str
+    actor: str
+    from_state: str | None
+    to_state: str
+    note: str
+    unit: str | None
+
+
+class CaseOut(BaseModel):
+    """A case (pseudonyms only); `state_label` is the district's name of the state (发现 … 归档)."""
+
+    case_id: str = Field(description="stable: the event_id of the alarm that opened the case")
+    opened_at: str
+    received_at: str
+    district: str
+    community: str
+    gateway: str
+    source: str
+    code: str = Field(description="the alarm's code: obstruction, alarm_column, door_contact, tamper, watch_hit, ...")
+    severity: str | None
+    target: str = Field(description="the zone or input the alarm is about ('-' if none)")
+    state: CaseState
+    state_label: str
+    message: str
+    subject_pseudonym: str | None
+    key_id: str | None
+    links: list[str] = Field(description="watch_hit: the event ids of the matched passage(s)")
+    list_id: str | None
+    list_version: int | None
+    police_case: str | None = Field(description="watch_hit: the police case id of the watch-list")
+    id_kind: str | None
+    officer: str | None
+    unit: str | None
+    cleared_at: str | None
+    duration_s: float | None
+    closed_at: str | None
+    closed_by: str | None
+    updated_at: str
+    history: list[HistoryOut]
+
+
+class ExportOut(BaseModel):
+    """The cases changed since the cursor, each with its whole history; poll again with `cursor`."""
+
+    cursor: int
+    more: bool = Field(description="true if the page was cut: ask again at once with `cursor`")
+    cases: list[CaseOut]
+
+
+class MoveIn(BaseModel):
+    """Who the move is made for, and why."""
+
+    officer: str = Field(min_length=1, max_length=64)
+    note: str = Field(default="", max_length=500)
+
+
+class DispatchIn(MoveIn):
+    """A dispatch names the unit sent."""
+
+    unit: str = Field(min_length=1, max_length=64)
+
+
+class CloseIn(MoveIn):
+    """Closing records the outcome (反馈) and archives (归档)."""
+
+    note: str = Field(min_length=1, max_length=500, description="the feedback: what was found and done")
+
+
+class CaseRefusalOut(BaseModel):
+    """Why a case request was refused."""
+
+    reason: str
+    message: str
+
+
+def _out(case: Case) -> CaseOut:
+    return CaseOut.model_validate(case.to_json())
+
+
+def add_case_routes(app: FastAPI, desk: CaseDesk, require: Any) -> None:
+    """Mount the case routes; `require(*roles)` is the app's role dependency."""
+    readers = require(Role.POLICE, Role.AUDITOR, Role.ADMIN)
+    movers = require(Role.POLICE, Role.ADMIN)
+    refusals: dict[int | str, dict[str, Any]] = {
+        400: {"model": CaseRefusalOut}, 403: {"model": CaseRefusalOut}, 404: {"model": CaseRefusalOut},
+        409: {"model": CaseRefusalOut}}
+
+    @app.exception_handler(CaseError)
+    async def refused(_r: Request, exc: CaseError) -> JSONResponse:
+        return JSONResponse({"reason": exc.reason.value, "message": str(exc)}, status_code=_STATUS[exc.reason])
+
+    def officer_of(who: Principal, body: MoveIn) -> str:
+        if who.officer is not None and who.officer != body.officer:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this token is bound to another officer")
+        return body.officer
+
+    @app.get("/v1/cases/export", response_model=ExportOut, responses=refusals)
+    def export(_who: Annotated[Principal, readers], since: Annotated[int, Query(ge=0)] = 0,
+               limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> ExportOut:
+        """Every case changed since `since` (0: all), with its history, and the next cursor."""
+        page = desk.export(since, limit=limit)
+        return ExportOut(cursor=page.cursor, more=page.more, cases=[_out(c) for c in page.cases])
+
+    @app.get("/v1/cases", response_model=list[CaseOut])
+    def list_cases(_who: Annotated[Principal, readers], state: CaseState | None = None, open_only: bool = False,
+                   limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[CaseOut]:
+        """Cases, newest first (optionally one state, or only those not archived)."""
+        return [_out(c) for c in desk.find(state=state, open_only=open_only, limit=limit)]
+
+    @app.get("/v1/cases/{case_id}", response_model=CaseOut, responses=refusals)
+    def show(case_id: str, _who: Annotated[Principal, readers]) -> CaseOut:
+        """One case and its history."""
+        return _out(desk.show(case_id))
+
+    @app.post("/v1/cases/{case_id}/claim", response_model=CaseOut, responses=refusals)
+    def claim(case_id: str, body: MoveIn, who: Annotated[Principal, movers]) -> CaseOut:
+        """上报 → 受理."""
+        return _out(desk.claim(case_id, actor=who.name, officer=officer_of(who, body), note=body.note))
+
+    @app.post("/v1/cases/{case_id}/dispatch", response_model=CaseOut, responses=refusals)
+    def dispatch(case_id: str, body: DispatchIn, who: Annotated[Principal, movers]) -> CaseOut:
+        """受理 → 分拨 (or to another unit)."""
+        return _out(desk.dispatch(case_id, actor=who.name, officer=officer_of(who, body), unit=body.unit,
+                                  note=body.note))
+
+    @app.post("/v1/cases/{case_id}/handle", response_model=CaseOut, responses=refusals)
+    def handle(case_id: str, body: MoveIn, who: Annotated[Principal, movers]) -> CaseOut:
+        """分拨 → 处置."""
+        return _out(desk.handle(case_id, actor=who.name, officer=officer_of(who, body), note=body.note))
+
+    @app.post("/v1/cases/{case_id}/close", response_model=CaseOut, responses=refusals)
+    def close(case_id: str, body: CloseIn, who: Annotated[Principal, movers]) -> CaseOut:
+        """→ 反馈 → 归档."""
+        return _out(desk.close(case_id, actor=who.name, officer=officer_of(who, body), note=body.note))
