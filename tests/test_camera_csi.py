@@ -58,8 +58,14 @@ def test_frames_are_bgr_stamped_at_sensor_readout_and_every_buffer_goes_back() -
         # Moving the sensor clock onto the wall clock reads both clocks once per frame: allow for
         # the moment between those two reads on a loaded (or emulated) machine.
         assert before - 0.05 <= frame.ts <= after + 0.05
+    # The sensor paces itself (33 ms), on its own clock: the wall-clock stamps carry the jitter of
+    # reading two clocks per frame, which under emulation exceeds the 13 ms margin a check on them had.
+    # A late readout shortens the gap to the next one (the sensor keeps its own frame grid), so the
+    # bound is cumulative: frame i is read no earlier than i - 1 frame times after frame 0.
+    assert len(device.readouts) == 5
+    assert all(r - device.readouts[0] >= (i - 1) * 33_333_000 for i, r in enumerate(device.readouts))
     ts = [f.ts for f in frames if f is not None]
-    assert all(b - a >= 0.020 for a, b in itertools.pairwise(ts))  # the sensor paces itself (33 ms)
+    assert all(b > a for a, b in itertools.pairwise(ts))  # and the frames' stamps keep their order
     assert cam.status.width == 320 and cam.status.target == "csi:0 (imx708)"
     cam.close()
     assert device.closed

@@ -32,7 +32,7 @@ from edge.outbox import Outbox
 from edge.passages.config import PassageConfig
 from edge.types import EventKind, Frame
 from tests._passages import CARDS, GATES, T0, card_obs, face_obs, make_env, plate_obs, shared_plates
-from tests._slow import slowed_env
+from tests._slow import scaled, slowed_env
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway
 
 
@@ -239,6 +239,9 @@ side = "in"
 
 [passages]
 window_s = 1
+# the default tolerated latency (30 s), stretched on a slower host: under emulation the face arrives
+# minutes after the swipe
+max_latency_s = {scaled(30):g}
 """)
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "capture", "--config", str(cfg_path),
@@ -257,7 +260,7 @@ window_s = 1
     reader = threading.Thread(target=swipe_as_the_resident_passes, daemon=True)
     reader.start()
     try:
-        assert proc.wait(timeout=180) == 0, "".join(lines)[-3000:]
+        assert proc.wait(timeout=scaled(180)) == 0, "".join(lines)[-3000:]
     finally:
         if proc.poll() is None:  # timed out: never leave a daemon behind
             proc.kill()

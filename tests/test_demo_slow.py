@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._slow import slowed_env
+from tests._slow import scaled, slowed_env
 from tests.conftest import MODELS_DIR, ROOT
 
 
@@ -30,7 +30,7 @@ def test_demo_at_pi_speed_shows_every_passage_and_exits_0(tmp_path: Path) -> Non
     if not (MODELS_DIR / "yunet.edge.onnx").exists():
         pytest.fail("models are not fetched: run `make models`")
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--config", str(demo_config(tmp_path)),
-                           "--broker", "auto"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                           "--broker", "auto"], capture_output=True, text=True, timeout=scaled(600), cwd=ROOT,
                           env=slowed_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -106,6 +106,7 @@ class Picamera2:
         self.closed = False
         self.outstanding = 0
         self.delivered = 0
+        self.readouts: list[int] = []  # SensorTimestamp of each frame delivered, for pacing checks
         self._unplugged = False
         self._next_due_ns = 0
         cls.instances.append(self)
@@ -168,6 +169,7 @@ class Picamera2:
         self._next_due_ns = max(self._next_due_ns + frame_us * 1000, readout_ns)
         self.outstanding += 1
         self.delivered += 1
+        self.readouts.append(readout_ns)
         return CompletedRequest(self, self._render(), {
             "SensorTimestamp": readout_ns, "FrameDuration": frame_us, "ExposureTime": min(frame_us, 10_000)})
 
