@@ -192,11 +192,13 @@ status_interval_s = 0.5
                        .get("connected") for s in _statuses(col))
         _wait(port_open, 120, "the capture daemon never opened the card reader", *logs)
         # Capture reloads the uplink's state file on its tick; a swipe right after acceptance may
-        # come before that, so swipe until the hit arrives (each swipe is its own card_swipe).
-        deadline = time.monotonic() + 30
+        # come before that, so swipe until the hit arrives. Swipes 3 s apart: the reader's debounce
+        # (card_debounce_s, 2 s) slides while the same card keeps coming, so swipes 1.5 s apart were
+        # all one swipe, and a first one before the list was loaded left nothing to match.
+        deadline = time.monotonic() + 45
         while not _alarms(col, "watch_hit") and time.monotonic() < deadline:
             _write_tty(pair.b, encode(CARD))
-            time.sleep(1.5)
+            time.sleep(3.0)
         _wait(lambda: _alarms(col, "watch_hit"), 5, "no watch_hit alarm reached the subscriber", *logs)
     finally:
         _stop(procs)

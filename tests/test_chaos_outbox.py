@@ -138,7 +138,13 @@ def test_live_events_overtake_a_rate_limited_backlog(tmp_path: Path, broker: Bro
     try:
         assert wait_until(lambda: len(sub.got) > 50, 10)
         t0 = time.monotonic()
-        live = ob.append(_events(8, 5000)).records
+        # Appended through a connection of its own, as the capture daemon does: the uplink's thread
+        # owns `ob`'s connection (an Outbox is one connection, not for two threads at once).
+        producer = Outbox(tmp_path / "o.db")
+        try:
+            live = producer.append(_events(8, 5000)).records
+        finally:
+            producer.close()
         assert not sub.wait_for({r.event_id for r in live}, 5)
         took = time.monotonic() - t0
         backlog_got = len(sub.ids() & {r.event_id for r in backlog})

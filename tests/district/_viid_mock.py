@@ -77,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
+        # Recorded before the reply leaves: a client that has its answer must find it in the record.
+        with self.state.lock:
+            self.state.requests.append((self.command, self.path, code))
         self.send_response(code)
         self.send_header("Content-Type", "application/VIID+JSON;charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
@@ -84,8 +87,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-        with self.state.lock:
-            self.state.requests.append((self.command, self.path, code))
 
     def _challenge(self) -> None:
         nonce = secrets.token_hex(16)

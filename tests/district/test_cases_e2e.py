@@ -224,10 +224,11 @@ status_interval_s = 0.5
                 (ports.get("gate1-card") or {}).get("connected"))
         # The gateway's own status, stored by the platform's worker, says the list is in force.
         assert wait_until(in_force, 150, 0.2), "the list never showed in force at g1" + _tails(*logs)
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 45
         while pg.scalar("SELECT count(*) FROM cases WHERE code = 'watch_hit'") == 0 and time.monotonic() < deadline:
             _swipe(pair.b)  # capture reloads the uplink's state file on its tick: swipe until the hit arrives
-            wait_until(lambda: pg.scalar("SELECT count(*) FROM cases WHERE code = 'watch_hit'") > 0, 1.5, 0.1)
+            # 3 s between swipes: the reader's 2 s debounce slides, so closer swipes are one swipe.
+            wait_until(lambda: pg.scalar("SELECT count(*) FROM cases WHERE code = 'watch_hit'") > 0, 3.0, 0.1)
         cases = pg.query("SELECT case_id, state, list_id, list_version, police_case, id_kind, links, gateway "
                          "FROM cases WHERE code = 'watch_hit' ORDER BY opened_at")
         assert cases, "no watch_hit case was opened" + _tails(*logs)
