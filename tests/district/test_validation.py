@@ -72,9 +72,9 @@ def test_both_validators_decide_alike_on_mutated_events(kind: str, muts: list[in
     _same(obj)
 
 
-_SUBJECT_VALUES: dict[str, list[Any]] = {"type": ["plate", "unknown_face", "nope", 3], "pseudonym": ["0" * 32, "0" * 31, None],
-                   "key_id": ["0123456789abcdef.2026-11", "x", 1], "ref": ["ab" * 8, "AB" * 8, []],
-                   "extra": ["x"]}
+_SUBJECT_VALUES: dict[str, list[Any]] = {
+    "type": ["plate", "unknown_face", "nope", 3], "pseudonym": ["0" * 32, "0" * 31, None],
+    "key_id": ["0123456789abcdef.2026-11", "x", 1], "ref": ["ab" * 8, "AB" * 8, []], "extra": ["x"]}
 
 
 def test_the_subject_rule_decides_like_the_full_schema_for_every_set_of_properties() -> None:
