@@ -36,7 +36,7 @@ def _props(packet_type: int) -> Properties:
 
 _PUBACK = 0x40
 # The paho 2.x internals the lean paths below use; without them (another paho) the stock paths run.
-_LEAN = all(hasattr(mqtt.Client, n) for n in ("_handle_publish", "_packet_queue")) and mqtt.MQTT_ERR_SUCCESS == 0
+_LEAN = all(hasattr(mqtt.Client, n) for n in ("_handle_publish", "_packet_queue"))
 
 
 class _IngestClient(mqtt.Client):
