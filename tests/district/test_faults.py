@@ -50,7 +50,8 @@ def _catch_up(dsn: str, prod: Proc, events: int, rate: int) -> dict[str, float]:
     of that time (the clock runs from the server's return: the workers' reconnect and first commit are
     part of it). Events keep arriving meanwhile (at `rate`), so the lag shrinks at the catch-up rate
     minus the arrival rate; 2x the arrival rate drains a backlog in as long as it took to build.
-    drained_s: until the stored count reaches what the gateway had committed by then (no lag left).
+    drained_s: until the lag (committed by the gateway, not yet stored) is under one second of
+    arrivals; events in flight keep it from reaching 0 while the producer runs.
     The count is read over one connection every 0.2 s (a connection per poll cost the loaded
     machine a backend start each time)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -70,7 +71,7 @@ def _catch_up(dsn: str, prod: Proc, events: int, rate: int) -> dict[str, float]:
                 first = now
             if done is None and n - base >= backlog:
                 done, caught = now, n - base
-            if done is not None and n >= min(events, len(prod.ids())):
+            if done is not None and len(prod.ids()) - n <= rate:
                 break
             time.sleep(0.2)
         assert done is not None, f"the backlog of {backlog} events was not stored within 180 s"
@@ -140,8 +141,8 @@ def test_postgres_unreachable_for_60_s_then_catches_up(tmp_path: Path, own_pg: O
     ratio = fig["catch_up_events_per_s"] / fig["arrival_events_per_s"]
     summary = (f"PostgreSQL away 60 s at 200 events/s: backlog {fig['backlog']:.0f} events, first commit "
                f"{fig['first_commit_s']:.1f} s after the server was back, backlog stored in {fig['catch_up_s']:.1f} s "
-               f"= {fig['catch_up_events_per_s']:.0f} events/s ({ratio:.1f}x the arrival rate), no lag left after "
-               f"{fig['drained_s']:.1f} s, 0 lost, load average {os.getloadavg()[0]:.1f}")
+               f"= {fig['catch_up_events_per_s']:.0f} events/s ({ratio:.1f}x the arrival rate), lag under 1 s of "
+               f"arrivals after {fig['drained_s']:.1f} s, 0 lost, load average {os.getloadavg()[0]:.1f}")
     print(summary)
     # The issue's bound. The arrival rate is fixed (the producer's clock), so this holds only if the
     # platform catches up fast enough on the machine the test runs on, whatever its load.
