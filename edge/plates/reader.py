@@ -79,17 +79,19 @@ class ReaderParams:
     # The long side a large frame is shrunk to for the proposals (None: `detector.long_side`).
     # The refinement gives the corners, so the proposals need only find the plate: at 384 the
     # whole-frame run costs 0.38x of the one at 640, and a frame where nothing is found looks
-    # again at each of `fallback_long_sides`. Only frames that this shrinks at least
-    # `proposal_min_shrink` times: a small frame is cheap at 640 already, and shrinking it
-    # further changed which of its small plates were read (bench/bench_gate_plates.py, degraded
-    # seeds at 320-480 px: -1 and +2 wrong on held-out seeds). See docs/gate.md, "Proposals at 384".
+    # again at each of `fallback_long_sides`. Measured (bench/bench_gate_plates.py, six sets and
+    # four held-out ones; docs/gate.md "Proposals at 384"): 309 exact reads of 360 against 306 at
+    # 640, 11 wrong published against 12, but one fewer on held-out degraded seed 15003.
     proposal_long_side: int | None = 384
+    # ... only on frames that this shrinks at least this many times. Smaller frames (every set
+    # measured has frames of 1160 or 1280 px) keep the proposals at `detector.long_side`, where a
+    # 640 px frame costs no more than at its native size: not measured at 384, so not changed.
     proposal_min_shrink: float = 2.0
     # Refine once more, from the refined box, when its width differs from the proposal's by more
     # than this share (None: never). Measured with proposals at 384, 0.1: on the 36 native scenes
     # 6 of 37 plates refined twice, mean corner error 1.63 % of the plate width (1.71 % without;
-    # 1.63 % with proposals at 640), none over 6 % (one without); but the clip read 32 of 36
-    # instead of 33 (degraded seeds +0/+1/+2), so it is off (docs/gate.md, "Proposals at 384").
+    # 1.63 % with proposals at 640), none over 6 % (one without); reads 309 of 360 as without it,
+    # but the clip read 32 of 36 instead of 33, so it is off (docs/gate.md, "Proposals at 384").
     refine_tolerance: float | None = None
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
