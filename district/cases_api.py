@@ -6,6 +6,7 @@ to an officer moves cases for that officer only. A move the case's state does no
 """
 
 # No `from __future__ import annotations`: FastAPI reads these signatures at run time.
+from dataclasses import fields
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, status
@@ -71,11 +72,16 @@ class CaseRefusalOut(BaseModel):
 
 
 _CASE_OUT = TypeAdapter(CaseOut)
+_CASE_FIELDS = tuple(f.name for f in fields(Case) if f.name != "history")
+_HISTORY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
 
 
 def _out(case: Case) -> CaseOut:
-    # The adapter, not CaseOut(**...): the dataclass's __init__ costs ~10% more CPU per export page.
-    return _CASE_OUT.validate_python(case.to_json())
+    # Shallow dicts, not case.to_json(): asdict's deep copy was ~3/4 of the CPU of a 500-case export
+    # page. The adapter, not CaseOut(**...): the dataclass's own __init__ costs ~10% more.
+    body: dict[str, Any] = {name: getattr(case, name) for name in _CASE_FIELDS}
+    body["history"] = [{name: getattr(h, name) for name in _HISTORY_FIELDS} for h in case.history]
+    return _CASE_OUT.validate_python(body)
 
 
 def add_case_routes(app: FastAPI, desk: CaseDesk, require: Any) -> None:
