@@ -76,12 +76,30 @@ class ReaderParams:
     refine_width: int | None = 160
     # Context around the proposal's box for the re-detection, as fractions of its width and height.
     refine_margin: tuple[float, float] = (0.35, 0.8)
+    # The long side a large frame is shrunk to for the proposals (None: `detector.long_side`).
+    # The refinement gives the corners, so the proposals need only find the plate: at 384 the
+    # whole-frame run costs 0.38x of the one at 640, and a frame where nothing is found looks
+    # again at each of `fallback_long_sides`. Measured (bench/bench_gate_plates.py, six sets and
+    # four held-out ones; docs/gate.md "Proposals at 384"): 309 exact reads of 360 against 306 at
+    # 640, 11 wrong published against 12, but one fewer on held-out degraded seed 15003.
+    proposal_long_side: int | None = 384
+    # ... only on frames that this shrinks at least this many times. Smaller frames (every set
+    # measured has frames of 1160 or 1280 px) keep the proposals at `detector.long_side`, where a
+    # 640 px frame costs no more than at its native size: not measured at 384, so not changed.
+    proposal_min_shrink: float = 2.0
+    # Refine once more, from the refined box, when its width differs from the proposal's by more
+    # than this share (None: never). Measured with proposals at 384, 0.1: on the 36 native scenes
+    # 6 of 37 plates refined twice, mean corner error 1.63 % of the plate width (1.71 % without;
+    # 1.63 % with proposals at 640), none over 6 % (one without); reads 309 of 360 as without it,
+    # but the clip read 32 of 36 instead of 33, so it is off (docs/gate.md, "Proposals at 384").
+    refine_tolerance: float | None = None
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
-    # When the proposals at `detector.long_side` find nothing, look once more at this long side
-    # (None: never). Costs a second detector run only on frames where no plate was found.
-    fallback_long_side: int | None = 1280
+    # When the first proposals find nothing, look again at each of these (larger) long
+    # sides in turn until something is found (empty: never). Costs more detector runs only on
+    # frames where no plate was found.
+    fallback_long_sides: tuple[int, ...] = (640, 1280)
     # Test-time variants of each plate line read in the same batch and combined per character
     # position (edge.plates.variants): "clahe", "gamma", "sharpen", "wide" (a wider band).
     # Measured (bench/bench_gate_plates.py): "clahe" read 1 more of 36 at 720p and natively, and
@@ -229,12 +247,19 @@ class PlateReader:
         p = self.params
         if p.refine_width is None:
             return self.detect(bgr)
-        found = self._locate_at(bgr, p.detector.long_side)
-        fallback = p.fallback_long_side
-        if not found and fallback is not None and max(bgr.shape[:2]) > (p.detector.long_side or 0):
+        side = max(bgr.shape[:2])
+        first = p.detector.long_side
+        if p.proposal_long_side is not None and side >= p.proposal_min_shrink * p.proposal_long_side:
+            first = p.proposal_long_side
+        found = self._locate_at(bgr, first)
+        looked = first or side
+        for fallback in p.fallback_long_sides:
+            if found or side <= looked or fallback <= looked:
+                break
             # Nothing at the proposal scale: a small plate (60-100 px in 1280x720) may be below
-            # the detector's smallest anchors once the frame is halved; look once more, larger.
+            # the detector's smallest anchors once the frame is shrunk; look again, larger.
             found = self._locate_at(bgr, fallback)
+            looked = fallback
         return found
 
     def _locate_at(self, bgr: NDArray[np.uint8], long_side: int | None) -> list[Detection]:
@@ -247,6 +272,14 @@ class PlateReader:
         found: list[Detection] = []
         for d in proposals:
             refined = self._refine(bgr, d, p.refine_width)
+            if refined is not None and p.refine_tolerance is not None:
+                # A proposal from a small detector input can miss the plate's width, and the
+                # corners are best when the plate really is `refine_width` wide in the crop.
+                off = abs(refined.box.width - d.box.width) / max(refined.box.width, 1.0)
+                if off > p.refine_tolerance:
+                    again = self._refine(bgr, refined, p.refine_width)
+                    if again is not None and again.score >= p.detector.score_threshold:
+                        refined = again
             if refined is not None and refined.score >= p.detector.score_threshold:
                 found.append(refined)
             elif d.score >= p.detector.score_threshold:
