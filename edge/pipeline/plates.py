@@ -100,7 +100,7 @@ class PlatePath:
                  local_prefixes: Sequence[str] = (), gate_line: GateLine | None = None, *,
                  dwell: DwellMonitor | None = None, zoom: TrackZoom | None = None) -> None:
         self.source_id = source_id
-        self._zoom = zoom or TrackZoom()
+        self._zoom = zoom or TrackZoom(zoom=config.zoom, lookback_frames=config.zoom_lookback_frames)
         self._zoom_misses: dict[int, int] = {}
         self._recent: deque[tuple[float, NDArray[np.uint8]]] = deque(maxlen=max(1, self._zoom.lookback_frames))
         self._fused: dict[int, tuple[int, PlateRead | None]] = {}  # track id -> (lines fused, read)

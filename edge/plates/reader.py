@@ -19,7 +19,7 @@ from edge.plates import detector as det
 from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
-from edge.plates.fusion import CONFUSABLE, confusable_positions, fuse, settle_confusable
+from edge.plates.fusion import confusable_positions, fuse, settle_confusable
 from edge.plates.grammar import PlateFormat
 from edge.plates.recognisers import (
     CLP_SPEC,
@@ -100,11 +100,14 @@ class ReaderParams:
     # three seeds, at no loss on the native, 720p or crop sets; 0.9 also fixed a T read as 7 at 720p
     # but turned a native U read at 0.77 into 0 (the same raw confidence as that 7: native 34, not 35).
     second_opinion_below: float = 0.6
-    # ... and for a read that is not weak but has a character of a measured confusable group
-    # (`confusable`, edge.plates.fusion.CONFUSABLE) below this (0: never): clp_rec may then replace
-    # only those characters, and only by a partner of the same group (edge.plates.fusion.settle_confusable).
-    confusable_below: float = 0.0
-    confusable: tuple[str, ...] = CONFUSABLE
+    # ... and for a read that is not weak but has a character of a confusable group (`confusable`)
+    # below this (0: never): clp_rec may then replace only those characters, and only by a partner
+    # of the same group (edge.plates.fusion.settle_confusable). Measured (bench/ab_gate_plates.py,
+    # native, 720p, degraded seeds 15000-15004): T/7/1 below 0.9 read the 720p set's trailing T
+    # (36/36, wrong 1 -> 0) and changed nothing else; all four groups of fusion.CONFUSABLE (below 0.9
+    # or 0.8) turned a right read wrong natively and on seed 15003 (native 34, 1 wrong).
+    confusable_below: float = 0.9
+    confusable: tuple[str, ...] = ("T71",)
 
 
 def _to_uint8(image: NDArray[Any]) -> NDArray[np.uint8]:
