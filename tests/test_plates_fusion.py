@@ -156,8 +156,9 @@ def test_letterboxed_720p_floor() -> None:
 @pytest.mark.slow
 @pytest.mark.models
 def test_degraded_and_clip_floors() -> None:
-    """Measured per seed 30 / 31 / 26 (wrong 0 / 1 / 4) and 33/36 on the clip; main read 27 / 27 / 26
-    (wrong 2 / 2 / 2) and 32/36. The floors are one below the measurement, per seed."""
+    """Measured per seed 30 / 31 / 26 (wrong 0 / 1 / 4) and 34/36 on the clip (33 before the
+    track-guided looks); main read 27 / 27 / 26 (wrong 2 / 2 / 2) and 32/36 before issue 15's second
+    round. The floors are one below the measurement, per seed."""
     reader, data = _gate()
     floors = {15000: 29, 15001: 30, 15002: 25}
     wrong = 0
