@@ -90,7 +90,7 @@ def _aligned_mean(lines: Sequence[NDArray[np.uint8]], align: bool) -> NDArray[np
             except cv2.error:
                 pass  # ECC did not converge: keep the corner registration
         acc += x
-    return np.clip(acc / len(lines) + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(acc / len(lines) + 0.5, 0, 255), np.uint8)
 
 
 class PlatePath:
