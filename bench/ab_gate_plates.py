@@ -57,6 +57,8 @@ CONFIGS: dict[str, tuple[ReaderParams, TrackZoom]] = {
     "T1.0-zoom-back": (replace(_BEFORE, confusable_below=1.0), TrackZoom(zoom=True, lookback_frames=5)),
     # The defaults now (ReaderParams, PlateConfig): T/7/1 second opinion, zoom and look-back on.
     "now": (ReaderParams(), TrackZoom(zoom=True, lookback_frames=5)),
+    "now-score0.3": (ReaderParams(), TrackZoom(zoom=True, lookback_frames=5, min_score=0.3)),
+    "now-context3": (ReaderParams(), TrackZoom(zoom=True, lookback_frames=5, context=3.0)),
 }
 
 
