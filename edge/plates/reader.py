@@ -19,7 +19,7 @@ from edge.plates import detector as det
 from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
-from edge.plates.fusion import fuse
+from edge.plates.fusion import confusable_positions, fuse, settle_confusable
 from edge.plates.grammar import PlateFormat
 from edge.plates.recognisers import (
     CLP_SPEC,
@@ -118,6 +118,14 @@ class ReaderParams:
     # three seeds, at no loss on the native, 720p or crop sets; 0.9 also fixed a T read as 7 at 720p
     # but turned a native U read at 0.77 into 0 (the same raw confidence as that 7: native 34, not 35).
     second_opinion_below: float = 0.6
+    # ... and for a read that is not weak but has a character of a confusable group (`confusable`)
+    # below this (0: never): clp_rec may then replace only those characters, and only by a partner
+    # of the same group (edge.plates.fusion.settle_confusable). Measured (bench/ab_gate_plates.py,
+    # native, 720p, degraded seeds 15000-15004): T/7/1 below 0.9 read the 720p set's trailing T
+    # (36/36, wrong 1 -> 0) and changed nothing else; all four groups of fusion.CONFUSABLE (below 0.9
+    # or 0.8) turned a right read wrong natively and on seed 15003 (native 34, 1 wrong).
+    confusable_below: float = 0.9
+    confusable: tuple[str, ...] = ("T71",)
 
 
 def _to_uint8(image: NDArray[Any]) -> NDArray[np.uint8]:
@@ -316,6 +324,37 @@ class PlateReader:
             min(float(h), b.y2 / scale + y1),
         )
         return Detection(box=box, score=hit.score, keypoints=corners)
+
+    def read_near(self, image: NDArray[Any], box: Box, *, context: float = 2.0,
+                  min_score: float | None = None) -> list[PlateRead]:
+        """The plate re-detected around `box` (where a track predicts its plate) on a crop scaled so
+        the plate is `refine_width` wide, read like a frame's plate; [] when no plate is there.
+
+        `context` widens the searched region around `box` (the plate may have moved); `min_score`
+        is the detector score a hit needs (the detector's threshold by default)."""
+        bgr = normalise_frame(image)
+        p = self.params
+        if bgr is None or min(bgr.shape[:2]) < _MIN_SIDE or box.width < 2 or box.height < 2:
+            return []
+        target = p.refine_width or 160
+        cx, cy = box.centre
+        half_w, half_h = box.width * context / 2, box.height * context / 2
+        wide = Box(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        # _refine scales its crop by `target / box width`: asking for `target * context` on the
+        # widened box keeps the plate itself `target` px wide.
+        hit = self._refine(bgr, Detection(box=wide, score=0.0, keypoints=_crop_corners(1, 1)), int(target * context))
+        threshold = p.detector.score_threshold if min_score is None else min_score
+        if hit is None or hit.score < threshold:
+            return []
+        return self._read_quads(bgr, [(hit.keypoints, hit.box, hit.score)])
+
+    def plate_line(self, image: NDArray[Any], corners: NDArray[np.float32]) -> NDArray[np.uint8] | None:
+        """The rectified single-row line of the plate with these corners (what the recogniser reads),
+        for fusing several frames of one track (edge.pipeline.plates)."""
+        bgr = normalise_frame(image)
+        if bgr is None:
+            return None
+        return warp_band(bgr, corners, self.params.line_width, PPOCR_SPEC.height, self.params.band)
 
     def read_crop(self, crop_bgr: NDArray[Any]) -> PlateRead | None:
         """Read an image that is already a tight plate crop (no detection); None for a bad crop."""
@@ -530,8 +569,16 @@ class PlateReader:
         """Ask clp_v2_c_rec about single-row plates whose read is weak and combine the two reads
         per position on calibrated confidences (edge.plates.fusion); one batch for all of them."""
         p = self.params
-        todo = [q for q, d in enumerate(decoded) if d is not None and rows[q] is PlateLayout.SINGLE
-                and q in first_line and d.min_confidence < p.second_opinion_below]
+        todo: list[int] = []
+        settle: dict[int, list[int]] = {}  # not weak, but a confusable character: those positions only
+        for q, d in enumerate(decoded):
+            if d is None or rows[q] is not PlateLayout.SINGLE or q not in first_line:
+                continue
+            if d.min_confidence < p.second_opinion_below:
+                todo.append(q)
+            elif p.confusable_below > 0 and (at := confusable_positions(d, p.confusable_below, p.confusable)):
+                todo.append(q)
+                settle[q] = at
         out = list(decoded)
         if not todo:
             return out
@@ -541,5 +588,5 @@ class PlateReader:
         for q, a in zip(todo, alt, strict=True):
             cur = out[q]
             if cur is not None:
-                out[q] = fuse(cur, a)
+                out[q] = settle_confusable(cur, a, settle[q], groups=p.confusable) if q in settle else fuse(cur, a)
         return out
