@@ -220,7 +220,7 @@ class Store:
             got = source_ids(conn, [SourceKey(GatewayKey(d, c, g), s, b) for d, c, g, s, b in missing])
             for key, src in got.items():
                 gk = (key.gw.district, key.gw.community, key.gw.gateway)
-                cache[(*gk, key.source, key.boot)] = (src, gw[gk])
+                cache[(gk[0], gk[1], gk[2], key.source, key.boot)] = (src, gw[gk])
         ids = [cache[k] for k in keys]
         return [i[0] for i in ids], [i[1] for i in ids]
 
