@@ -20,7 +20,7 @@ from district.db import migrate
 from district.partitions import day_bound, drop_older_than, ensure_partitions, list_partitions, uuid7_day
 from edge.compat import UTC
 from edge.outbox import Outbox
-from tests._chaos import BASE, gateway_config, producer, uplink_daemon, wait_until
+from tests._chaos import BASE, gateway_config, outbox_depth, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
 from tests.district.conftest import Database, district_config, worker
 
@@ -70,14 +70,6 @@ def test_uuid7_day_bounds_route_events_to_their_day_partition(pg: Database) -> N
     assert pg.scalar("SELECT count(*) FROM events") == 0
 
 
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
-
-
 def _last_seqs(db: Path) -> dict[str, int]:
     ob = Outbox(db)
     try:
@@ -111,7 +103,7 @@ def _gateway_stream(tmp_path: Path, pg: Database, broker: Broker, *, events: int
         acked = set(prod.ids())
         assert len(acked) == events
         assert wait_until(lambda: acked <= _stored_ids(pg), 90, 0.2), "events the platform never committed"
-        assert wait_until(lambda: _depth(outbox) == 0, 30), "the gateway kept rows the watermark covers"
+        assert wait_until(lambda: outbox_depth(outbox) == 0, 30), "the gateway kept rows the watermark covers"
         # Exactly once: the primary key forbids two rows, and nothing else arrived.
         assert pg.scalar("SELECT count(*) FROM events") == events
         assert pg.scalar("SELECT count(*) FROM events WHERE jsonb_typeof(payload) <> 'object'") == 0
@@ -200,7 +192,7 @@ def test_events_lost_in_flight_come_back_by_replay_request(tmp_path: Path, pg: D
         assert prod.wait(120) == 0
         acked = set(prod.ids())
         assert wait_until(lambda: acked <= _stored_ids(pg), 60, 0.2), w.log_path.read_text()[-2000:]
-        assert wait_until(lambda: _depth(outbox) == 0, 30)
+        assert wait_until(lambda: outbox_depth(outbox) == 0, 30)
     finally:
         up.stop()
         prod.stop()
