@@ -35,6 +35,15 @@ def test_migrations_are_versioned_and_apply_once(pg: Database) -> None:
     assert pg.scalar("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'events'::regclass") == "r"
     indexes = {r[0] for r in pg.query("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")}
     assert {"events_pkey", "events_subject_ts", "events_gateway_ts", "events_kind_ts"} <= indexes
+    # Gateway + time keys on the gateway's integer id (migration 0010), kind + time on the kind.
+    cols = {name: pg.scalar("SELECT string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod), ',' "
+                            "ORDER BY k.n) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid CROSS JOIN LATERAL "
+                            "unnest(x.indkey) WITH ORDINALITY AS k(att, n) JOIN pg_attribute a "
+                            "ON a.attrelid = x.indrelid AND a.attnum = k.att WHERE i.relname = %s", (name,))
+            for name in ("events_gateway_ts", "events_kind_ts", "events_subject_ts")}
+    assert cols == {"events_gateway_ts": "gateway_id:integer,ts:timestamp with time zone",
+                    "events_kind_ts": "kind:text,ts:timestamp with time zone",
+                    "events_subject_ts": "subject_pseudonym:text,ts:timestamp with time zone"}
 
 
 def _uuid7_at(ms: int) -> uuid.UUID:
@@ -54,8 +63,8 @@ def test_uuid7_day_bounds_route_events_to_their_day_partition(pg: Database) -> N
         ensure_partitions(conn, [day])  # again: nothing new, no error
         for eid in (first, last, _uuid7_at(start_ms + 86_400_000)):
             conn.execute("INSERT INTO events (event_id, ts, district, community, gateway, source, boot, seq, kind, "
-                         "payload, received_at) VALUES (%s, now(), 'd', 'c', 'g', 's', 1, 1, 'alarm', '{}', now())",
-                         (eid,))
+                         "payload, received_at, gateway_id) VALUES (%s, now(), 'd', 'c', 'g', 's', 1, 1, 'alarm', "
+                         "'{}', now(), (SELECT o_id FROM gateway_ids('{d}', '{c}', '{g}')))", (eid,))
         conn.commit()
         where = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM events GROUP BY 1").fetchall())
         assert where == {"events_20261130": 2, "events_20261201": 1}
