@@ -19,6 +19,15 @@ import fastjsonschema
 from edge.errors import PrivacyError
 from edge.events import SCHEMA_VERSION, schema
 
+# The subject's `oneOf` (pseudonym and key_id without ref, or ref without either) costs two more
+# raised-and-caught exceptions an event: 8-14 µs of a subject event's 17-27 µs. With at most the four
+# properties type, pseudonym, key_id, ref (additionalProperties is false, type is required) the two
+# branches accept exactly {type, pseudonym, key_id} and {type, ref}: the same sets as "one more
+# property than type, pseudonym and key_id only together, and nothing beside ref". Checked subset by
+# subset against the full schema in tests/district/test_validation.py.
+_SUBJECT_ONE_OF = {"minProperties": 2,
+                   "dependencies": {"pseudonym": ["key_id"], "key_id": ["pseudonym"], "ref": {"maxProperties": 2}}}
+
 
 @lru_cache(maxsize=16)
 def _compiled(kind: str) -> Any:
@@ -27,6 +36,11 @@ def _compiled(kind: str) -> Any:
     if kind not in kinds:
         return None
     s = copy.deepcopy(full)
+    subject = s["$defs"]["subject"]
+    if set(subject["properties"]) == {"type", "pseudonym", "key_id", "ref"} and not subject["additionalProperties"] \
+            and subject["required"] == ["type"]:  # the premises of the rewrite, or the schema's own oneOf
+        subject.pop("oneOf")
+        subject.update(_SUBJECT_ONE_OF)
     branches = [b["then"] for b in s.pop("allOf") if b["if"]["properties"]["kind"]["const"] == kind]
     s["properties"]["kind"] = {"const": kind}
     if branches:

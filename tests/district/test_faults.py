@@ -6,16 +6,18 @@ The database here is our own server (initdb on a free port): the machine's Postg
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from district.db import migrate
 from edge.outbox import Outbox
-from tests._chaos import gateway_config, outbox_depth, producer, uplink_daemon, wait_until
+from tests._chaos import Proc, gateway_config, outbox_depth, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
 from tests.district._pg import OwnPostgres
 from tests.district.conftest import Database, district_config, worker
@@ -30,6 +32,44 @@ def own_pg() -> Iterator[OwnPostgres]:
     migrate(server.dsn)
     yield server
     server.close()
+
+
+def _catch_up(dsn: str, prod: Proc, events: int, rate: int) -> dict[str, float]:
+    """Measure the catch-up from the moment PostgreSQL accepts connections again.
+
+    backlog: what the gateway had committed (its acknowledged ids) and the database had not stored.
+    catch-up rate: the events stored from then until as many as that backlog are stored, per second
+    of that time (the clock runs from the server's return: the workers' reconnect and first commit are
+    part of it). Events keep arriving meanwhile (at `rate`), so the lag shrinks at the catch-up rate
+    minus the arrival rate; 2x the arrival rate drains a backlog in as long as it took to build.
+    drained_s: until the lag (committed by the gateway, not yet stored) is under one second of
+    arrivals; events in flight keep it from reaching 0 while the producer runs.
+    The count is read over one connection every 0.2 s (a connection per poll cost the loaded
+    machine a backend start each time)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        def stored() -> int:
+            row = conn.execute("SELECT count(*) FROM events").fetchone()
+            return int(row[0]) if row else 0
+
+        back = time.monotonic()
+        base = stored()
+        backlog = len(prod.ids()) - base
+        first: float | None = None
+        done: float | None = None
+        deadline = back + 180
+        while time.monotonic() < deadline:
+            now, n = time.monotonic(), stored()
+            if first is None and n > base:
+                first = now
+            if done is None and n - base >= backlog:
+                done, caught = now, n - base
+            if done is not None and len(prod.ids()) - n <= rate:
+                break
+            time.sleep(0.2)
+        assert done is not None, f"the backlog of {backlog} events was not stored within 180 s"
+        return {"backlog": backlog, "first_commit_s": (first or done) - back, "catch_up_s": done - back,
+                "catch_up_events_per_s": caught / max(done - back, 1e-3), "drained_s": time.monotonic() - back,
+                "arrival_events_per_s": rate}
 
 
 def _stream_through_faults(tmp_path: Path, db: Database, broker: Broker, *, events: int, rate: int,
@@ -51,12 +91,7 @@ def _stream_through_faults(tmp_path: Path, db: Database, broker: Broker, *, even
             fault.stop("immediate")  # a crash: connections cut, uncommitted batches gone
             time.sleep(outage_s)
             fault.start()
-            back = time.monotonic()
-            base = count()
-            # Catch-up: the backlog that piled up during the outage, against the arrival rate.
-            assert wait_until(lambda: count() >= min(events, base + int(rate * outage_s)), 120)
-            figures["catch_up_events_per_s"] = (count() - base) / max(time.monotonic() - back, 1e-3)
-            figures["arrival_events_per_s"] = rate
+            figures.update(_catch_up(fault.dsn, prod, events, rate))
             assert wait_until(lambda: count() >= events * 2 // 3, 120)
             fault.restart()  # an orderly restart: every connection is cut once more
         else:
@@ -95,8 +130,15 @@ def test_postgres_crash_outage_and_restart_lose_nothing(tmp_path: Path, own_pg: 
 def test_postgres_unreachable_for_60_s_then_catches_up(tmp_path: Path, own_pg: OwnPostgres, broker: Broker) -> None:
     db = Database("edgegw", own_pg.dsn)
     fig = _stream_through_faults(tmp_path, db, broker, events=20_000, rate=200, fault=own_pg, outage_s=60.0)
-    print(f"PostgreSQL away 60 s at 200 events/s: caught up at {fig['catch_up_events_per_s']:.0f} events/s "
-          f"({fig['catch_up_events_per_s'] / fig['arrival_events_per_s']:.1f}x the arrival rate), 0 lost")
+    ratio = fig["catch_up_events_per_s"] / fig["arrival_events_per_s"]
+    summary = (f"PostgreSQL away 60 s at 200 events/s: backlog {fig['backlog']:.0f} events, first commit "
+               f"{fig['first_commit_s']:.1f} s after the server was back, backlog stored in {fig['catch_up_s']:.1f} s "
+               f"= {fig['catch_up_events_per_s']:.0f} events/s ({ratio:.1f}x the arrival rate), lag under 1 s of "
+               f"arrivals after {fig['drained_s']:.1f} s, 0 lost, load average {os.getloadavg()[0]:.1f}")
+    print(summary)
+    # The issue's bound. The arrival rate is fixed (the producer's clock), so this holds only if the
+    # platform catches up fast enough on the machine the test runs on, whatever its load.
+    assert ratio >= 2.0, summary
 
 
 def test_broker_killed_and_restarted_loses_nothing(tmp_path: Path, pg: Database, broker: Broker) -> None:

@@ -29,7 +29,8 @@ def _base(kind: str) -> dict[str, Any]:
     return obj
 
 
-def _same(obj: dict[str, Any]) -> None:
+def _same(obj: dict[str, Any]) -> bool:
+    """Both validators decide alike on `obj`; True if they accept it."""
     def verdict(fn: Any) -> str | None:
         try:
             fn(obj)
@@ -38,6 +39,7 @@ def _same(obj: dict[str, Any]) -> None:
         return None
     full, fast = verdict(validate), verdict(validate_event)
     assert (full is None) == (fast is None), (obj, full, fast)
+    return full is None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -68,6 +70,34 @@ def test_both_validators_decide_alike_on_mutated_events(kind: str, muts: list[in
         else:
             obj[key] = value
     _same(obj)
+
+
+_SUBJECT_VALUES: dict[str, list[Any]] = {
+    "type": ["plate", "unknown_face", "nope", 3], "pseudonym": ["0" * 32, "0" * 31, None],
+    "key_id": ["0123456789abcdef.2026-11", "x", 1], "ref": ["ab" * 8, "AB" * 8, []], "extra": ["x"]}
+
+
+def test_the_subject_rule_decides_like_the_full_schema_for_every_set_of_properties() -> None:
+    names = sorted(_SUBJECT_VALUES)
+    tried = accepted = 0
+    for mask in range(1 << len(names)):
+        present = [n for i, n in enumerate(names) if mask >> i & 1]
+        # Every combination of the values of the properties present (a few per property).
+        combos: list[dict[str, Any]] = [{}]
+        for n in present:
+            combos = [{**c, n: v} for c in combos for v in _SUBJECT_VALUES[n]]
+        for subject in combos:
+            for kind in ("face_passage", "card_swipe"):
+                obj = _base(kind)
+                obj["subject"] = subject
+                accepted += _same(obj)
+                tried += 1
+    bads: list[Any] = [[], "x", None, 1]
+    for bad in bads:
+        obj = _base("plate_passage")
+        obj["subject"] = bad
+        _same(obj)
+    assert tried > 1000 and accepted >= 4, (tried, accepted)  # some of each kind pass, most do not
 
 
 def test_timestamps_read_like_strptime() -> None:
