@@ -143,3 +143,28 @@ def test_the_real_reader_finds_a_plate_around_a_predicted_box_and_nothing_elsewh
         found += bool(got) and got[0].box.iou(label) > 0.5
         empty += not reader.read_near(image, Box(label.x1, 10, label.x2, 10 + label.height))
     assert found >= len(rows) - 1 and empty >= len(rows) - 2
+
+
+class UnreadReader(Reader):
+    """Finds a plate-shaped thing on the frames in `seen` whose text never passes the grammar."""
+
+    def read(self, image: NDArray[np.uint8]) -> list[PlateRead]:
+        if int(image[0, 0, 0]) not in self.seen:
+            return []
+        corners = np.array([[100, 100], [160, 100], [160, 120], [100, 120]], np.float32)
+        return [PlateRead("皖A1", 0.1, (0.1,) * 3, corners, BOX, PlateColour.BLUE, PlateLayout.SINGLE, False,
+                          None, colour_trusted=False)]
+
+
+def test_an_unreadable_detection_on_one_frame_alone_is_not_a_passage() -> None:
+    # Measured on the gate clip: a 437 px "plate" on a car's body, one frame, unreadable, became a
+    # second passage of a vehicle already reported (bench_gate_plates clip, 37 events for 36).
+    path = PlatePath("gate", UnreadReader(seen={5}, near=set()), PlateConfig(early_min_agreeing=0),  # type: ignore[arg-type]
+                     zoom=TrackZoom())
+    out = []
+    for i in range(12):
+        out += path.process(Frame("gate", i, 100.0 + i * 0.1, np.full((8, 8, 3), i, np.uint8)))
+    assert out + path.finish() == [] and path.unread_dropped == 1
+    # Seen on two frames, an unreadable plate is a vehicle: one passage, no plate value.
+    (obs,) = _run(UnreadReader(seen={5, 6}, near=set()), TrackZoom())
+    assert obs.subject is None and obs.attrs["frames"] == 2 and obs.attrs["reads"] == 0

@@ -45,6 +45,10 @@ class PlateConfig(StrictModel):
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     track_max_age_s: float = Field(default=1.0, gt=0)
     track_min_hits: int = Field(default=1, ge=1)
+    unread_min_hits: int = Field(default=2, ge=1)
+    """A track whose frames gave no read the vote accepts is reported only with at least this many hits:
+    an unreadable detection on one frame alone is far more often a false plate than a vehicle (a
+    vehicle at a gate is seen on many frames; a read plate still counts from one)."""
     early_min_agreeing: int = Field(default=3, ge=0)
     """Emit a vehicle's passage while its track is open once this many valid reads agree exactly
     with the vote (0: only when the track ends)."""

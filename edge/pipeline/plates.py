@@ -115,6 +115,8 @@ class PlatePath:
             source_id, quality=_quality,
             config=TrackerConfig(max_age_s=config.track_max_age_s, min_hits=config.track_min_hits, best_k=8))
         self.plates_read = 0
+        self.unread_dropped = 0
+        """Tracks of fewer than `unread_min_hits` frames with no valid read, not reported."""
         self.last_boxes: list[Box] = []
         """The plates of the last frame read (for the aiming gauge and the preview)."""
         self.decisions = EarlyDecisions()
@@ -252,6 +254,9 @@ class PlatePath:
             self._fused.pop(track.track_id, None)
             self._zoom_misses.pop(track.track_id, None)
             decided = self.decisions.close(track.track_id)
+            if decided is None and result is None and track.hits < self._cfg.unread_min_hits:
+                self.unread_dropped += 1
+                continue
             if decided is None:
                 out.append(self._observation(track, result, ts=track.last_ts, decision="track_end"))
             elif result is not None and result.text != decided.key and result.support > decided.support:
