@@ -266,7 +266,8 @@ def _edge_section(reader: PlateReader, peer: Any, frames: list[SceneFrame]) -> d
 
 def _describe(p: ReaderParams) -> str:
     return (
-        f"clp_det proposals at long side {p.detector.long_side}, refined at plate width {p.refine_width}, "
+        f"clp_det proposals at long side {p.proposal_long_side} (then {p.fallback_long_sides} "
+        f"while none is found), refined at plate width {p.refine_width}, "
         f"PP-OCRv4 rec {p.line_width}x48 restricted + grammar-constrained CTC, 1 ORT thread"
     )
 

@@ -18,9 +18,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
+from pydantic import Field
 
 from district.cases import LABELS, SYSTEM, CaseState, allowed
 from district.errors import DistrictError
@@ -65,27 +66,32 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """A case as listed, shown and exported (pseudonyms only)."""
+    """A case as listed, shown and exported (pseudonyms only).
 
-    case_id: str
+    The one declaration of a case's fields: the HTTP API's `CaseOut` (`district.cases_api`) is this
+    class seen by pydantic, and the `Field` descriptions are what its OpenAPI schema says of them.
+    """
+
+    case_id: Annotated[str, Field(description="stable: the event_id of the alarm that opened the case")]
     opened_at: str
     received_at: str
     district: str
     community: str
     gateway: str
     source: str
-    code: str
+    code: Annotated[str, Field(description="the alarm's code: obstruction, alarm_column, door_contact, tamper, "
+                                           "watch_hit, ...")]
     severity: str | None
-    target: str
+    target: Annotated[str, Field(description="the zone or input the alarm is about ('-' if none)")]
     state: str
     state_label: str
     message: str
     subject_pseudonym: str | None
     key_id: str | None
-    links: list[str]
+    links: Annotated[list[str], Field(description="watch_hit: the event ids of the matched passage(s)")]
     list_id: str | None
     list_version: int | None
-    police_case: str | None
+    police_case: Annotated[str | None, Field(description="watch_hit: the police case id of the watch-list")]
     id_kind: str | None
     officer: str | None
     unit: str | None
@@ -94,7 +100,7 @@ class Case:
     closed_at: str | None
     closed_by: str | None
     updated_at: str
-    history: list[HistoryEntry]
+    history: Sequence[HistoryEntry]  # a list; Sequence lets CaseOut narrow the entry type
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

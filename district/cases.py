@@ -211,8 +211,10 @@ def _stored_clear(cur: Cursor, case_id: str, code: str, gw_path: str) -> _Alarm 
     district, community, gateway = gw_path.split("/")
     clear_code = f"{code}_cleared"
     cur.execute(
-        "SELECT event_id, ts, source, boot, seq, payload::text FROM events WHERE gateway = %s AND district = %s "
-        "AND community = %s AND source = %s AND kind = 'alarm' AND ts >= %s AND event_id >= %s "
+        # The gateway by its id (migration 0010): the key of the events' gateway + time index.
+        "SELECT event_id, ts, source, boot, seq, payload::text FROM events WHERE gateway_id = "
+        "(SELECT id FROM gateways WHERE gateway = %s AND district = %s AND community = %s) "
+        "AND source = %s AND kind = 'alarm' AND ts >= %s AND event_id >= %s "
         "AND ((payload->'attrs'->>'code' = %s AND payload->'attrs'->>'state' = 'cleared') "
         "     OR payload->'attrs'->>'code' = %s) "
         "AND coalesce(payload->'attrs'->>'zone', payload->'attrs'->>'input', '-') = %s "

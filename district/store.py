@@ -4,8 +4,9 @@ A batch holds events, statuses and rejects. Events are copied into a temporary s
 into the partitioned `events` table with `ON CONFLICT (event_id) DO NOTHING`, so a resent or
 redelivered event changes nothing. The seq runs of the batch go into `seq_runs` in the same
 transaction, which is what the watermark is later computed from: a mark never covers an event that
-is not committed. Runs are keyed by the source's integer id (`marks.src`, migration 0008), which the
-store caches: a batch of new sources first gets its ids in a transaction of its own.
+is not committed. Runs are keyed by the source's integer id (`marks.src`, migration 0008) and each
+event carries its gateway's integer id (`gateways.id`, migration 0010: the key of the gateway + time
+index); the store caches both: a batch of new sources first gets its ids in a transaction of its own.
 
 Connection loss raises DatabaseError and leaves nothing half-done (the caller keeps the batch and
 retries, unacknowledged). A row PostgreSQL itself refuses (a data error the validator did not
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 from psycopg import pq
@@ -29,14 +30,14 @@ from district.config import DatabaseConfig, IngestConfig
 from district.db import connect
 from district.errors import DatabaseError
 from district.messages import EventRow, GatewayKey, Parsed, Reject, StatusRow
-from district.partitions import PartitionCache, uuid7_day
+from district.partitions import PartitionCache
 from district.watermarks import SourceKey, source_ids
 from edge.compat import UTC
 
 log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = ("event_id, ts, district, community, gateway, source, boot, seq, kind, subject_type, "
-                  "subject_pseudonym, key_id, payload, received_at")
+                  "subject_pseudonym, key_id, payload, received_at, gateway_id")
 # Built once from constants (no input reaches them).
 # ON COMMIT DELETE ROWS: the stage empties itself at each commit, no TRUNCATE round trip per batch.
 _CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS stage ON COMMIT DELETE ROWS AS SELECT {_EVENT_COLUMNS} "  # noqa: S608
@@ -44,11 +45,13 @@ _CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS stage ON COMMIT DELETE ROWS A
 _MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM stage "  # noqa: S608
                "ON CONFLICT (event_id) DO NOTHING")
 _EVENT_TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "text", "text",
-                "jsonb", "timestamptz")
+                "jsonb", "timestamptz", "int4")
 # One statement with three arrays: one round trip (a COPY takes two).
 _INSERT_RUNS = "INSERT INTO seq_runs (src, lo, hi) SELECT * FROM unnest(%s::int8[], %s::int8[], %s::int8[])"
 # Source ids a store remembers; past this the cache starts over (a city has ~40k sources per boot).
 _MAX_CACHED_SOURCES = 200_000
+_DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1)
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
@@ -62,6 +65,20 @@ class WriteResult:
     statuses: list[StatusRow] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)  # the `marks.src` of every source with a new run
     duplicate_gateways: set[GatewayKey] = field(default_factory=set)
+
+
+def gateway_ids(conn: Conn, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+    """The `gateways.id` of each (district, community, gateway), creating the rows it lacks.
+
+    Its own committed transaction, before any batch refers to the ids: an id a worker caches always
+    names a row."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return {}
+    with conn.transaction():
+        rows = conn.execute("SELECT o_district, o_community, o_gateway, o_id FROM gateway_ids(%s, %s, %s)",
+                            ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered])).fetchall()
+    return {(str(d), str(c), str(g)): int(str(i)) for d, c, g, i in rows}
 
 
 def seq_runs(srcs: Sequence[int], seqs: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -126,7 +143,8 @@ class Store:
         self._conn: Conn | None = None
         self._duplicates_likely = False
         self._stage_batches = 0
-        self._src: dict[tuple[str, str, str, str, int], int] = {}
+        # (district, community, gateway, source, boot) -> (marks.src, gateways.id)
+        self._src: dict[tuple[str, str, str, str, int], tuple[int, int]] = {}
         self._one_by_one = False  # in _write_rows: every event through the stage
 
     # -- connection ------------------------------------------------------------------------------
@@ -160,25 +178,25 @@ class Store:
     def write(self, items: Sequence[Parsed], received_at: datetime | None = None) -> WriteResult:
         """Commit one batch; raise DatabaseError (nothing committed) if PostgreSQL is unreachable."""
         now = received_at or datetime.now(UTC)
-        events, statuses, rejects = self._split(items, now)
+        events, statuses, rejects, days = self._split(items, now)
         try:
             conn = self.connection()
-            self.partitions.ensure(conn, {uuid7_day(e.event_id) for e in events})
-            srcs = self._source_ids(conn, events)
+            self.partitions.ensure(conn, days)
+            srcs, gws = self._ids(conn, events)
             try:
                 try:
-                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs, gws=gws)
                 except psycopg.errors.UniqueViolation:
                     if self._duplicates_likely:
                         raise  # not the fast path's COPY: something else refused the batch
                     # The fast path's COPY met an event already stored (a resend, a redelivery) and
                     # the transaction rolled back: again, through the stage.
                     self._duplicates_likely = True
-                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs)
+                    result = self._write_tx(conn, events, statuses, rejects, now, srcs=srcs, gws=gws)
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                 log.warning("a batch of %d events was refused (%s); retrying it row by row", len(events),
                             exc.sqlstate)
-                result = self._write_rows(conn, events, statuses, rejects, now, srcs=srcs)
+                result = self._write_rows(conn, events, statuses, rejects, now, srcs=srcs, gws=gws)
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseError(f"PostgreSQL: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
@@ -188,8 +206,9 @@ class Store:
             raise DatabaseError(f"PostgreSQL connection lost: {exc}") from exc
         return result
 
-    def _source_ids(self, conn: Conn, events: Sequence[EventRow]) -> list[int]:
-        """The `marks.src` of each event's source, asking PostgreSQL only for sources not seen before."""
+    def _ids(self, conn: Conn, events: Sequence[EventRow]) -> tuple[list[int], list[int]]:
+        """The `marks.src` of each event's source and the `gateways.id` of its gateway, asking
+        PostgreSQL only for sources not seen before (one dict lookup per event on the hot path)."""
         cache = self._src
         # Plain tuples of str: their hash and == run in C (a dataclass's are Python functions).
         keys = [(e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot) for e in events]
@@ -197,21 +216,31 @@ class Store:
         if missing:
             if len(cache) + len(missing) > _MAX_CACHED_SOURCES:
                 cache.clear()
+            gw = gateway_ids(conn, {k[:3] for k in missing})
             got = source_ids(conn, [SourceKey(GatewayKey(d, c, g), s, b) for d, c, g, s, b in missing])
             for key, src in got.items():
-                cache[(key.gw.district, key.gw.community, key.gw.gateway, key.source, key.boot)] = src
-        return [cache[k] for k in keys]
+                gk = (key.gw.district, key.gw.community, key.gw.gateway)
+                cache[(gk[0], gk[1], gk[2], key.source, key.boot)] = (src, gw[gk])
+        ids = [cache[k] for k in keys]
+        return [i[0] for i in ids], [i[1] for i in ids]
 
-    def _split(self, items: Sequence[Parsed], now: datetime) -> tuple[list[EventRow], list[StatusRow], list[Reject]]:
+    def _split(self, items: Sequence[Parsed], now: datetime) \
+            -> tuple[list[EventRow], list[StatusRow], list[Reject], set[date]]:
+        """Events inside the accepted window, statuses, rejects, and the UTC days of the events."""
         lo = (now - timedelta(days=self.cfg.accept_past_days)).date()
         hi = (now + timedelta(days=self.cfg.accept_future_days)).date()
+        # Day numbers since the epoch: an integer shift and division per event, not a datetime.
+        lo_n, hi_n = (lo - _EPOCH_DAY).days, (hi - _EPOCH_DAY).days
         events, statuses, rejects = [], [], []
+        days: set[int] = set()
         for it in items:
             if isinstance(it, EventRow):
-                day = uuid7_day(it.event_id)
-                if lo <= day <= hi:
+                n = (it.event_id.int >> 80) // _DAY_MS  # a UUIDv7 starts with its Unix time in ms
+                if lo_n <= n <= hi_n:
                     events.append(it)
+                    days.add(n)
                 else:
+                    day = _EPOCH_DAY + timedelta(days=n)
                     # A partition per claimed day would let one bad clock (or a forger) create thousands.
                     rejects.append(Reject(f"{it.gw.base('*')}/events/{it.kind}",
                                           f"event_id time ({day}) is outside the accepted window {lo}..{hi}",
@@ -220,15 +249,17 @@ class Store:
                 statuses.append(it)
             else:
                 rejects.append(it)
-        return events, statuses, rejects
+        return events, statuses, rejects, {_EPOCH_DAY + timedelta(days=n) for n in days}
 
     def _write_tx(self, conn: Conn, events: Sequence[EventRow], statuses: Sequence[StatusRow],
-                  rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = ()) -> WriteResult:
-        """One transaction: events, their seq runs (`srcs[i]`: the source id of `events[i]`), rejects, statuses."""
+                  rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = (),
+                  gws: Sequence[int] = ()) -> WriteResult:
+        """One transaction: events, their seq runs (`srcs[i]`, `gws[i]`: the source and gateway ids of
+        `events[i]`), rejects, statuses."""
         result = WriteResult(rejected=len(rejects), statuses=list(statuses))
         with conn.transaction(), conn.cursor() as cur:
             if events:
-                result.inserted, result.duplicates = self._load(conn, cur, events, now)
+                result.inserted, result.duplicates = self._load(conn, cur, events, gws, now)
                 record_cases(cur, events, now)  # alarms become cases in this same transaction
                 runs = seq_runs(srcs, [e.seq for e in events])
                 cur.execute(_INSERT_RUNS, ([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]))
@@ -252,15 +283,15 @@ class Store:
         return result
 
     def _copy(self, cur: psycopg.Cursor[tuple[object, ...]], table: str, events: Sequence[EventRow],
-              now: datetime) -> None:
+              gws: Sequence[int], now: datetime) -> None:
         with cur.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
             cp.set_types(_EVENT_TYPES)
-            for e in events:
+            for e, gw in zip(events, gws, strict=True):
                 cp.write_row((e.event_id, e.ts, e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot, e.seq,
-                              e.kind, e.subject_type, e.subject_pseudonym, e.key_id, e.payload, now))
+                              e.kind, e.subject_type, e.subject_pseudonym, e.key_id, e.payload, now, gw))
 
     def _load(self, conn: Conn, cur: psycopg.Cursor[tuple[object, ...]], events: Sequence[EventRow],
-              now: datetime) -> tuple[int, int]:
+              gws: Sequence[int], now: datetime) -> tuple[int, int]:
         """(inserted, duplicates). Fast path: a binary COPY straight into `events`, which is all a batch
         of new events needs. If any event_id is already there (a resend, a redelivery), PostgreSQL
         refuses the whole COPY with UniqueViolation, the transaction rolls back and write() runs it
@@ -268,9 +299,9 @@ class Store:
         CONFLICT (event_id) DO NOTHING. Either way each event_id is stored once. (No savepoint around
         the COPY: it would cost two round trips on every batch to save a retry on the rare resent one.)"""
         if not self._duplicates_likely and not self._one_by_one:
-            self._copy(cur, "events", events, now)
+            self._copy(cur, "events", events, gws, now)
             return len(events), 0
-        self._copy(cur, "stage", events, now)
+        self._copy(cur, "stage", events, gws, now)
         cur.execute(_MOVE_STAGE)
         inserted = max(cur.rowcount, 0)
         # After a duplicate, more usually follow (a gateway resending its backlog): take the stage
@@ -280,16 +311,17 @@ class Store:
         return inserted, len(events) - inserted
 
     def _write_rows(self, conn: Conn, events: Sequence[EventRow], statuses: Sequence[StatusRow],
-                    rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = ()) -> WriteResult:
+                    rejects: Sequence[Reject], now: datetime, *, srcs: Sequence[int] = (),
+                    gws: Sequence[int] = ()) -> WriteResult:
         """The slow path after a refused batch: each row alone; refused ones become rejects."""
         good_srcs: set[int] = set()
         good_statuses: list[StatusRow] = []
         refused = list(rejects)
         self._one_by_one = True  # a duplicate is not a refusal: the stage absorbs it
         try:
-            for e, src in zip(events, srcs, strict=True):
+            for e, src, gw in zip(events, srcs, gws, strict=True):
                 try:
-                    self._write_tx(conn, [e], [], [], now, srcs=[src])
+                    self._write_tx(conn, [e], [], [], now, srcs=[src], gws=[gw])
                     good_srcs.add(src)
                 except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                     refused.append(Reject(f"{e.gw.base('*')}/events/{e.kind}",

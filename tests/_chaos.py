@@ -539,6 +539,29 @@ def make_ca(tmp: Path, name: str) -> tuple[Path, Path, Path]:
     return paths
 
 
+def outbox_depth(db: Path) -> int:
+    """Rows still in the gateway's outbox at `db`, read through a connection of its own (the daemons
+    under test hold theirs)."""
+    from edge.outbox import Outbox
+
+    ob = Outbox(db)
+    try:
+        return ob.depth()
+    finally:
+        ob.close()
+
+
+def uplink_state(db: Path) -> dict[str, Any]:
+    """The uplink daemon's last status row in the outbox at `db` (connected, attempts, last_error ...)."""
+    from edge.outbox import Outbox
+
+    ob = Outbox(db)
+    try:
+        return dict(ob.get_status().get("uplink", {}))
+    finally:
+        ob.close()
+
+
 def wait_until(pred: Any, timeout: float, step: float = 0.05) -> bool:
     """Poll `pred()` until true or timeout; returns the last value."""
     deadline = time.monotonic() + timeout

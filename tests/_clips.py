@@ -113,3 +113,14 @@ class Clip:
             if g != 1.0:
                 img = np.clip(img.astype(np.float32) * g, 0, 255).astype(np.uint8)
             yield Frame("cam1", i, t0 + t, img)
+
+
+def letterboxed(photo: Path) -> NDArray[np.uint8]:
+    """A photo scaled to fit a 640x480 frame, top-left, the rest black: a file camera's frame of it."""
+    img = cv2.imread(str(photo))
+    assert img is not None, photo
+    scale = min(640 / img.shape[1], 480 / img.shape[0])
+    img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[: img.shape[0], : img.shape[1]] = img
+    return canvas

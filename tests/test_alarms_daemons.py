@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
 from edge.watchlist import build_watchlist, pseudonym_entries, watchlist_topic
 from tests._clips import PEOPLE, PEOPLE_ZONE, Clip
+from tests._gateway import gateway_daemon, stop_daemons, uplink_to, watch_list_gateway
 from tests._modbus_sim import ModuleSim
 from tests._mqtt import RAW_IDENTIFIERS, Collector, Received
 from tests._ptypair import free_pair
@@ -38,30 +38,12 @@ from tests.conftest import ROOT, Broker, new_gateway
 CARD = bytes.fromhex("5C1D2E3F40")
 
 
-def _daemon(cfg: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", *args, "--config", str(cfg)], cwd=ROOT,
-                                stdout=f, stderr=subprocess.STDOUT)
-
-
 def _write_tty(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def _wait(what: Callable[[], Any], timeout: float, message: str, *logs: Path) -> Any:
@@ -100,16 +82,9 @@ inputs = [
   {{ id = "sos-east", channel = 0, meaning = "alarm_column" }},
   {{ id = "door-guardroom", channel = 1, meaning = "door_contact", contact = "nc" }},
 ]
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-
-[uplink]
-status_interval_s = 0.5
-""")
+""" + uplink_to(broker))
     col = Collector(broker.host, broker.port, "edgegw/#", client_id="sos-platform")
-    run = _daemon(cfg, "run", log=tmp_path / "run.log")
+    run = gateway_daemon(cfg, "run", log=tmp_path / "run.log")
     try:
         # The module is read: its inputs show in the capture status the uplink publishes.
         def module_seen() -> bool:
@@ -123,7 +98,7 @@ status_interval_s = 0.5
         sim.closed[0] = False  # released
         _wait(lambda: len(_alarms(col, "alarm_column")) >= 2, 30, "the release never reached the subscriber", log)
     finally:
-        _stop([run])
+        stop_daemons([run])
         sim.stop()
         pair.close()
         col.close()
@@ -148,24 +123,7 @@ def test_a_signed_watch_list_reaches_the_uplink_and_a_card_on_it_raises_a_watch_
                                                                                     broker: Broker) -> None:
     RAW_IDENTIFIERS.add(CARD.hex().upper())
     pair = free_pair()  # the reader's end is `a`; the test writes frames into `b`
-    cfg = new_gateway(tmp_path, f"""
-[[serial]]
-id = "gate1-card"
-port = "{pair.a}"
-format = "rdm6300"
-side = "in"
-
-[watchlist]
-enabled = true
-public_key = "platform.pub"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-
-[uplink]
-status_interval_s = 0.5
-""")
+    cfg = watch_list_gateway(tmp_path, pair.a, broker)
     data = tmp_path / "data"
     signing = Ed25519PrivateKey.generate()
     (data / "platform.pub").write_text(signing.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex())
@@ -178,7 +136,7 @@ status_interval_s = 0.5
         publish.single(watchlist_topic("d1", list_id), payload, qos=1, retain=True,
                        hostname=broker.host, port=broker.port)
     col = Collector(broker.host, broker.port, "edgegw/d1/c1/#", client_id="watch-platform")
-    procs = [_daemon(cfg, sub, log=tmp_path / f"{sub}.log") for sub in ("uplink", "capture")]
+    procs = [gateway_daemon(cfg, sub, log=tmp_path / f"{sub}.log") for sub in ("uplink", "capture")]
     try:
         def lists_in_status() -> bool:
             return any(set(s.get("watchlists", {}).get("lists", {})) == {"wl-1"}
@@ -201,7 +159,7 @@ status_interval_s = 0.5
             time.sleep(3.0)
         _wait(lambda: _alarms(col, "watch_hit"), 5, "no watch_hit alarm reached the subscriber", *logs)
     finally:
-        _stop(procs)
+        stop_daemons(procs)
         col.close()
         pair.close()
     logs = "".join((tmp_path / f"{s}.log").read_text() for s in ("uplink", "capture"))

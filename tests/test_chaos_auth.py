@@ -19,18 +19,12 @@ from tests._chaos import (
     gateway_config,
     make_ca,
     mosquitto,  # noqa: F401  (fixture)
+    outbox_depth,
     producer,
     uplink_daemon,
+    uplink_state,
     wait_until,
 )
-
-
-def _uplink_state(db: Path) -> dict[str, Any]:
-    ob = Outbox(db)
-    try:
-        return dict(ob.get_status().get("uplink", {}))
-    finally:
-        ob.close()
 
 
 def _commit(db: Path, tmp_path: Path, n: int) -> set[str]:
@@ -42,9 +36,9 @@ def _commit(db: Path, tmp_path: Path, n: int) -> set[str]:
 
 def _assert_backs_off(db: Path, seconds: float) -> None:
     """Attempts grow far slower than a hot loop would: backoff 0.05 s doubling up to 0.5 s."""
-    a0 = int(_uplink_state(db).get("attempts", 0))
+    a0 = int(uplink_state(db).get("attempts", 0))
     time.sleep(seconds)
-    a1 = int(_uplink_state(db).get("attempts", 0))
+    a1 = int(uplink_state(db).get("attempts", 0))
     assert 1 <= a1 - a0 <= seconds / 0.25 + 1, (a0, a1)
 
 
@@ -65,9 +59,9 @@ def test_refused_credentials_clear_error_backoff_nothing_lost_then_recovers(tmp_
                                                                    "password_file": str(tmp_path / "mqtt.pass")}),
                        tmp_path)
     try:
-        assert wait_until(lambda: "refused the credentials" in str(_uplink_state(db).get("last_error")), 20), \
+        assert wait_until(lambda: "refused the credentials" in str(uplink_state(db).get("last_error")), 20), \
             up.log_path.read_text()[-2000:]
-        state = _uplink_state(db)
+        state = uplink_state(db)
         assert state["connected"] is False and "mqtt.password_file" in state["last_error"]
         _assert_backs_off(db, 1.5)
         log = up.log_path.read_text()
@@ -80,23 +74,15 @@ def test_refused_credentials_clear_error_backoff_nothing_lost_then_recovers(tmp_
         # The district rotates the password on its side: the running uplink gets in and drains.
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gw01", "the-new-password"], check=True)
         broker.reload()
-        assert wait_until(lambda: _uplink_state(db).get("connected") is True, 20)
+        assert wait_until(lambda: uplink_state(db).get("connected") is True, 20)
         assert not sub.wait_for(acked, 30)
-        assert wait_until(lambda: _depth(db) == 0, 20)
+        assert wait_until(lambda: outbox_depth(db) == 0, 20)
     finally:
         up.stop()
         sub.close()
     ob = Outbox(db)
     assert ob.counters()["delivered"] == len(acked)
     ob.close()
-
-
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
 
 
 def test_untrusted_broker_certificate_clear_error_then_recovers_when_fixed(tmp_path: Path,
@@ -118,14 +104,14 @@ def test_untrusted_broker_certificate_clear_error_then_recovers_when_fixed(tmp_p
     cfg = gateway_config(tmp_path, tls_port, mqtt={"tls": {"ca_file": str(good_ca)}})
     up = uplink_daemon(cfg, tmp_path)
     try:
-        assert wait_until(lambda: "TLS" in str(_uplink_state(db).get("last_error")), 20), \
+        assert wait_until(lambda: "TLS" in str(uplink_state(db).get("last_error")), 20), \
             up.log_path.read_text()[-2000:]
-        err = str(_uplink_state(db)["last_error"])
+        err = str(uplink_state(db)["last_error"])
         assert f"certificate of broker 127.0.0.1:{tls_port} failed verification" in err
         assert "unable to get local issuer certificate" in err and "mqtt.tls.ca_file" in err
         _assert_backs_off(db, 1.5)
         assert "TLS: the certificate of broker" in up.log_path.read_text()
-        assert _depth(db) == len(acked)
+        assert outbox_depth(db) == len(acked)
         assert not sub.ids()
         # The broker gets its proper certificate: the running uplink connects and delivers everything.
         broker.terminate()
@@ -133,7 +119,7 @@ def test_untrusted_broker_certificate_clear_error_then_recovers_when_fixed(tmp_p
                                .replace(str(rogue_key), str(good_key)))
         broker.start()
         assert not sub.wait_for(acked, 30)
-        assert _depth(db) == 0 or wait_until(lambda: _depth(db) == 0, 10)
+        assert outbox_depth(db) == 0 or wait_until(lambda: outbox_depth(db) == 0, 10)
     finally:
         up.stop()
         sub.close()

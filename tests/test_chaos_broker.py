@@ -26,22 +26,16 @@ from tests._chaos import (
     first_receipt_order_ok,
     gateway_config,
     mosquitto,  # noqa: F401  (fixture)
+    outbox_depth,
     pg_rows,
     platform_dsn,  # noqa: F401  (fixture)
     platform_worker,
     platform_worker_config,
     producer,
     uplink_daemon,
+    uplink_state,
     wait_until,
 )
-
-
-def _uplink_state(db: Path) -> dict[str, Any]:
-    ob = Outbox(db)
-    try:
-        return dict(ob.get_status().get("uplink", {}))
-    finally:
-        ob.close()
 
 
 def _outage_puback(tmp_path: Path, mosquitto: Any, *, events: int, rate: int, outage_s: float) -> None:  # noqa: F811
@@ -58,7 +52,7 @@ def _outage_puback(tmp_path: Path, mosquitto: Any, *, events: int, rate: int, ou
         broker.terminate()
         down_at = time.monotonic()
         # While it is down: capture keeps committing, the uplink reports why it cannot deliver.
-        assert wait_until(lambda: "connection refused" in str(_uplink_state(db).get("last_error")), 10)
+        assert wait_until(lambda: "connection refused" in str(uplink_state(db).get("last_error")), 10)
         time.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
         broker.start()
         assert prod.wait(max(60, events / rate * 3)) == 0
@@ -66,7 +60,7 @@ def _outage_puback(tmp_path: Path, mosquitto: Any, *, events: int, rate: int, ou
         assert len(acked) == events
         missing = sub.wait_for(acked, timeout=120)
         assert not missing, f"{len(missing)} acknowledged event(s) never reached the platform subscriber"
-        assert wait_until(lambda: _uplink_state(db).get("connected") is True, 10)
+        assert wait_until(lambda: uplink_state(db).get("connected") is True, 10)
     finally:
         up.stop()
         prod.stop()
@@ -113,7 +107,7 @@ def _outage_end_to_end(tmp_path: Path, mosquitto: Any, dsn: str, *, events: int,
                                                (boot,))) == last, 30)
         assert not pg_rows(dsn, "SELECT * FROM gaps")
         # ...and the gateway, seeing the watermark, lets go of every row.
-        assert wait_until(lambda: _depth(db) == 0, 30)
+        assert wait_until(lambda: outbox_depth(db) == 0, 30)
     finally:
         up.stop()
         prod.stop()
@@ -125,14 +119,6 @@ def _outage_end_to_end(tmp_path: Path, mosquitto: Any, dsn: str, *, events: int,
     ob.close()
     print(f"chaos broker (end-to-end, kill -9): {events} events, outage {outage_s:.0f} s, {resent} resent, "
           "duplicates absorbed by event_id, 0 lost")
-
-
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
 
 
 def test_broker_restarted_mid_burst_puback_mode(tmp_path: Path, mosquitto: Any) -> None:  # noqa: F811

@@ -29,6 +29,7 @@ from tests._chaos import (
     ORIGIN,
     gateway_config,
     observations,
+    outbox_depth,
     pg_rows,
     platform_dsn,  # noqa: F401  (fixture)
     platform_worker,
@@ -63,7 +64,7 @@ def _consumer_killed_mid_burst(tmp_path: Path, broker: Broker, dsn: str, *, even
         assert len(acked) == events
         assert wait_until(lambda: acked <= {str(r[0]) for r in pg_rows(dsn, "SELECT event_id FROM events")}, 90,
                           0.2), "events the platform never committed"
-        assert wait_until(lambda: _depth(db) == 0, 30), "the gateway kept rows the watermark covers"
+        assert wait_until(lambda: outbox_depth(db) == 0, 30), "the gateway kept rows the watermark covers"
     finally:
         up.stop()
         prod.stop()
@@ -80,14 +81,6 @@ def _consumer_killed_mid_burst(tmp_path: Path, broker: Broker, dsn: str, *, even
     assert counters.get("resent", 0) > 0
     print(f"chaos e2e: {events} events, {kills} worker kills, {counters['resent']} resent, "
           f"{counters.get('replayed', 0)} replayed, 0 lost, 0 duplicated")
-
-
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
 
 
 def test_platform_worker_killed_mid_burst_gateway_resends_uncovered(tmp_path: Path, broker: Broker,

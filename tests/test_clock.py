@@ -31,6 +31,7 @@ from edge.framequeue import FrameQueue, QueueClosedError
 from edge.outbox import Outbox
 from edge.passages.config import PassageConfig
 from edge.types import EventKind, Frame
+from tests._clips import letterboxed
 from tests._passages import CARDS, GATES, T0, card_obs, face_obs, make_env, plate_obs, shared_plates
 from tests._slow import PI4_FACTOR, scaled, slowed_env
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway
@@ -193,16 +194,6 @@ def test_tolerated_latency_is_bounded(tmp_path: Path) -> None:
 # --- the real capture daemon, inference slowed on purpose -----------------------------------------
 
 
-def _letterboxed(photo: Path) -> np.ndarray:
-    img = cv2.imread(str(photo))
-    assert img is not None
-    scale = min(640 / img.shape[1], 480 / img.shape[0])
-    img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
-    canvas = np.zeros((480, 640, 3), np.uint8)
-    canvas[: img.shape[0], : img.shape[1]] = img
-    return canvas
-
-
 @pytest.mark.models
 def test_slow_inference_still_fuses_the_face_with_the_card_swiped_as_it_passed(tmp_path: Path) -> None:
     faces = SHARED_DATA / "faces" / "face_recognition"
@@ -210,7 +201,7 @@ def test_slow_inference_still_fuses_the_face_with_the_card_swiped_as_it_passed(t
         pytest.fail("models or ../shared/data missing: run `make models`")
     clip = tmp_path / "clip"
     clip.mkdir()
-    cv2.imwrite(str(clip / "00.jpg"), _letterboxed(faces / "obama" / "obama.jpg"))
+    cv2.imwrite(str(clip / "00.jpg"), letterboxed(faces / "obama" / "obama.jpg"))
     cv2.imwrite(str(clip / "01.jpg"), np.zeros((480, 640, 3), np.uint8))
     master, slave = os.openpty()
     cfg_path = new_gateway(tmp_path, f"""

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -18,7 +16,7 @@ from prometheus_client import generate_latest
 from edge.app.console import GatewayBackend
 from edge.console.users import Role, UserStore
 from edge.console.web import create_app
-from tests.conftest import ROOT, free_port, new_gateway
+from tests.conftest import ROOT, free_port, http_get, new_gateway
 
 CAMERAS = '\n[[cameras]]\nid = "gate1"\nkind = "fake"\nwidth = 640\nheight = 480\n'
 
@@ -80,14 +78,6 @@ def test_logins_saves_and_latency_are_counted_without_identifiers(tmp_path: Path
     assert "alice_secret" not in text and "testclient" not in text and "/camera/gate1" not in text
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_the_console_process_serves_metrics_and_probes_on_loopback(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     cfg = new_gateway(tmp_path, CAMERAS + f"\n[metrics]\ncapture_port = 0\nuplink_port = 0\n"
@@ -100,15 +90,15 @@ def test_the_console_process_serves_metrics_and_probes_on_loopback(tmp_path: Pat
         status = 0
         while time.monotonic() < deadline and status != 200:
             try:
-                status, body = _get(base + "/readyz")
+                status, body = http_get(base + "/readyz")
             except OSError:
                 time.sleep(0.2)
         assert status == 200 and body.startswith("ok"), body
-        assert _get(base + "/livez")[0] == 200
-        code, text = _get(base + "/metrics")
+        assert http_get(base + "/livez")[0] == 200
+        code, text = http_get(base + "/metrics")
         assert code == 200 and "edgegw_console_logins_total" in text and 'daemon="console"' in text
         # The console's own pages still need a session; the exposition is on its own loopback port.
-        assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+        assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 404
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

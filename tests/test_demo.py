@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._gateway import demo_config
 from tests.conftest import MODELS_DIR, ROOT
 
 
@@ -17,13 +18,7 @@ from tests.conftest import MODELS_DIR, ROOT
 def test_demo_prints_every_event_as_received_and_exits_0(tmp_path: Path, broker: str) -> None:
     if not (MODELS_DIR / "yunet.edge.onnx").exists():
         pytest.fail("models are not fetched: run `make models`")
-    text = (ROOT / "config" / "demo.toml").read_text()
-    text = text.replace('data_dir = "../var/demo"', f'data_dir = "{tmp_path / "data"}"')
-    text = text.replace('dir = "../models"', f'dir = "{MODELS_DIR}"')
-    text = text.replace('path = "../var/demo/clip"', f'path = "{tmp_path / "data" / "clip"}"')
-    text = text.replace('port = "../var/demo/card-reader"', f'port = "{tmp_path / "data" / "card-reader"}"')
-    cfg = tmp_path / "demo.toml"
-    cfg.write_text(text)
+    cfg = demo_config(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg), "--broker", broker],
                           capture_output=True,
                           text=True, timeout=240, cwd=ROOT)

@@ -9,20 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._gateway import demo_config
 from tests._slow import scaled, slowed_env
 from tests.conftest import MODELS_DIR, ROOT
-
-
-def demo_config(tmp_path: Path) -> Path:
-    """config/demo.toml with its data, models, clip and reader under `tmp_path`."""
-    text = (ROOT / "config" / "demo.toml").read_text()
-    text = text.replace('data_dir = "../var/demo"', f'data_dir = "{tmp_path / "data"}"')
-    text = text.replace('dir = "../models"', f'dir = "{MODELS_DIR}"')
-    text = text.replace('path = "../var/demo/clip"', f'path = "{tmp_path / "data" / "clip"}"')
-    text = text.replace('port = "../var/demo/card-reader"', f'port = "{tmp_path / "data" / "card-reader"}"')
-    cfg = tmp_path / "demo.toml"
-    cfg.write_text(text)
-    return cfg
 
 
 @pytest.mark.models

@@ -21,6 +21,7 @@ from edge.pipeline.faces import FacePath
 from edge.residents import ResidentGallery
 from edge.types import EventKind, Frame, IdKind
 from edge.vision.faces import FaceAnalyzer
+from tests._clips import letterboxed
 from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, new_gateway
 
 FACES = SHARED_DATA / "faces" / "face_recognition"
@@ -31,16 +32,6 @@ def _setup(tmp_path: Path, extra: str = "") -> Path:
     if not FACES.exists():
         pytest.skip("../shared/data is not present")
     return new_gateway(tmp_path, f'[models]\ndir = "{MODELS_DIR}"\n\n[motion]\nenabled = false\n{extra}')
-
-
-def _letterbox(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path))
-    assert img is not None
-    scale = min(640 / img.shape[1], 480 / img.shape[0])
-    img = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
-    canvas = np.zeros((480, 640, 3), np.uint8)
-    canvas[: img.shape[0], : img.shape[1]] = img
-    return canvas
 
 
 def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +60,7 @@ def test_enrol_list_remove_and_match(tmp_path: Path, capsys: pytest.CaptureFixtu
     obs = []
     t = 1_764_000_000.0
     for i, photo in enumerate([FACES / "obama" / "obama2.jpg", None, None, FACES / "biden" / "biden.jpg"]):
-        image = _letterbox(photo) if photo else np.zeros((480, 640, 3), np.uint8)
+        image = letterboxed(photo) if photo else np.zeros((480, 640, 3), np.uint8)
         for k in range(6):  # each photo held for six frames at 10 fps, then a gap
             obs += path.process(Frame("cam1", i * 6 + k, t, image))
             t += 0.1
@@ -97,7 +88,7 @@ def test_capture_daemon_commits_one_event_per_passage(tmp_path: Path) -> None:
     clip.mkdir()
     frames = [FACES / "biden" / "biden.jpg", None, None, FACES / "obama" / "obama3.jpg", None, None]
     for i, photo in enumerate(frames):
-        cv2.imwrite(str(clip / f"{i:02d}.jpg"), _letterbox(photo) if photo else np.zeros((480, 640, 3), np.uint8))
+        cv2.imwrite(str(clip / f"{i:02d}.jpg"), letterboxed(photo) if photo else np.zeros((480, 640, 3), np.uint8))
     cfg_path = _setup(tmp_path, f'\n[[cameras]]\nid = "gate1"\nkind = "file"\npath = "{clip}"\npace = "fast"\n'
                                  'fps = 10\nhold_frames = 5\n')
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "capture", "--config", str(cfg_path), "--exit-when-done"],

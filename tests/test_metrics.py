@@ -12,8 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,26 +19,18 @@ import cv2
 import pytest
 
 from edge.preview import LEASE_S, LiveChannel, PreviewRequest
-from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker, free_port, new_gateway
+from tests.conftest import MODELS_DIR, ROOT, SHARED_DATA, Broker, free_port, http_get, new_gateway
 
 OBAMA = SHARED_DATA / "faces" / "face_recognition" / "obama" / "obama.jpg"
 # Label values the exposition may carry: configured names only, never an identifier.
 ALLOWED_LABELS = re.compile(r'^(camera|port|model|kind|reason|check|daemon|version|python|le|quantile)$')
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _wait(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            _get(url)
+            http_get(url)
             return
         except OSError:
             time.sleep(0.2)
@@ -133,11 +123,11 @@ port = {broker.port}
         # READY only once the first frame is in: the status line that rides with it says so.
         assert "1/1 camera(s) connected" in ready, ready
         base = f"http://127.0.0.1:{port}"
-        assert _get(base + "/readyz")[0] == 200 and _get(base + "/livez")[0] == 200
+        assert http_get(base + "/readyz")[0] == 200 and http_get(base + "/livez")[0] == 200
         notify.collect(time.monotonic() + 3.0)
         assert any(m == "WATCHDOG=1" for m in notify.messages)
         time.sleep(2.0)
-        code, text = _get(base + "/metrics")
+        code, text = http_get(base + "/metrics")
         assert code == 200
         for needle in ('edgegw_build_info{daemon="capture"', 'edgegw_camera_fps{camera="gate1"}',
                        'edgegw_camera_last_frame_timestamp_seconds{camera="gate1"}',
@@ -206,9 +196,9 @@ capture_port = {port}
     proc = _start(["capture", "--config", str(cfg)], {"NOTIFY_SOCKET": str(notify.path)})
     try:
         _wait(f"http://127.0.0.1:{port}/livez")
-        code, body = _get(f"http://127.0.0.1:{port}/readyz")
+        code, body = http_get(f"http://127.0.0.1:{port}/readyz")
         assert code == 503 and "waiting for the first frame" in body
-        assert _get(f"http://127.0.0.1:{port}/livez")[0] == 200
+        assert http_get(f"http://127.0.0.1:{port}/livez")[0] == 200
         notify.collect(time.monotonic() + 2.0)
         assert not any("READY=1" in m for m in notify.messages)
     finally:
@@ -235,16 +225,16 @@ port = {broker.port}
         deadline = time.monotonic() + 20
         text = ""
         while time.monotonic() < deadline:
-            text = _get(base + "/metrics")[1]
+            text = http_get(base + "/metrics")[1]
             if "edgegw_mqtt_connected 1.0" in text and "edgegw_outbox_depth" in text:
                 break
             time.sleep(0.3)
         assert "edgegw_mqtt_connected 1.0" in text, text
         assert "edgegw_outbox_depth 0.0" in text and 'edgegw_build_info{daemon="uplink"' in text
         assert 'edgegw_check_status{check="camera.reach:gate1"} 2.0' in text
-        code, body = _get(base + "/readyz")
+        code, body = http_get(base + "/readyz")
         assert code == 200 and "broker connected" in body
-        assert _get(base + "/nope")[0] == 404
+        assert http_get(base + "/nope")[0] == 404
         notify.wait_for("STATUS=connected")
         assert notify.wait_for("WATCHDOG=1")
     finally:

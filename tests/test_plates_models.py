@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -78,10 +79,12 @@ def test_scene_subset_read_exactly(reader: PlateReader) -> None:
         got.append(best.text == row["plate_text"])
         assert best.valid and is_valid_plate(best.text)
         assert best.corners.shape == (4, 2)
-        # Corners (TL, TR, BR, BL) within 6 % of the plate width of the labelled ones (CCPD: BR first).
+        # Corners (TL, TR, BR, BL) within 7 % of the plate width of the labelled ones (CCPD: BR first).
+        # (6 % with proposals at 640; at 384 one of these six plates is at 6.4 %, the median over
+        # the 36 scenes 1.44 % against 1.30 %, and every read set equal or better: docs/gate.md.)
         labelled = np.array([[float(v) for v in p.split("&")] for p in row["vertices_rb_lb_lt_rt"].split(";")])
         error = np.linalg.norm(best.corners - labelled[[2, 3, 0, 1]], axis=1).mean()
-        assert error < 0.06 * (float(row["x2"]) - float(row["x1"])), row["path"]
+        assert error < 0.07 * (float(row["x2"]) - float(row["x1"])), row["path"]
         expected = PlateColour.GREEN if row["n_chars"] == "8" else PlateColour.BLUE
         assert best.colour is expected
         assert len(best.char_confidences) == len(best.text)
@@ -272,3 +275,44 @@ def test_clp_rec_second_opinion_reads_crops() -> None:
         assert read is not None and is_valid_plate(read.text)
         hits += read.text == row["plate_text"]
     assert hits >= len(rows) - 1
+
+
+class _Recording:
+    """The real clp_det runner, recording the input size of each call."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.sizes: list[tuple[int, int]] = []
+
+    def run(self, inputs: Any) -> Any:
+        self.sizes.append((int(inputs.shape[2]), int(inputs.shape[3])))
+        return self.runner.run(inputs)
+
+
+def test_locate_looks_larger_only_when_nothing_is_found(reader: PlateReader) -> None:
+    """Proposals at the small long side; each fallback size in turn only while nothing is found."""
+    params = ReaderParams()
+    assert params.fallback_long_sides, "the test needs fallbacks"
+    spy = PlateReader(MODELS, RuntimeOptions(intra_op_threads=1), params=params,
+                      detector=_Recording(reader._detector))
+    rec = spy._detector
+    assert isinstance(rec, _Recording)
+    assert params.proposal_long_side is not None and params.detector.long_side is not None
+    sizes = (params.proposal_long_side, *params.fallback_long_sides)
+    # An empty 1280x720 road: every size is tried, smallest first, once each.
+    assert spy.locate(np.full((720, 1280, 3), 90, np.uint8)) == []
+    assert [max(s) for s in rec.sizes] == [min(1280, s) for s in sizes]
+    # A frame too small to shrink `proposal_min_shrink` times is proposed on at the detector's
+    # long side, here its native size, and never upscaled for a fallback.
+    rec.sizes.clear()
+    small = params.detector.long_side - 40
+    assert small < params.proposal_min_shrink * params.proposal_long_side
+    assert spy.locate(np.full((small * 9 // 16, small, 3), 90, np.uint8)) == []
+    assert [max(s) for s in rec.sizes] == [small]
+    # A scene with a plate: found at the proposal size, so no larger whole-frame run follows
+    # (the other calls are the plate-scale refinements, on crops).
+    rec.sizes.clear()
+    scene = _image(_kind("full_scene")[0])
+    assert spy.locate(scene)
+    assert max(rec.sizes[0]) == params.proposal_long_side
+    assert all(max(s) < min(params.fallback_long_sides) for s in rec.sizes[1:])

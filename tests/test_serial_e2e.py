@@ -17,6 +17,7 @@ from drivers.serial.rdm6300 import encode
 from edge.keys import load_key_file
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
+from tests._gateway import uplink_to
 from tests._mqtt import RAW_IDENTIFIERS, Collector
 from tests.conftest import ROOT, Broker, new_gateway
 
@@ -53,14 +54,7 @@ side = "in"
 id = "gate1-sniffer"
 port = "{os.ttyname(sniff_slave)}"
 format = "sniffer-csv"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-
-[uplink]
-status_interval_s = 0.5
-""")
+""" + uplink_to(broker))
     col = Collector(broker.host, broker.port)
     procs = [subprocess.Popen([sys.executable, "-m", "edge.cli", "-vv", sub, "--config", str(cfg)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -202,3 +202,14 @@ def test_direction_of_a_real_track_across_a_vertical_gate() -> None:
 def test_gate_line_config_rejects_a_point() -> None:
     with pytest.raises(ValidationError):
         GateLineConfig(a=(1.0, 1.0), b=(1.0, 1.0))
+
+
+def test_predictions_and_samples_found_after_the_fact() -> None:
+    tracker: IouTracker[str] = IouTracker("cam", quality=len, config=TrackerConfig(min_hits=1, best_k=3))
+    tracker.update(0.0, [Detection(Box(0, 0, 10, 10), 1.0, np.zeros((4, 2), np.float32))], lambda d: "a")
+    tracker.update(0.1, [Detection(Box(2, 0, 12, 10), 1.0, np.zeros((4, 2), np.float32))], lambda d: "bb")
+    ((tid, pred),) = tracker.predictions(0.2)
+    assert pred.x1 == pytest.approx(4.0)  # moved on at the track's velocity
+    assert tracker.add_samples(tid, ["cccc", "ddd"]) and not tracker.add_samples(tid + 1, ["x"])
+    (track,) = tracker.flush()
+    assert track.hits == 4 and track.samples == ("cccc", "ddd", "bb")

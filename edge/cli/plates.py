@@ -33,7 +33,9 @@ def cmd_read(args: argparse.Namespace) -> int:
     if not items:
         raise ConfigError("give image paths or --labels CSV")
     detector = DetectorParams() if args.long_side is None else DetectorParams(long_side=args.long_side or None)
-    params = ReaderParams(detector=detector)
+    # --long-side sets the size detection (and so the plate proposals) runs at.
+    params = ReaderParams(detector=detector) if args.long_side is None else ReaderParams(
+        detector=detector, proposal_long_side=detector.long_side)
     reader = PlateReader(
         args.models_dir or default_models_dir(),
         RuntimeOptions(intra_op_threads=args.threads),
@@ -61,6 +63,7 @@ def register(subparsers: Any) -> None:
         "--long-side",
         type=int,
         default=None,
-        help="detect on frames downscaled to this longer side (0: native size; default: 640)",
+        help="propose plates on frames downscaled to this longer side (0: native size; default: 384, "
+        "then 640 and 1280 while nothing is found)",
     )
     p.set_defaults(func=cmd_read)

@@ -50,6 +50,12 @@ class PlateConfig(StrictModel):
     with the vote (0: only when the track ends)."""
     early_min_confidence: float = Field(default=0.85, ge=0, le=1)
     """... and the vote's confidence is at least this."""
+    zoom: bool = True
+    """On a frame where an open vehicle track got no plate detection, look again around its predicted
+    plate on a crop where the plate is large enough to find (edge.pipeline.plates.TrackZoom)."""
+    zoom_lookback_frames: int = Field(default=5, ge=0, le=30)
+    """When a track starts, the same look at its plate in up to this many earlier frames (0: off);
+    they are kept by reference, none older than `track_max_age_s`."""
     cameras: tuple[str, ...] = ()
     """Camera ids this path runs on (plate cameras usually differ from face cameras)."""
 

@@ -160,6 +160,22 @@ class IouTracker(Generic[S]):
         return [Track(t.track_id, self._source_id, t.first_ts, t.last_ts, t.hits, t.first_box, t.last_box, ())
                 for t in self._live]
 
+    def predictions(self, ts: float) -> list[tuple[int, Box]]:
+        """(track id, box moved to `ts` at its track's velocity) of every open track: where a path
+        that looks again at a missed object (edge.pipeline.plates' zoom) should look."""
+        return [(t.track_id, t.predicted(ts)) for t in self._live]
+
+    def add_samples(self, track_id: int, samples: Sequence[S]) -> bool:
+        """Give an open track samples found after the fact (in frames before its first detection),
+        each counted as a hit; False when no such track is open."""
+        for track in self._live:
+            if track.track_id == track_id:
+                for sample in samples:
+                    track.hits += 1
+                    self._keep(track, sample)
+                return True
+        return False
+
     def expire(self, ts: float) -> list[Track[S]]:
         """End tracks too old by `max_age_s` at `ts` without counting a missed detector run.
 

@@ -38,7 +38,8 @@ class DetectorParams:
     max_plates: int = 16
     # Detection runs on the frame resized so its longer side is at most this (None: native size).
     # The model's smallest anchors are 24 and 48 px, so halving a 1280x720 frame still finds
-    # plates down to about 60 px wide in the original frame.
+    # plates down to about 60 px wide in the original frame. (PlateReader proposes at a smaller
+    # long side of its own and refines at plate scale; see ReaderParams.)
     long_side: int | None = 640
 
 

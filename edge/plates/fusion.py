@@ -15,6 +15,7 @@ letter stay PP-OCR's.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge.plates.ctc import Decoded
@@ -91,3 +92,49 @@ def _shares(primary: Decoded, text: str) -> tuple[float, ...]:
         return ()
     return tuple(s if c == p else 0.0 for s, c, p in zip(primary.char_shares, text, primary.text, strict=True))
 
+
+
+CONFUSABLE: tuple[str, ...] = ("T71", "0DU", "Y1", "8B")
+"""Character groups PP-OCR was measured to confuse on these plates (docs/gate.md): a trailing T read
+as 7 or 1, 0 and D, U read as 0, Y read as 1, 8 and B."""
+
+
+def partners(char: str, groups: Sequence[str] = CONFUSABLE) -> str:
+    """The characters `char` is confusable with (its groups, without itself)."""
+    return "".join(sorted({c for g in groups if char in g for c in g} - {char}))
+
+
+def confusable_positions(primary: Decoded, below: float, groups: Sequence[str] = CONFUSABLE) -> list[int]:
+    """Alphanumeric positions whose character is in a confusable group and read below `below`."""
+    return [i for i in range(FIRST_FUSED, len(primary.text))
+            if primary.char_confidences[i] < below and partners(primary.text[i], groups)]
+
+
+def settle_confusable(
+    primary: Decoded,
+    secondary: Decoded | None,
+    positions: Sequence[int],
+    *,
+    groups: Sequence[str] = CONFUSABLE,
+    primary_cal: Calibration = PPOCR_ALNUM,
+    secondary_cal: Calibration = CLP_ALNUM,
+) -> Decoded:
+    """`primary` with only the given confusable positions open to the second recogniser, and only
+    to a partner of the same group (T for a 7, not an arbitrary character) when it is better
+    calibrated; such a character's confidence is the winner's calibrated one minus the loser's, as in
+    `fuse`. Every other position, and a read whose second opinion differs in length, is unchanged."""
+    if secondary is None or len(secondary.text) != len(primary.text) or not positions:
+        return primary
+    chars = list(primary.text)
+    confs = list(primary.char_confidences)
+    for i in positions:
+        a, b = primary.text[i], secondary.text[i]
+        if b == a or b not in partners(a, groups):
+            continue
+        pa, pb = primary_cal(primary.char_confidences[i]), secondary_cal(secondary.char_confidences[i])
+        if pb > pa:
+            chars[i], confs[i] = b, pb - pa
+    text = "".join(chars)
+    if text == primary.text or plate_format(text) is None:
+        return primary
+    return Decoded(text, tuple(confs), primary.log_prob, _shares(primary, text))

@@ -19,7 +19,7 @@ from edge.plates import detector as det
 from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
-from edge.plates.fusion import fuse
+from edge.plates.fusion import confusable_positions, fuse, settle_confusable
 from edge.plates.grammar import PlateFormat
 from edge.plates.recognisers import (
     CLP_SPEC,
@@ -76,12 +76,30 @@ class ReaderParams:
     refine_width: int | None = 160
     # Context around the proposal's box for the re-detection, as fractions of its width and height.
     refine_margin: tuple[float, float] = (0.35, 0.8)
+    # The long side a large frame is shrunk to for the proposals (None: `detector.long_side`).
+    # The refinement gives the corners, so the proposals need only find the plate: at 384 the
+    # whole-frame run costs 0.38x of the one at 640, and a frame where nothing is found looks
+    # again at each of `fallback_long_sides`. Measured (bench/bench_gate_plates.py, six sets and
+    # four held-out ones; docs/gate.md "Proposals at 384"): 309 exact reads of 360 against 306 at
+    # 640, 11 wrong published against 12, but one fewer on held-out degraded seed 15003.
+    proposal_long_side: int | None = 384
+    # ... only on frames that this shrinks at least this many times. Smaller frames (every set
+    # measured has frames of 1160 or 1280 px) keep the proposals at `detector.long_side`, where a
+    # 640 px frame costs no more than at its native size: not measured at 384, so not changed.
+    proposal_min_shrink: float = 2.0
+    # Refine once more, from the refined box, when its width differs from the proposal's by more
+    # than this share (None: never). Measured with proposals at 384, 0.1: on the 36 native scenes
+    # 6 of 37 plates refined twice, mean corner error 1.63 % of the plate width (1.71 % without;
+    # 1.63 % with proposals at 640), none over 6 % (one without); reads 309 of 360 as without it,
+    # but the clip read 32 of 36 instead of 33, so it is off (docs/gate.md, "Proposals at 384").
+    refine_tolerance: float | None = None
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
-    # When the proposals at `detector.long_side` find nothing, look once more at this long side
-    # (None: never). Costs a second detector run only on frames where no plate was found.
-    fallback_long_side: int | None = 1280
+    # When the first proposals find nothing, look again at each of these (larger) long
+    # sides in turn until something is found (empty: never). Costs more detector runs only on
+    # frames where no plate was found.
+    fallback_long_sides: tuple[int, ...] = (640, 1280)
     # Test-time variants of each plate line read in the same batch and combined per character
     # position (edge.plates.variants): "clahe", "gamma", "sharpen", "wide" (a wider band).
     # Measured (bench/bench_gate_plates.py): "clahe" read 1 more of 36 at 720p and natively, and
@@ -100,6 +118,14 @@ class ReaderParams:
     # three seeds, at no loss on the native, 720p or crop sets; 0.9 also fixed a T read as 7 at 720p
     # but turned a native U read at 0.77 into 0 (the same raw confidence as that 7: native 34, not 35).
     second_opinion_below: float = 0.6
+    # ... and for a read that is not weak but has a character of a confusable group (`confusable`)
+    # below this (0: never): clp_rec may then replace only those characters, and only by a partner
+    # of the same group (edge.plates.fusion.settle_confusable). Measured (bench/ab_gate_plates.py,
+    # native, 720p, degraded seeds 15000-15004): T/7/1 below 0.9 read the 720p set's trailing T
+    # (36/36, wrong 1 -> 0) and changed nothing else; all four groups of fusion.CONFUSABLE (below 0.9
+    # or 0.8) turned a right read wrong natively and on seed 15003 (native 34, 1 wrong).
+    confusable_below: float = 0.9
+    confusable: tuple[str, ...] = ("T71",)
 
 
 def _to_uint8(image: NDArray[Any]) -> NDArray[np.uint8]:
@@ -229,12 +255,19 @@ class PlateReader:
         p = self.params
         if p.refine_width is None:
             return self.detect(bgr)
-        found = self._locate_at(bgr, p.detector.long_side)
-        fallback = p.fallback_long_side
-        if not found and fallback is not None and max(bgr.shape[:2]) > (p.detector.long_side or 0):
+        side = max(bgr.shape[:2])
+        first = p.detector.long_side
+        if p.proposal_long_side is not None and side >= p.proposal_min_shrink * p.proposal_long_side:
+            first = p.proposal_long_side
+        found = self._locate_at(bgr, first)
+        looked = first or side
+        for fallback in p.fallback_long_sides:
+            if found or side <= looked or fallback <= looked:
+                break
             # Nothing at the proposal scale: a small plate (60-100 px in 1280x720) may be below
-            # the detector's smallest anchors once the frame is halved; look once more, larger.
+            # the detector's smallest anchors once the frame is shrunk; look again, larger.
             found = self._locate_at(bgr, fallback)
+            looked = fallback
         return found
 
     def _locate_at(self, bgr: NDArray[np.uint8], long_side: int | None) -> list[Detection]:
@@ -247,6 +280,14 @@ class PlateReader:
         found: list[Detection] = []
         for d in proposals:
             refined = self._refine(bgr, d, p.refine_width)
+            if refined is not None and p.refine_tolerance is not None:
+                # A proposal from a small detector input can miss the plate's width, and the
+                # corners are best when the plate really is `refine_width` wide in the crop.
+                off = abs(refined.box.width - d.box.width) / max(refined.box.width, 1.0)
+                if off > p.refine_tolerance:
+                    again = self._refine(bgr, refined, p.refine_width)
+                    if again is not None and again.score >= p.detector.score_threshold:
+                        refined = again
             if refined is not None and refined.score >= p.detector.score_threshold:
                 found.append(refined)
             elif d.score >= p.detector.score_threshold:
@@ -283,6 +324,37 @@ class PlateReader:
             min(float(h), b.y2 / scale + y1),
         )
         return Detection(box=box, score=hit.score, keypoints=corners)
+
+    def read_near(self, image: NDArray[Any], box: Box, *, context: float = 2.0,
+                  min_score: float | None = None) -> list[PlateRead]:
+        """The plate re-detected around `box` (where a track predicts its plate) on a crop scaled so
+        the plate is `refine_width` wide, read like a frame's plate; [] when no plate is there.
+
+        `context` widens the searched region around `box` (the plate may have moved); `min_score`
+        is the detector score a hit needs (the detector's threshold by default)."""
+        bgr = normalise_frame(image)
+        p = self.params
+        if bgr is None or min(bgr.shape[:2]) < _MIN_SIDE or box.width < 2 or box.height < 2:
+            return []
+        target = p.refine_width or 160
+        cx, cy = box.centre
+        half_w, half_h = box.width * context / 2, box.height * context / 2
+        wide = Box(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        # _refine scales its crop by `target / box width`: asking for `target * context` on the
+        # widened box keeps the plate itself `target` px wide.
+        hit = self._refine(bgr, Detection(box=wide, score=0.0, keypoints=_crop_corners(1, 1)), int(target * context))
+        threshold = p.detector.score_threshold if min_score is None else min_score
+        if hit is None or hit.score < threshold:
+            return []
+        return self._read_quads(bgr, [(hit.keypoints, hit.box, hit.score)])
+
+    def plate_line(self, image: NDArray[Any], corners: NDArray[np.float32]) -> NDArray[np.uint8] | None:
+        """The rectified single-row line of the plate with these corners (what the recogniser reads),
+        for fusing several frames of one track (edge.pipeline.plates)."""
+        bgr = normalise_frame(image)
+        if bgr is None:
+            return None
+        return warp_band(bgr, corners, self.params.line_width, PPOCR_SPEC.height, self.params.band)
 
     def read_crop(self, crop_bgr: NDArray[Any]) -> PlateRead | None:
         """Read an image that is already a tight plate crop (no detection); None for a bad crop."""
@@ -497,8 +569,16 @@ class PlateReader:
         """Ask clp_v2_c_rec about single-row plates whose read is weak and combine the two reads
         per position on calibrated confidences (edge.plates.fusion); one batch for all of them."""
         p = self.params
-        todo = [q for q, d in enumerate(decoded) if d is not None and rows[q] is PlateLayout.SINGLE
-                and q in first_line and d.min_confidence < p.second_opinion_below]
+        todo: list[int] = []
+        settle: dict[int, list[int]] = {}  # not weak, but a confusable character: those positions only
+        for q, d in enumerate(decoded):
+            if d is None or rows[q] is not PlateLayout.SINGLE or q not in first_line:
+                continue
+            if d.min_confidence < p.second_opinion_below:
+                todo.append(q)
+            elif p.confusable_below > 0 and (at := confusable_positions(d, p.confusable_below, p.confusable)):
+                todo.append(q)
+                settle[q] = at
         out = list(decoded)
         if not todo:
             return out
@@ -508,5 +588,5 @@ class PlateReader:
         for q, a in zip(todo, alt, strict=True):
             cur = out[q]
             if cur is not None:
-                out[q] = fuse(cur, a)
+                out[q] = settle_confusable(cur, a, settle[q], groups=p.confusable) if q in settle else fuse(cur, a)
         return out

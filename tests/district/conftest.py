@@ -20,7 +20,7 @@ import pytest
 from tests._chaos import Proc
 
 SERVER_DSN = os.environ.get("EDGEGW_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
-_TABLES = ("events", "seq_runs", "marks", "gaps", "rejects", "gateway_status", "audit_log", "search_grants",
+_TABLES = ("events", "gateways", "seq_runs", "marks", "gaps", "rejects", "gateway_status", "audit_log", "search_grants",
            "gateway_keys", "viid_subscriptions", "viid_outbox", "viid_cursor", "viid_state", "cases",
            "case_history", "watchlists")
 

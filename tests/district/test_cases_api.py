@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 import uvicorn
 
 from district.api import create_app
+from district.casedesk import Case, HistoryEntry
 from district.config import DatabaseConfig, IngestConfig, SearchConfig
 from district.db import connect
 from district.platform_audit import verify
@@ -71,6 +73,14 @@ def test_cases_over_http_roles_moves_refusals_and_export(api: str, pg: Database)
             assert path in spec["paths"], path
         assert {"CaseOut", "ExportOut", "DispatchIn", "CloseIn"} <= set(spec["components"]["schemas"])
         assert "409" in spec["paths"]["/v1/cases/{case_id}/claim"]["post"]["responses"]
+        # CaseOut is the desk's Case seen by pydantic: every field, all required, in the desk's order.
+        schemas = spec["components"]["schemas"]
+        case = schemas["CaseOut"]
+        assert list(case["properties"]) == case["required"] == [f.name for f in fields(Case)]
+        assert schemas["HistoryOut"]["required"] == [f.name for f in fields(HistoryEntry)]
+        assert case["properties"]["state"] == {"$ref": "#/components/schemas/CaseState"}
+        assert case["properties"]["history"]["items"] == {"$ref": "#/components/schemas/HistoryOut"}
+        assert case["properties"]["links"]["description"] == "watch_hit: the event ids of the matched passage(s)"
         assert http.get("/v1/cases").status_code == 401
         listed = http.get("/v1/cases", params={"open_only": "true"}, headers=_h(AUDITOR))
         assert listed.status_code == 200 and [c["case_id"] for c in listed.json()] == [sos_id]

@@ -36,9 +36,10 @@ from edge.keys import load_key_file
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import IdKind
 from tests._chaos import wait_until
+from tests._gateway import gateway_daemon, stop_daemons, watch_list_gateway
 from tests._mqtt import RAW_IDENTIFIERS
 from tests._ptypair import free_pair
-from tests.conftest import ROOT, Broker, free_port, new_gateway
+from tests.conftest import ROOT, Broker, free_port
 from tests.district.conftest import Database, district_config, worker
 
 CARD = bytes.fromhex("5C1D2E3F40")
@@ -48,24 +49,6 @@ OFFICER = "o" * 40 + "1"
 def _district(cfg: Path, pg: Database, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "district", *args, "--config", str(cfg), "--dsn", pg.dsn], cwd=ROOT,
                           capture_output=True, text=True, input=stdin, timeout=60, check=False)
-
-
-def _gateway(cfg: Path, sub: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", sub, "--config", str(cfg)], cwd=ROOT,
-                                stdout=f, stderr=subprocess.STDOUT)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def _tails(*logs: Path) -> str:
@@ -178,24 +161,7 @@ def test_watch_list_from_the_platform_to_a_case_closed_by_an_officer(tmp_path: P
                                                                      broker: Broker) -> None:
     RAW_IDENTIFIERS.add(CARD.hex().upper())
     pair = free_pair()
-    gw_cfg = new_gateway(tmp_path, f"""
-[[serial]]
-id = "gate1-card"
-port = "{pair.a}"
-format = "rdm6300"
-side = "in"
-
-[watchlist]
-enabled = true
-public_key = "platform.pub"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-
-[uplink]
-status_interval_s = 0.5
-""")
+    gw_cfg = watch_list_gateway(tmp_path, pair.a, broker)
     data = tmp_path / "data"
     root = data / "district.key"  # the district root the gateway's epoch keys were issued from
     seed = tmp_path / "watchlist-signing.key"
@@ -213,7 +179,7 @@ status_interval_s = 0.5
 
     ingest = worker(cfg, pg, broker.port, tmp_path, client_id="cases-w1")
     logs = [tmp_path / "uplink.log", tmp_path / "capture.log", ingest.log_path]
-    procs = [_gateway(gw_cfg, sub, tmp_path / f"{sub}.log") for sub in ("uplink", "capture")]
+    procs = [gateway_daemon(gw_cfg, sub, log=tmp_path / f"{sub}.log") for sub in ("uplink", "capture")]
     api: _Api | None = None
     try:
         def in_force() -> bool:
@@ -270,7 +236,7 @@ status_interval_s = 0.5
     finally:
         if api is not None:
             api.close()
-        _stop(procs)
+        stop_daemons(procs)
         ingest.stop()
         pair.close()
     with connect(pg.dsn) as conn:

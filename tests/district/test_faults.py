@@ -15,7 +15,7 @@ import pytest
 
 from district.db import migrate
 from edge.outbox import Outbox
-from tests._chaos import gateway_config, producer, uplink_daemon, wait_until
+from tests._chaos import gateway_config, outbox_depth, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
 from tests.district._pg import OwnPostgres
 from tests.district.conftest import Database, district_config, worker
@@ -30,14 +30,6 @@ def own_pg() -> Iterator[OwnPostgres]:
     migrate(server.dsn)
     yield server
     server.close()
-
-
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
 
 
 def _stream_through_faults(tmp_path: Path, db: Database, broker: Broker, *, events: int, rate: int,
@@ -76,7 +68,7 @@ def _stream_through_faults(tmp_path: Path, db: Database, broker: Broker, *, even
         assert len(acked) == events
         assert wait_until(lambda: acked <= {str(r[0]) for r in db.query("SELECT event_id FROM events")}, 120, 0.3), \
             procs[0].log_path.read_text()[-3000:]
-        assert wait_until(lambda: _depth(outbox) == 0, 60), "the gateway kept rows the watermark covers"
+        assert wait_until(lambda: outbox_depth(outbox) == 0, 60), "the gateway kept rows the watermark covers"
         assert count() == events  # exactly once
     finally:
         up.stop()

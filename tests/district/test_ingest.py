@@ -20,7 +20,7 @@ from district.db import migrate
 from district.partitions import day_bound, drop_older_than, ensure_partitions, list_partitions, uuid7_day
 from edge.compat import UTC
 from edge.outbox import Outbox
-from tests._chaos import BASE, gateway_config, producer, uplink_daemon, wait_until
+from tests._chaos import BASE, gateway_config, outbox_depth, producer, uplink_daemon, wait_until
 from tests.conftest import Broker
 from tests.district.conftest import Database, district_config, worker
 
@@ -35,6 +35,15 @@ def test_migrations_are_versioned_and_apply_once(pg: Database) -> None:
     assert pg.scalar("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'events'::regclass") == "r"
     indexes = {r[0] for r in pg.query("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")}
     assert {"events_pkey", "events_subject_ts", "events_gateway_ts", "events_kind_ts"} <= indexes
+    # Gateway + time keys on the gateway's integer id (migration 0010), kind + time on the kind.
+    cols = {name: pg.scalar("SELECT string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod), ',' "
+                            "ORDER BY k.n) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid CROSS JOIN LATERAL "
+                            "unnest(x.indkey) WITH ORDINALITY AS k(att, n) JOIN pg_attribute a "
+                            "ON a.attrelid = x.indrelid AND a.attnum = k.att WHERE i.relname = %s", (name,))
+            for name in ("events_gateway_ts", "events_kind_ts", "events_subject_ts")}
+    assert cols == {"events_gateway_ts": "gateway_id:integer,ts:timestamp with time zone",
+                    "events_kind_ts": "kind:text,ts:timestamp with time zone",
+                    "events_subject_ts": "subject_pseudonym:text,ts:timestamp with time zone"}
 
 
 def _uuid7_at(ms: int) -> uuid.UUID:
@@ -54,8 +63,8 @@ def test_uuid7_day_bounds_route_events_to_their_day_partition(pg: Database) -> N
         ensure_partitions(conn, [day])  # again: nothing new, no error
         for eid in (first, last, _uuid7_at(start_ms + 86_400_000)):
             conn.execute("INSERT INTO events (event_id, ts, district, community, gateway, source, boot, seq, kind, "
-                         "payload, received_at) VALUES (%s, now(), 'd', 'c', 'g', 's', 1, 1, 'alarm', '{}', now())",
-                         (eid,))
+                         "payload, received_at, gateway_id) VALUES (%s, now(), 'd', 'c', 'g', 's', 1, 1, 'alarm', "
+                         "'{}', now(), (SELECT o_id FROM gateway_ids('{d}', '{c}', '{g}')))", (eid,))
         conn.commit()
         where = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM events GROUP BY 1").fetchall())
         assert where == {"events_20261130": 2, "events_20261201": 1}
@@ -68,14 +77,6 @@ def test_uuid7_day_bounds_route_events_to_their_day_partition(pg: Database) -> N
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
         drop_older_than(conn, 1, today=date(2026, 12, 10))
     assert pg.scalar("SELECT count(*) FROM events") == 0
-
-
-def _depth(db: Path) -> int:
-    ob = Outbox(db)
-    try:
-        return ob.depth()
-    finally:
-        ob.close()
 
 
 def _last_seqs(db: Path) -> dict[str, int]:
@@ -111,7 +112,7 @@ def _gateway_stream(tmp_path: Path, pg: Database, broker: Broker, *, events: int
         acked = set(prod.ids())
         assert len(acked) == events
         assert wait_until(lambda: acked <= _stored_ids(pg), 90, 0.2), "events the platform never committed"
-        assert wait_until(lambda: _depth(outbox) == 0, 30), "the gateway kept rows the watermark covers"
+        assert wait_until(lambda: outbox_depth(outbox) == 0, 30), "the gateway kept rows the watermark covers"
         # Exactly once: the primary key forbids two rows, and nothing else arrived.
         assert pg.scalar("SELECT count(*) FROM events") == events
         assert pg.scalar("SELECT count(*) FROM events WHERE jsonb_typeof(payload) <> 'object'") == 0
@@ -200,7 +201,7 @@ def test_events_lost_in_flight_come_back_by_replay_request(tmp_path: Path, pg: D
         assert prod.wait(120) == 0
         acked = set(prod.ids())
         assert wait_until(lambda: acked <= _stored_ids(pg), 60, 0.2), w.log_path.read_text()[-2000:]
-        assert wait_until(lambda: _depth(outbox) == 0, 30)
+        assert wait_until(lambda: outbox_depth(outbox) == 0, 30)
     finally:
         up.stop()
         prod.stop()

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from district.errors import SearchRefusedError
 from district.messages import parse
 from district.platform_audit import verify
 from district.principals import Principals, Role, write_tokens_file
-from district.search import KeyService, Refusal, SearchKind, SearchRequest, SearchService
+from district.search import Hit, KeyService, Refusal, SearchKind, SearchRequest, SearchService
 from district.simulate import event, payload, pseudonymous_subject
 from edge.compat import UTC
 from edge.keys import load_key_file
@@ -155,6 +156,9 @@ def test_http_api_roles_openapi_search_and_rate_limit(api: str) -> None:
     with httpx.Client(base_url=api, timeout=10) as http:
         spec = http.get("/openapi.json").json()
         assert "/v1/search" in spec["paths"] and "SearchIn" in spec["components"]["schemas"]
+        hit = spec["components"]["schemas"]["HitOut"]  # search.Hit seen by pydantic: every field, required
+        assert list(hit["properties"]) == hit["required"] == [f.name for f in fields(Hit)]
+        assert hit["properties"]["ts"] == {"type": "string", "format": "date-time", "title": "Ts"}
         assert http.post("/v1/search", json=body).status_code == 401
         assert http.post("/v1/search", json=body, headers={"Authorization": "Bearer wrong" * 5}).status_code == 401
         auditor = {"Authorization": f"Bearer {AUDITOR_TOKEN}"}
@@ -164,6 +168,7 @@ def test_http_api_roles_openapi_search_and_rate_limit(api: str) -> None:
         ok = http.post("/v1/search", json=body, headers=police)
         assert ok.status_code == 200, ok.text
         assert [h["gateway"] for h in ok.json()["hits"]] == ["gw01", "gw02"]
+        assert all(datetime.fromisoformat(h["ts"].replace("Z", "+00:00")).tzinfo for h in ok.json()["hits"])
         assert "C-2026-117" in ok.json()["details_hint"]
         assert http.post("/v1/search", json=body, headers=police).status_code == 200
         limited = http.post("/v1/search", json=body, headers=police)

@@ -1,5 +1,6 @@
 """The loader and the watermark bookkeeping against the real PostgreSQL: source ids (migration 0008),
-the fast COPY path and its fallback on a resend, runs folded into marks, and 0008 carrying old runs."""
+the fast COPY path and its fallback on a resend, runs folded into marks, 0008 carrying old runs, and the
+gateway ids (migration 0010) on every event, old and new."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 from district.config import DatabaseConfig, IngestConfig
 from district.db import migrate, migrations
 from district.messages import EventRow, parse
+from district.partitions import ensure_partitions, uuid7_day
 from district.simulate import event, payload
 from district.store import Store, seq_runs
 from district.testing import scratch_database
@@ -93,3 +95,64 @@ def test_migration_0008_carries_the_runs_recorded_before_it() -> None:
             rows = conn.execute("SELECT o_src, o_changed FROM advance_sources(%s)", ([src[0]],)).fetchall()
         assert rows == [(src[0], True)]
         assert conn.execute("SELECT seq FROM marks WHERE src = %s", (src[0],)).fetchone() == (4,)
+
+
+def test_each_event_carries_its_gateways_id_and_same_named_gateways_differ(pg: Database) -> None:
+    boot = int(time.time() * 1000)
+    a = _events("gw01", "cam1", boot, [1, 2])
+    # Another community's gw01: the same name, another gateway.
+    obj = event("dl-gjz", "c0002", "gw01", "cam1", boot, 1)
+    b = parse(f"edgegw/dl-gjz/c0002/gw01/events/{obj['kind']}", payload(obj))
+    assert isinstance(b, EventRow)
+    store = Store(DatabaseConfig(dsn=pg.dsn), IngestConfig())
+    try:
+        store.write([*a, b])
+        store.write(_events("gw01", "cam2", boot, [1]))  # a new source of a known gateway: the same id
+    finally:
+        store.close()
+    rows = pg.query("SELECT e.community, e.source, e.gateway_id, g.district, g.community, g.gateway FROM events e "
+                    "JOIN gateways g ON g.id = e.gateway_id ORDER BY e.community, e.source, e.seq")
+    assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == [
+        ("c0001", "cam1", "dl-gjz", "c0001", "gw01"), ("c0001", "cam1", "dl-gjz", "c0001", "gw01"),
+        ("c0001", "cam2", "dl-gjz", "c0001", "gw01"), ("c0002", "cam1", "dl-gjz", "c0002", "gw01")]
+    assert len({r[2] for r in rows}) == 2
+    assert pg.scalar("SELECT count(*) FROM gateways") == 2
+
+
+def test_migration_0010_gives_the_stored_events_their_gateway_ids() -> None:
+    with scratch_database("m10") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        # A database as 0009 left it, with events of two gateways of the same name.
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        for mg in migrations():
+            if mg.version <= 9:
+                conn.execute(mg.sql.encode())
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mg.version, mg.name))
+        boot = int(time.time() * 1000)
+        rows = [*_events("gw01", "cam1", boot, [1, 2, 3])]
+        obj = event("dl-gjz", "c0002", "gw01", "cam1", boot, 1)
+        other = parse(f"edgegw/dl-gjz/c0002/gw01/events/{obj['kind']}", payload(obj))
+        assert isinstance(other, EventRow)
+        rows.append(other)
+        ensure_partitions(conn, {uuid7_day(e.event_id) for e in rows})
+        for e in rows:
+            conn.execute("INSERT INTO events (event_id, ts, district, community, gateway, source, boot, seq, kind, "
+                         "payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, now())",
+                         (e.event_id, e.ts, e.gw.district, e.gw.community, e.gw.gateway, e.source, e.boot, e.seq,
+                          e.kind, e.payload))
+        assert 10 in migrate(dsn)
+        got = conn.execute("SELECT e.community, g.community, g.gateway, e.gateway_id FROM events e "
+                           "JOIN gateways g ON g.id = e.gateway_id ORDER BY e.community, e.seq").fetchall()
+        assert [(r[0], r[1], r[2]) for r in got] == [("c0001", "c0001", "gw01")] * 3 + [("c0002", "c0002", "gw01")]
+        assert got[0][3] != got[3][3]
+        # The loader then finds the ids the migration gave (no second row for a known gateway).
+        store = Store(DatabaseConfig(dsn=dsn), IngestConfig())
+        try:
+            assert store.write(_events("gw01", "cam1", boot, [4])).inserted == 1
+        finally:
+            store.close()
+        assert conn.execute("SELECT count(*), count(DISTINCT gateway_id) FROM events WHERE community = 'c0001'"
+                            ).fetchone() == (4, 1)
+        assert conn.execute("SELECT count(*) FROM gateways").fetchone() == (2,)
