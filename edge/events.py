@@ -92,6 +92,14 @@ def _validator() -> Any:
     return fastjsonschema.compile(schema())
 
 
+def compile_schema() -> None:
+    """Compile the schema validator now (once per process) rather than on the first event.
+
+    Compiling costs about 40 ms of CPU: paid at start it stays off the first passage's commit.
+    """
+    _validator()
+
+
 def validate(obj: dict[str, Any]) -> None:
     """Raise PrivacyError if `obj` does not match the schema (unknown attributes included).
 

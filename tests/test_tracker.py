@@ -204,6 +204,73 @@ def test_gate_line_config_rejects_a_point() -> None:
         GateLineConfig(a=(1.0, 1.0), b=(1.0, 1.0))
 
 
+def shifted(box: Box, dx: float, dy: float) -> Box:
+    return Box(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
+
+
+def test_a_frozen_track_builds_no_more_samples_but_keeps_tracking_and_ends_as_usual() -> None:
+    tracker: IouTracker[Sample] = IouTracker("cam", quality=lambda s: s.quality, config=TrackerConfig(best_k=3))
+    calls: list[int] = []
+
+    def make(i: int) -> Callable[[Detection], Sample]:
+        def sample(_: Detection) -> Sample:
+            calls.append(i)
+            return Sample(i, float(i))
+        return sample
+
+    box = Box(100, 100, 140, 140)
+    for i in range(3):
+        assert tracker.update(i / FPS, [det(shifted(box, 5 * i, 0))], make(i)) == []
+    (open_track,) = tracker.peek()
+    assert tracker.freeze(open_track.track_id) and not tracker.freeze(999)
+    assert tracker.peek() == []  # a frozen (decided) track is no longer offered for deciding
+    for i in range(3, 8):
+        tracker.update(i / FPS, [det(shifted(box, 5 * i, 0))], make(i))
+    (ended,) = tracker.flush()
+    assert calls == [0, 1, 2]
+    assert ended.hits == 8 and ended.last_box == shifted(box, 35, 0)
+    assert [s.frame for s in ended.samples] == [2, 1, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_a_quality_bound_skips_only_samples_that_could_not_be_kept(seed: int) -> None:
+    """With an upper bound of each sample's quality the kept best-k are exactly those without it,
+    and samples whose bound cannot beat a full best-k are never built."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    # Ties on purpose (rounded qualities): a bound equal to the worst kept sample must skip, as a
+    # sample of equal quality would not have replaced it.
+    quality = np.round(rng.uniform(0.0, 1.0, n), 1).tolist()
+    slack = np.where(rng.uniform(size=n) < 0.5, 0.0, rng.uniform(0.0, 0.3, n)).tolist()
+    box = Box(200, 200, 260, 260)
+
+    def play(bounded: bool) -> tuple[list[Track[Sample]], int]:
+        tracker: IouTracker[Sample] = IouTracker("cam", quality=lambda s: s.quality, config=TrackerConfig(best_k=3))
+        built = 0
+        ended: list[Track[Sample]] = []
+        for i in range(n):
+            d = det(shifted(box, 2 * i, 0))
+
+            def make(_: Detection, i: int = i) -> Sample:
+                nonlocal built
+                built += 1
+                return Sample(i, quality[i])
+
+            def bound(_: Detection, i: int = i) -> float:
+                return quality[i] + slack[i]
+
+            ended += tracker.update(i / FPS, [d], make, bound if bounded else None)
+        return ended + tracker.flush(), built
+
+    eager, eager_built = play(False)
+    lazy, lazy_built = play(True)
+    assert eager_built == n
+    assert [[(s.frame, s.quality) for s in t.samples] for t in lazy] == \
+        [[(s.frame, s.quality) for s in t.samples] for t in eager]
+    assert [(t.track_id, t.hits) for t in lazy] == [(t.track_id, t.hits) for t in eager] == [(1, n)]
+    assert lazy_built < n  # some samples could not have been kept and were never built
+
+
 def test_predictions_and_samples_found_after_the_fact() -> None:
     tracker: IouTracker[str] = IouTracker("cam", quality=len, config=TrackerConfig(min_hits=1, best_k=3))
     tracker.update(0.0, [Detection(Box(0, 0, 10, 10), 1.0, np.zeros((4, 2), np.float32))], lambda d: "a")

@@ -18,6 +18,7 @@ from typing import Protocol
 from edge.backoff import Backoff
 from edge.configbase import BackoffConfig
 from edge.errors import OutboxError, PrivacyError
+from edge.events import compile_schema
 from edge.outbox import Outbox, OutboxFullError
 from edge.pipeline.alarms import DiskFullAlarm, QuotaAlarm
 from edge.privacy.boundary import PrivacyBoundary
@@ -63,6 +64,8 @@ class Committer:
         self._outbox = outbox
         self._boundary = boundary
         self._watch = watch
+        # Every commit validates against the schema: compile it at start, not inside the first commit.
+        compile_schema()
         self._lock = threading.Lock()
         self._backoff_cfg = backoff
         self._clock = clock

@@ -5,6 +5,9 @@ pairs whose centres are close relative to the box size, so a small fast face tha
 its own width between two detector runs still keeps its track. A constant-velocity prediction moves
 each track's box to the current time before matching. Each track keeps only its best `best_k`
 samples by a caller-supplied quality, so a recogniser later embeds a few good frames, not every frame.
+A sample is built lazily: not at all for a track the caller has frozen (already decided), nor when
+an upper bound of its quality cannot beat the worst of a full best-`best_k` (building one, an
+aligned face crop, costs more than the rest of tracking).
 
 `GateLine` tells which way a finished track crossed a line drawn on the image; the face and plate
 paths share it.
@@ -86,6 +89,7 @@ class _LiveTrack(Generic[S]):
     vx: float = 0.0
     vy: float = 0.0
     samples: list[_Ranked[S]] = field(default_factory=list)
+    frozen: bool = False
 
     def predicted(self, ts: float) -> Box:
         dt = ts - self.last_ts
@@ -131,17 +135,25 @@ class IouTracker(Generic[S]):
         return TrackerStats(active=len(self._live), finished=self._finished, discarded=self._discarded)
 
     def update(
-        self, ts: float, detections: Sequence[Detection], make_sample: Callable[[Detection], S]
+        self,
+        ts: float,
+        detections: Sequence[Detection],
+        make_sample: Callable[[Detection], S],
+        bound: Callable[[Detection], float] | None = None,
     ) -> list[Track[S]]:
         """Feed one detector run at time `ts`; return the tracks that ended, oldest id first.
 
-        `make_sample` is called once per detection to build what the track keeps (e.g. a crop);
-        only the `best_k` samples by quality survive.
+        `make_sample` builds what the track keeps of a detection (e.g. a crop); only the `best_k`
+        samples by quality survive. It is called only when the sample could be kept: not for a
+        frozen track, and, given `bound` (an upper bound of the quality `make_sample`'s sample
+        would have, from the detection alone), not when the bound cannot beat the worst sample of
+        a track that already holds `best_k`. A bound that is not an upper bound changes which
+        samples survive.
         """
         matches, unmatched = self._match(ts, detections)
         matched_tracks: set[int] = set()
         for track, det in matches:
-            self._hit(track, ts, det, make_sample)
+            self._hit(track, ts, det, make_sample, bound)
             matched_tracks.add(id(track))
         for track in self._live:
             if id(track) not in matched_tracks:
@@ -154,6 +166,17 @@ class IouTracker(Generic[S]):
             self._keep(track, make_sample(det))
             self._live.append(track)
         return ended
+
+    def freeze(self, track_id: int) -> bool:
+        """Stop collecting samples for an open track (its caller has decided it); False if not open.
+
+        The track still follows its detections and ends as usual, with the samples it had.
+        """
+        for track in self._live:
+            if track.track_id == track_id:
+                track.frozen = True
+                return True
+        return False
 
     def live(self) -> list[Track[S]]:
         """A snapshot of every open track (without its samples): what zone rules watch meanwhile."""
@@ -227,7 +250,8 @@ class IouTracker(Generic[S]):
         unmatched = [det for di, det in enumerate(detections) if di not in used_d]
         return matches, unmatched
 
-    def _hit(self, track: _LiveTrack[S], ts: float, det: Detection, make_sample: Callable[[Detection], S]) -> None:
+    def _hit(self, track: _LiveTrack[S], ts: float, det: Detection, make_sample: Callable[[Detection], S],
+             bound: Callable[[Detection], float] | None) -> None:
         dt = ts - track.last_ts
         if dt > 0.0:
             (ox, oy), (nx, ny) = track.last_box.centre, det.box.centre
@@ -242,6 +266,12 @@ class IouTracker(Generic[S]):
         track.last_box = det.box
         track.hits += 1
         track.misses = 0
+        if track.frozen:
+            return
+        samples = track.samples
+        # The heap's root is the worst kept sample; a newcomer must beat it strictly (see _keep).
+        if bound is not None and len(samples) >= self._config.best_k and bound(det) <= samples[0].quality:
+            return
         self._keep(track, make_sample(det))
 
     def _keep(self, track: _LiveTrack[S], sample: S) -> None:
@@ -273,9 +303,10 @@ class IouTracker(Generic[S]):
         return out
 
     def peek(self) -> list[Track[S]]:
-        """Snapshots of the open tracks with at least `min_hits` hits, without ending them (a path
-        that decides early looks at a track while the subject is still in view)."""
-        return [self._snapshot(t) for t in self._live if t.hits >= self._config.min_hits]
+        """Snapshots of the open, unfrozen tracks with at least `min_hits` hits, without ending them
+        (a path that decides early looks at a track while the subject is still in view, and freezes
+        it once decided)."""
+        return [self._snapshot(t) for t in self._live if t.hits >= self._config.min_hits and not t.frozen]
 
     def _snapshot(self, track: _LiveTrack[S]) -> Track[S]:
         best = sorted(track.samples, key=lambda r: (-r.quality, r.seq))

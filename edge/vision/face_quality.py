@@ -84,13 +84,28 @@ def frontalness_score(keypoints: NDArray[Any]) -> float:
     return min(max(1.0 - yaw, 0.0), 1.0) * min(max(1.0 - pitch, 0.0), 1.0)
 
 
+def _combine(size: float, sharp: float, frontal: float) -> float:
+    # Plain floats: this runs for every detection of every frame; numpy on 3 numbers costs more.
+    combined = 1.0
+    for part, weight in zip((size, sharp, frontal), WEIGHTS, strict=True):
+        combined *= min(max(part, 0.0), 1.0) ** weight
+    return combined
+
+
 def assess(det: Detection, aligned: NDArray[np.uint8]) -> FaceQuality:
     """Score one detected face given its aligned crop."""
     size = size_score(det)
     sharp = sharpness_score(aligned)
     frontal = frontalness_score(det.keypoints)
-    # Plain floats: this runs for every detection of every frame; numpy on 3 numbers costs more.
-    combined = 1.0
-    for part, weight in zip((size, sharp, frontal), WEIGHTS, strict=True):
-        combined *= min(max(part, 0.0), 1.0) ** weight
-    return FaceQuality(score=combined, size=size, sharpness=sharp, frontalness=frontal)
+    return FaceQuality(score=_combine(size, sharp, frontal), size=size, sharpness=sharp, frontalness=frontal)
+
+
+def score_bound(det: Detection) -> float:
+    """An upper bound of `assess(det, crop).score` for any crop, from the detection alone.
+
+    Size and frontalness come from the box and landmarks; sharpness is taken at its ceiling, 1
+    (v / (v + SHARPNESS_HALF) stays below it). The same products in the same order as `assess`,
+    and IEEE rounding is monotone, so the bound holds bit for bit: a tracker can skip aligning a
+    face whose bound cannot beat the samples it already keeps.
+    """
+    return _combine(size_score(det), 1.0, frontalness_score(det.keypoints))
