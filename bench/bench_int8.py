@@ -194,7 +194,8 @@ def clp_det(models_dir: Path, quick: bool, tmp: Path) -> dict[str, Any]:
 
 def run(*, quick: bool = False, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Every int8 variant against its float model; JSON-ready."""
-    out: dict[str, Any] = {"calibration": "static per-channel int8, Conv only (QOperator), min/max"}
+    out: dict[str, Any] = {"calibration": "static per-channel int8 (QOperator), min/max; SFace: Conv, Gemm, Relu, "
+                                          "Add (edge.vision.quantize.SFACE_INT8_OPS); YuNet, clp_det: Conv only"}
     with tempfile.TemporaryDirectory(prefix="edgegw-int8-") as tmp_s:
         tmp = Path(tmp_s)
         for name, fn in (("sface", sface), ("yunet", yunet), ("clp_det", clp_det)):

@@ -98,6 +98,28 @@ def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
     assert min(cosines) > 0.95, cosines
 
 
+def test_a_stale_int8_sface_is_not_current(tmp_path: Path) -> None:
+    """`edgegw models fetch` re-derives an int8 copy made by another recipe or from another float graph."""
+    import onnx
+
+    from edge.vision.quantize import RECIPE_KEY, is_current
+    from tests._models import analyzer, image, labels
+
+    require_faces()
+    float_graph = models_dir() / "sface.edge.onnx"
+    (tmp_path / "sface.edge.onnx").symlink_to(float_graph)
+    assert not is_current(tmp_path)  # no int8 copy yet
+    samples = [analyzer().largest_face_embedding(image(row["path"])) for row in labels()[:10]]
+    path = quantize_sface(models_dir(), [s.aligned for s in samples if s is not None], out=int8_path(tmp_path))
+    assert is_current(tmp_path)
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == RECIPE_KEY:
+            prop.value = "1: convolutions only"
+    onnx.save(model, str(path))
+    assert not is_current(tmp_path)
+
+
 def test_the_console_section_is_in_the_one_table_with_its_targets() -> None:
     run1 = {"capture_cpu_pct_no_console": 4.0, "capture_cpu_pct_console_idle": 4.1, "capture_cpu_pct_idle_again": 4.2,
             "capture_cpu_pct_one_preview_720p_4fps": 6.0, "console_idle_cost_pct_of_a_core": 0.1,

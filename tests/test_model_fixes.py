@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.errors import ModelError
-from edge.models.fixes import FIXES, apply_fixes, dynamic_hw, prelu_as_relu
+from edge.models.fixes import FIXES, apply_fixes, dynamic_hw, prelu_as_dwconv, prelu_as_relu
 from edge.models.manifest import KNOWN_FIXES
 from edge.models.runner import OrtRunner
 from edge.vision.align import align_face
@@ -134,12 +134,14 @@ def _prelu_model(slopes: NDArray[np.float32]) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
 
 
-def test_prelu_rewrite_is_exact_for_negative_and_large_slopes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fix", ["prelu-as-relu", "prelu-as-dwconv"])
+def test_prelu_rewrite_is_exact_for_negative_and_large_slopes(tmp_path: Path, fix: str) -> None:
     slopes = np.array([-0.81, 0.0, 0.25, 1.0, 1.12], np.float32)
     model = _prelu_model(slopes)
     orig_path, fixed_path = tmp_path / "p.onnx", tmp_path / "p.edge.onnx"
     orig_path.write_bytes(model.SerializeToString())
-    fixed_path.write_bytes(apply_fixes(model.SerializeToString(), ["prelu-as-relu"]))
+    fixed_path.write_bytes(apply_fixes(model.SerializeToString(), [fix]))
+    assert "PRelu" not in {n.op_type for n in onnx.load(str(fixed_path)).graph.node}
     x = np.random.default_rng(1).normal(size=(2, 5, 4, 4)).astype(np.float32)
     want = OrtRunner(orig_path, ONE_THREAD).run(x)[0]
     got = OrtRunner(fixed_path, ONE_THREAD).run(x)[0]
@@ -163,6 +165,12 @@ def test_fixes_refuse_models_they_do_not_fit() -> None:
     prelu_as_relu(model)
     with pytest.raises(ModelError, match="no PRelu"):
         prelu_as_relu(model)
+    with pytest.raises(ModelError, match="no PRelu"):
+        prelu_as_dwconv(model)
+    shared = _prelu_model(np.array([0.5, 0.2], np.float32))  # one slope broadcast to every channel
+    shared.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(0.5, np.float32), "slope"))
+    with pytest.raises(ModelError, match="not per channel"):
+        prelu_as_dwconv(shared)
     with pytest.raises(ModelError, match="cannot parse"):
         apply_fixes(b"not an onnx model", ["dynamic-hw"])
 

@@ -96,7 +96,7 @@ def _cli(*argv: str) -> int:
 def test_repo_manifest_loads_and_names_runtime_paths(tmp_path: Path) -> None:
     m = load_manifest()
     assert [s.name for s in m.models] == ["yunet", "sface", "clp_det", "clp_rec", "clp_dict", "ppocr_rec"]
-    assert m.get("sface").fixes == ("weights-as-initializers", "dynamic-batch", "prelu-as-relu")
+    assert m.get("sface").fixes == ("weights-as-initializers", "dynamic-batch", "prelu-as-dwconv")
     assert model_path(tmp_path, "yunet") == tmp_path / "yunet.edge.onnx"
     assert model_path(tmp_path, "clp_det") == tmp_path / "clp_det.onnx"
     with pytest.raises(ConfigError, match="no model named 'nope'"):

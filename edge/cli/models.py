@@ -51,15 +51,19 @@ def _ensure_int8_sface(models_dir: Path, manifest_path: Path | None) -> str:
     Best effort: without it `models.sface_int8` falls back to the float SFace. `make bench` measures both.
     """
     from edge.models.variants import int8_path
+    from edge.vision.quantize import is_current  # onnx
 
     dest = int8_path(models_dir, "sface")
-    if dest.is_file():
+    manifest = load_manifest(manifest_path)
+    if is_current(models_dir, manifest):
         return f"{'sface':10s} {'present':8s} {dest.name} (int8)"
+    stale = dest.is_file()  # made by an older recipe or from another float graph: derive it again
     try:
-        written, faces = _quantize_sface(models_dir, load_manifest(manifest_path), None, 60)
+        written, faces = _quantize_sface(models_dir, manifest, None, 60)
     except EdgeError as exc:
         return f"{'sface':10s} {'no int8':8s} {exc} (the float SFace is used)"
-    return f"{'sface':10s} {'derived':8s} {written.name} (int8, calibrated on {faces} faces)"
+    action = "re-derived" if stale else "derived"
+    return f"{'sface':10s} {action:8s} {written.name} (int8, calibrated on {faces} faces)"
 
 
 def _quantize_sface(models_dir: Path, manifest: Any, calibration: Path | None, limit: int) -> tuple[Path, int]:

@@ -22,11 +22,13 @@ class ModelsConfig(StrictModel):
     sface_int8: bool = False
     """Embed faces with the int8 SFace (`models/sface.int8.onnx`, written after `edgegw models fetch`
     or by `edgegw models quantize`) on CPU. Measured beside the float model (bench/bench_int8.py,
-    docs/gate.md): 1.46x faster per face, TAR at FAR <= 0.1 % equal on the clean pairs and at 30-40 px,
-    but 2-3.5 points lower on dark and blurred 30 px faces (and 8 fewer residents accepted of 144 in
-    the dark), so it is off by default. Falls back to the float model (with a warning) when the file
-    is missing; GPU providers always use the float model. Residents enrolled with one are matched
-    with the same one: set it before enrolling."""
+    docs/gate.md "The race, third round"): the whole network in int8, 1.76x faster per face than the
+    float graph (the face race 22.5x face_recognition against 14-16x), TAR at FAR <= 0.1 % equal at
+    clean/40/30 px and better at 20 px over four seeds, but 3 points lower on dark and 5 on blurred
+    30 px faces (and one pair of the race's clean pairs lost), so it is off by default. Falls back
+    to the float model (with a warning) when the file is missing; GPU providers always use the float
+    model. Residents enrolled with one are matched with the same one: set it before enrolling (and
+    re-enrol after `edgegw models fetch` re-derives the int8 copy, as it did for recipe 2)."""
 
     def runtime_options(self) -> RuntimeOptions:
         """ONNX Runtime options for these settings."""

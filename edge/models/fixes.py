@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.models.manifest import KNOWN_FIXES
@@ -103,11 +104,64 @@ def prelu_as_relu(model: onnx.ModelProto) -> None:
     graph.node.extend(nodes)
 
 
+def prelu_as_dwconv(model: onnx.ModelProto) -> None:
+    """Rewrite per-channel PRelu(x, a) as x + DWConv[1-a](Relu(DWConv[-1](x))), two 1x1 depthwise convolutions.
+
+    Exact for any slope: for x >= 0 the second term is 0; for x < 0 it is (1 - a)(-x), so the sum is a·x.
+    ONNX Runtime fuses the Relu and the Add into the convolutions and keeps the whole chain in its
+    blocked (NCHWc) layout: on SFace 1.29x faster per face than `prelu-as-relu`, whose Sub and
+    channel-broadcast Mul made it reorder the layout at every layer (docs/gate.md). It needs each
+    slope as an initializer of C values ([C], [C,1] or [C,1,1]; run `weights-as-initializers` first).
+    """
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        if node.op_type != "PRelu":
+            nodes.append(node)
+            continue
+        x, slope_name = node.input[0], node.input[1]
+        if slope_name not in inits:
+            raise ModelError(f"prelu-as-dwconv: the slope {slope_name!r} is not an initializer")
+        slope = numpy_helper.to_array(inits[slope_name]).astype(np.float32)
+        if slope.ndim == 0 or any(d != 1 for d in slope.shape[1:]):
+            raise ModelError(f"prelu-as-dwconv: slope {slope_name!r} of shape {slope.shape} is not per channel")
+        channels = int(slope.shape[0])
+        base = f"{node.name or node.output[0]}__dwprelu{count}"
+        count += 1
+        neg_w, keep_w = f"{base}_wneg", f"{base}_w1a"
+        graph.initializer.extend([
+            numpy_helper.from_array(np.full((channels, 1, 1, 1), -1.0, np.float32), neg_w),
+            numpy_helper.from_array((1.0 - slope.reshape(-1)).reshape(channels, 1, 1, 1), keep_w),
+        ])
+        negx, relu, scaled = f"{base}_negx", f"{base}_relu", f"{base}_scaled"
+        nodes.extend(
+            [
+                helper.make_node("Conv", [x, neg_w], [negx], name=f"{base}_ConvNeg", group=channels,
+                                 kernel_shape=[1, 1]),
+                helper.make_node("Relu", [negx], [relu], name=f"{base}_Relu"),
+                helper.make_node("Conv", [relu, keep_w], [scaled], name=f"{base}_ConvScale", group=channels,
+                                 kernel_shape=[1, 1]),
+                helper.make_node("Add", [x, scaled], [node.output[0]], name=f"{base}_Add"),
+            ]
+        )
+    if count == 0:
+        raise ModelError("prelu-as-dwconv: the model has no PRelu node")
+    used = {name for n in nodes for name in n.input}
+    kept = [i for i in graph.initializer if i.name in used]  # the old slopes are no longer read
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 FIXES: dict[str, Fix] = {
     "dynamic-hw": dynamic_hw,
     "weights-as-initializers": weights_as_initializers,
     "dynamic-batch": dynamic_batch,
     "prelu-as-relu": prelu_as_relu,
+    "prelu-as-dwconv": prelu_as_dwconv,
 }
 assert set(FIXES) == KNOWN_FIXES, "edge.models.manifest.KNOWN_FIXES and FIXES disagree"
 

