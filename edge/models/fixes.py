@@ -79,6 +79,22 @@ def prelu_as_relu(model: onnx.ModelProto) -> None:
     This is exact for any slope. max(x, a·x) would not be: it equals PRelu only for 0 ≤ a ≤ 1,
     and SFace's slopes range from about −0.81 to 1.12.
     """
+    def expand(node: onnx.NodeProto, base: str) -> list[onnx.NodeProto]:
+        x, slope = node.input[0], node.input[1]
+        relu, neg, scaled = f"{base}_relu", f"{base}_neg", f"{base}_scaled"
+        return [
+            helper.make_node("Relu", [x], [relu], name=f"{base}_Relu"),
+            helper.make_node("Sub", [x, relu], [neg], name=f"{base}_Sub"),
+            helper.make_node("Mul", [neg, slope], [scaled], name=f"{base}_Mul"),
+            helper.make_node("Add", [relu, scaled], [node.output[0]], name=f"{base}_Add"),
+        ]
+
+    _replace_prelus(model, "prelu-as-relu", "prelu", expand)
+
+
+def _replace_prelus(model: onnx.ModelProto, fix: str, tag: str,
+                    expand: Callable[[onnx.NodeProto, str], list[onnx.NodeProto]]) -> None:
+    """Replace every PRelu node of the graph by `expand(node, unique_base_name)`, in place and order."""
     graph = model.graph
     nodes: list[onnx.NodeProto] = []
     count = 0
@@ -86,20 +102,10 @@ def prelu_as_relu(model: onnx.ModelProto) -> None:
         if node.op_type != "PRelu":
             nodes.append(node)
             continue
-        x, slope = node.input[0], node.input[1]
-        base = f"{node.name or node.output[0]}__prelu{count}"
+        nodes.extend(expand(node, f"{node.name or node.output[0]}__{tag}{count}"))
         count += 1
-        relu, neg, scaled = f"{base}_relu", f"{base}_neg", f"{base}_scaled"
-        nodes.extend(
-            [
-                helper.make_node("Relu", [x], [relu], name=f"{base}_Relu"),
-                helper.make_node("Sub", [x, relu], [neg], name=f"{base}_Sub"),
-                helper.make_node("Mul", [neg, slope], [scaled], name=f"{base}_Mul"),
-                helper.make_node("Add", [relu, scaled], [node.output[0]], name=f"{base}_Add"),
-            ]
-        )
     if count == 0:
-        raise ModelError("prelu-as-relu: the model has no PRelu node")
+        raise ModelError(f"{fix}: the model has no PRelu node")
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -115,12 +121,8 @@ def prelu_as_dwconv(model: onnx.ModelProto) -> None:
     """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    nodes: list[onnx.NodeProto] = []
-    count = 0
-    for node in graph.node:
-        if node.op_type != "PRelu":
-            nodes.append(node)
-            continue
+
+    def expand(node: onnx.NodeProto, base: str) -> list[onnx.NodeProto]:
         x, slope_name = node.input[0], node.input[1]
         if slope_name not in inits:
             raise ModelError(f"prelu-as-dwconv: the slope {slope_name!r} is not an initializer")
@@ -128,33 +130,26 @@ def prelu_as_dwconv(model: onnx.ModelProto) -> None:
         if slope.ndim == 0 or any(d != 1 for d in slope.shape[1:]):
             raise ModelError(f"prelu-as-dwconv: slope {slope_name!r} of shape {slope.shape} is not per channel")
         channels = int(slope.shape[0])
-        base = f"{node.name or node.output[0]}__dwprelu{count}"
-        count += 1
         neg_w, keep_w = f"{base}_wneg", f"{base}_w1a"
         graph.initializer.extend([
             numpy_helper.from_array(np.full((channels, 1, 1, 1), -1.0, np.float32), neg_w),
             numpy_helper.from_array((1.0 - slope.reshape(-1)).reshape(channels, 1, 1, 1), keep_w),
         ])
         negx, relu, scaled = f"{base}_negx", f"{base}_relu", f"{base}_scaled"
-        nodes.extend(
-            [
-                helper.make_node("Conv", [x, neg_w], [negx], name=f"{base}_ConvNeg", group=channels,
-                                 kernel_shape=[1, 1]),
-                helper.make_node("Relu", [negx], [relu], name=f"{base}_Relu"),
-                helper.make_node("Conv", [relu, keep_w], [scaled], name=f"{base}_ConvScale", group=channels,
-                                 kernel_shape=[1, 1]),
-                helper.make_node("Add", [x, scaled], [node.output[0]], name=f"{base}_Add"),
-            ]
-        )
-    if count == 0:
-        raise ModelError("prelu-as-dwconv: the model has no PRelu node")
-    used = {name for n in nodes for name in n.input}
+        return [
+            helper.make_node("Conv", [x, neg_w], [negx], name=f"{base}_ConvNeg", group=channels,
+                             kernel_shape=[1, 1]),
+            helper.make_node("Relu", [negx], [relu], name=f"{base}_Relu"),
+            helper.make_node("Conv", [relu, keep_w], [scaled], name=f"{base}_ConvScale", group=channels,
+                             kernel_shape=[1, 1]),
+            helper.make_node("Add", [x, scaled], [node.output[0]], name=f"{base}_Add"),
+        ]
+
+    _replace_prelus(model, "prelu-as-dwconv", "dwprelu", expand)
+    used = {name for n in graph.node for name in n.input}
     kept = [i for i in graph.initializer if i.name in used]  # the old slopes are no longer read
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    del graph.node[:]
-    graph.node.extend(nodes)
-
 
 FIXES: dict[str, Fix] = {
     "dynamic-hw": dynamic_hw,

@@ -71,17 +71,23 @@ def test_a_resent_batch_is_stored_once_and_marks_fold_runs_across_batches(pg: Da
         store.close()
 
 
+
+def _schema_as_of(conn: psycopg.Connection[tuple[object, ...]], version: int) -> None:
+    """Start the scratch database's schema over and apply the migrations up to `version` only."""
+    conn.execute("DROP SCHEMA public CASCADE")
+    conn.execute("CREATE SCHEMA public")
+    conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())")
+    for mg in migrations():
+        if mg.version <= version:
+            conn.execute(mg.sql.encode())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mg.version, mg.name))
+
+
 def test_migration_0008_carries_the_runs_recorded_before_it() -> None:
     with scratch_database("m8") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         # A database as 0005 left it (scratch_database migrated it fully: start its schema over).
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
-        for mg in migrations():
-            if mg.version <= 5:
-                conn.execute(mg.sql.encode())
-                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mg.version, mg.name))
+        _schema_as_of(conn, 5)
         conn.execute("INSERT INTO seq_runs VALUES ('d', 'c', 'g', 'cam1', 7, 1, 4), ('d', 'c', 'g', 'cam1', 7, 9, 9)")
         conn.execute("INSERT INTO marks (district, community, gateway, source, boot, seq) "
                      "VALUES ('d', 'c', 'g', 'reader1', 7, 12)")
@@ -122,14 +128,7 @@ def test_each_event_carries_its_gateways_id_and_same_named_gateways_differ(pg: D
 def test_migration_0010_gives_the_stored_events_their_gateway_ids() -> None:
     with scratch_database("m10") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         # A database as 0009 left it, with events of two gateways of the same name.
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
-        for mg in migrations():
-            if mg.version <= 9:
-                conn.execute(mg.sql.encode())
-                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mg.version, mg.name))
+        _schema_as_of(conn, 9)
         boot = int(time.time() * 1000)
         rows = [*_events("gw01", "cam1", boot, [1, 2, 3])]
         obj = event("dl-gjz", "c0002", "gw01", "cam1", boot, 1)
