@@ -47,12 +47,8 @@ CONFIGS: dict[str, tuple[ReaderParams, TrackZoom]] = {
     "confusable-0.8": (replace(_BEFORE, confusable_below=0.8, confusable=CONFUSABLE), TrackZoom()),
     "zoom": (_BEFORE, TrackZoom(zoom=True)),
     "zoom-back": (_BEFORE, TrackZoom(zoom=True, lookback_frames=5)),
-    "fuse": (_BEFORE, TrackZoom(fuse_min=3)),
-    "zoom-back-fuse": (_BEFORE, TrackZoom(zoom=True, lookback_frames=5, fuse_min=3)),
-    "zoom-back-fuse-noalign": (_BEFORE, TrackZoom(zoom=True, lookback_frames=5, fuse_min=3, align=False)),
     "T": (replace(_BEFORE, confusable_below=0.9), TrackZoom()),
     "T-zoom-back": (replace(_BEFORE, confusable_below=0.9), TrackZoom(zoom=True, lookback_frames=5)),
-    "T-zoom-back-fuse": (replace(_BEFORE, confusable_below=0.9), TrackZoom(zoom=True, lookback_frames=5, fuse_min=3)),
     "T1.0": (replace(_BEFORE, confusable_below=1.0), TrackZoom()),
     "T1.0-zoom-back": (replace(_BEFORE, confusable_below=1.0), TrackZoom(zoom=True, lookback_frames=5)),
     # The defaults now (ReaderParams, PlateConfig): T/7/1 second opinion, zoom and look-back on.

@@ -1,6 +1,6 @@
 """Track-guided looks in the plate path (edge.pipeline.plates.TrackZoom): a look around the predicted
-plate where a frame's detection missed it, a look back at earlier frames when a track starts, and the
-mean of a track's plate lines read as one more vote. A scripted reader stands in for the models here
+plate where a frame's detection missed it, and a look back at earlier frames when a track starts. A
+scripted reader stands in for the models here
 (what each look finds is the point); bench/ab_gate_plates.py measures them with the real ones."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bench._common import MODELS_DIR, SHARED_DATA, csv_rows
 from bench.bench_gate_plates import PLATES
 from edge.models.config import RuntimeOptions
 from edge.pipeline.config import PlateConfig
-from edge.pipeline.plates import PlatePath, TrackZoom, _aligned_mean
+from edge.pipeline.plates import PlatePath, TrackZoom
 from edge.plates.colour import PlateColour, PlateLayout
 from edge.plates.reader import PlateReader
 from edge.plates.values import PlateRead
@@ -38,7 +38,6 @@ class Reader:
     def __init__(self, seen: set[int], near: set[int]) -> None:
         self.seen, self.near = seen, near
         self.near_calls: list[int] = []
-        self.crops: list[NDArray[np.uint8]] = []
 
     def read(self, image: NDArray[np.uint8]) -> list[PlateRead]:
         return [_read()] if int(image[0, 0, 0]) in self.seen else []
@@ -47,13 +46,6 @@ class Reader:
         i = int(image[0, 0, 0])
         self.near_calls.append(i)
         return [_read()] if i in self.near and box.iou(BOX) > 0.5 else []
-
-    def plate_line(self, image: NDArray[np.uint8], corners: NDArray[np.float32]) -> NDArray[np.uint8]:
-        return np.full((48, 160, 3), int(image[0, 0, 0]) * 10, np.uint8)
-
-    def read_crop(self, crop: NDArray[np.uint8]) -> PlateRead | None:
-        self.crops.append(crop)
-        return _read("皖A12346", 0.99)
 
 
 def _run(reader: Reader, zoom: TrackZoom, frames: int = 12, cfg: PlateConfig | None = None) -> list[Any]:
@@ -98,28 +90,6 @@ def test_the_look_back_keeps_no_frame_older_than_a_track_lives() -> None:
     for i in range(4):
         path.process(Frame("gate", i, 100.0 + i * 0.1, np.full((8, 8, 3), i, np.uint8)))
     assert sorted(reader.near_calls) == [2]  # frames 0 and 1 are more than 0.15 s before frame 3
-
-
-def test_the_fused_line_votes_once_the_track_holds_enough_lines() -> None:
-    reader = Reader(seen={0, 1, 2, 4}, near=set())
-    (obs,) = _run(reader, TrackZoom(fuse_min=3), frames=5)
-    # Three frame reads ...5 at 0.95 and four lines fused: the mean line of frames 0, 1, 2, 4.
-    assert reader.crops and int(reader.crops[-1][0, 0, 0]) == round((0 + 10 + 20 + 40) / 4)
-    assert obs.subject is not None and obs.subject.value == "皖A12345"  # one fused vote does not outvote four
-    reader = Reader(seen={0, 1}, near=set())
-    _run(reader, TrackZoom(fuse_min=3), frames=2)
-    assert reader.crops == []  # two lines: not fused
-
-
-def test_aligned_mean_registers_a_shifted_line() -> None:
-    rng = np.random.default_rng(3)
-    base = np.asarray(rng.integers(0, 255, (48, 160, 3)), np.uint8)
-    base = np.asarray(np.repeat(np.repeat(base[::8, ::8], 8, 0), 8, 1)[:48, :160], np.uint8)
-    shifted = np.roll(base, 2, axis=1)
-    inner = (slice(None), slice(8, -8))
-    aligned = np.abs(_aligned_mean([base, shifted], True).astype(int) - base)[inner].mean()
-    plain = np.abs(_aligned_mean([base, shifted], False).astype(int) - base)[inner].mean()
-    assert aligned < 1.0 < plain
 
 
 @pytest.mark.models

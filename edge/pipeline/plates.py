@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -39,9 +38,8 @@ class TrackZoom:
     so a small plate found once is found in the next frames too. A track stops being zoomed after
     `max_misses` looks in a row found nothing (the vehicle left). `lookback_frames`: when a new
     track starts, the same look at its plate in up to this many earlier frames (kept by reference,
-    none older than the path's track age). `fuse_min`: once a track holds this many plate lines,
-    their per-pixel mean (registered by the corners, then by `align`-ed translation) is read as one
-    more vote (0: off); independent noise and compression artefacts average out.
+    none older than the path's track age). (Averaging a track's registered plate lines into one
+    more vote was measured and removed: docs/gate.md, third round.)
     """
 
     zoom: bool = False
@@ -49,48 +47,11 @@ class TrackZoom:
     min_score: float | None = None
     max_misses: int = 3
     lookback_frames: int = 0
-    fuse_min: int = 0
-    align: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    """What a track keeps of one frame: the read, and the rectified plate line for fusion."""
-
-    read: PlateRead
-    line: NDArray[np.uint8] | None = field(default=None, repr=False)
-
-
-def _quality(sample: _Sample) -> float:
+def _quality(read: PlateRead) -> float:
     # Valid reads first, then by confidence: the vote uses the best few frames of the track.
-    read = sample.read
     return (1.0 if read.valid else 0.0) + read.confidence
-
-
-def _aligned_mean(lines: Sequence[NDArray[np.uint8]], align: bool) -> NDArray[np.uint8]:
-    """The per-pixel mean of plate lines of one size, each shifted onto the first by ECC
-    (translation only: the corners already removed perspective) when `align`."""
-    ref = lines[0].astype(np.float32)
-    ref_grey = cv2.cvtColor(lines[0], cv2.COLOR_BGR2GRAY).astype(np.float32)
-    acc = ref.copy()
-    h, w = ref_grey.shape
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
-    for line in lines[1:]:
-        x = line.astype(np.float32)
-        if align:
-            warp = np.eye(2, 3, dtype=np.float32)
-            grey = cv2.cvtColor(line, cv2.COLOR_BGR2GRAY).astype(np.float32)
-            try:
-                _, found = cv2.findTransformECC(ref_grey, grey, warp, cv2.MOTION_TRANSLATION, criteria, None)
-                warp = np.asarray(found, np.float32)
-                # A shift of more than a character's width is a failed registration, not motion.
-                if abs(float(warp[0, 2])) < w / 10 and abs(float(warp[1, 2])) < h / 4:
-                    x = np.asarray(cv2.warpAffine(x, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                                  borderMode=cv2.BORDER_REPLICATE), np.float32)
-            except cv2.error:
-                pass  # ECC did not converge: keep the corner registration
-        acc += x
-    return np.asarray(np.clip(acc / len(lines) + 0.5, 0, 255), np.uint8)
 
 
 class PlatePath:
@@ -103,7 +64,6 @@ class PlatePath:
         self._zoom = zoom or TrackZoom(zoom=config.zoom, lookback_frames=config.zoom_lookback_frames)
         self._zoom_misses: dict[int, int] = {}
         self._recent: deque[tuple[float, NDArray[np.uint8]]] = deque(maxlen=max(1, self._zoom.lookback_frames))
-        self._fused: dict[int, tuple[int, PlateRead | None]] = {}  # track id -> (lines fused, read)
         self.zoom_reads = 0
         """Plates found by a track-guided look (zoom or look-back) that the frame's detection missed."""
         self._dwell = dwell
@@ -111,7 +71,7 @@ class PlatePath:
         self._cfg = config
         self._local = tuple(p.replace("·", "").upper() for p in local_prefixes)
         self._gate = gate_line
-        self._tracker: IouTracker[_Sample] = IouTracker(
+        self._tracker: IouTracker[PlateRead] = IouTracker(
             source_id, quality=_quality,
             config=TrackerConfig(max_age_s=config.track_max_age_s, min_hits=config.track_min_hits, best_k=8))
         self.plates_read = 0
@@ -129,11 +89,11 @@ class PlatePath:
             reads += self._look_again(frame, reads)
         self.plates_read += sum(1 for r in reads if r.valid)
         self.last_boxes = [r.box for r in reads]
-        by_det: dict[int, _Sample] = {}
+        by_det: dict[int, PlateRead] = {}
         dets: list[Detection] = []
         for r in reads:
             det = Detection(box=r.box, score=r.detector_score, keypoints=r.corners)
-            by_det[id(det)] = self._sample(frame.image, r)
+            by_det[id(det)] = r
             dets.append(det)
         known = {t for t, _ in self._tracker.predictions(frame.ts)}
         ended = self._observe(self._tracker.update(frame.ts, dets, lambda d: by_det[id(d)]))
@@ -148,10 +108,6 @@ class PlatePath:
         plates = {t.track_id: RawIdentifier(IdKind.PLATE, read_at[t.last_box].text) for t in live
                   if t.last_ts == frame.ts and t.last_box in read_at}
         return ended + early + self._dwell.update(live, frame.ts, frame.shape, plates)
-
-    def _sample(self, image: NDArray[np.uint8], read: PlateRead) -> _Sample:
-        line = self._reader.plate_line(image, read.corners) if self._zoom.fuse_min > 0 else None
-        return _Sample(read, line)
 
     def _look_again(self, frame: Frame, reads: Sequence[PlateRead]) -> list[PlateRead]:
         """Reads around each open track's predicted plate where this frame's detection found none."""
@@ -183,27 +139,15 @@ class PlatePath:
         for track_id, box in self._tracker.predictions(frame.ts):
             if track_id in known:
                 continue
-            found: list[_Sample] = []
+            found: list[PlateRead] = []
             for img in earlier:
                 got = self._reader.read_near(img, box, context=z.context, min_score=z.min_score)
                 if got:
-                    found.append(self._sample(img, got[0]))
+                    found.append(got[0])
             if found:
                 self.zoom_reads += len(found)
-                self.plates_read += sum(1 for s in found if s.read.valid)
+                self.plates_read += sum(1 for r in found if r.valid)
                 self._tracker.add_samples(track_id, found)
-
-    def _fused_read(self, track: Track[_Sample]) -> PlateRead | None:
-        """The read of the mean of the track's plate lines (cached until the track gains lines)."""
-        lines = [s.line for s in track.samples if s.line is not None]
-        if self._zoom.fuse_min <= 0 or len(lines) < self._zoom.fuse_min:
-            return None
-        cached = self._fused.get(track.track_id)
-        if cached is not None and cached[0] == len(lines):
-            return cached[1]
-        read = self._reader.read_crop(_aligned_mean(lines, self._zoom.align))
-        self._fused[track.track_id] = (len(lines), read)
-        return read
 
     @property
     def gate_line(self) -> GateLine | None:
@@ -223,13 +167,10 @@ class PlatePath:
         """End of input: report every open track."""
         return self._observe(self._tracker.flush())
 
-    def _vote(self, track: Track[_Sample]) -> VotedPlate | None:
+    def _vote(self, track: Track[PlateRead]) -> VotedPlate | None:
         vote = PlateVote(self._cfg.min_confidence)
-        for sample in track.samples:
-            vote.add(sample.read)
-        fused = self._fused_read(track)
-        if fused is not None:
-            vote.add(fused)
+        for read in track.samples:
+            vote.add(read)
         return vote.result()
 
     def _early(self, ts: float) -> list[Observation]:
@@ -247,11 +188,10 @@ class PlatePath:
             out.append(self._observation(track, result, ts=ts, decision="early", event_id=event_id))
         return out
 
-    def _observe(self, tracks: list[Track[_Sample]]) -> list[Observation]:
+    def _observe(self, tracks: list[Track[PlateRead]]) -> list[Observation]:
         out: list[Observation] = []
         for track in tracks:
             result = self._vote(track)
-            self._fused.pop(track.track_id, None)
             self._zoom_misses.pop(track.track_id, None)
             decided = self.decisions.close(track.track_id)
             if decided is None and result is None and track.hits < self._cfg.unread_min_hits:
@@ -266,19 +206,19 @@ class PlatePath:
                                              links=(decided.event_id,)))
         return out
 
-    def _observation(self, track: Track[_Sample], result: VotedPlate | None, *, ts: float, decision: str,
+    def _observation(self, track: Track[PlateRead], result: VotedPlate | None, *, ts: float, decision: str,
                      event_id: str | None = None, links: tuple[str, ...] = ()) -> Observation:
         attrs: dict[str, Scalar] = {
             "frames": track.hits,
-            "reads": sum(1 for s in track.samples if s.read.valid),
+            "reads": sum(1 for r in track.samples if r.valid),
             "duration_s": round(track.duration, 3),
             "direction": track_direction(track, self._gate).value,
             "decision": decision,
         }
         if result is None:
-            colours = Counter(s.read.colour for s in track.samples)
+            colours = Counter(r.colour for r in track.samples)
             colour = colours.most_common(1)[0][0] if colours else PlateColour.UNKNOWN
-            layouts = Counter(s.read.plate_type for s in track.samples)
+            layouts = Counter(r.plate_type for r in track.samples)
             attrs |= {"confidence": 0.0, "colour": colour.value, "local": False,
                       "plate_type": layouts.most_common(1)[0][0].value if layouts else "single"}
             return Observation(EventKind.PLATE_PASSAGE, self.source_id, ts, subject_ref=random_ref(),

@@ -87,12 +87,6 @@ class ReaderParams:
     # measured has frames of 1160 or 1280 px) keep the proposals at `detector.long_side`, where a
     # 640 px frame costs no more than at its native size: not measured at 384, so not changed.
     proposal_min_shrink: float = 2.0
-    # Refine once more, from the refined box, when its width differs from the proposal's by more
-    # than this share (None: never). Measured with proposals at 384, 0.1: on the 36 native scenes
-    # 6 of 37 plates refined twice, mean corner error 1.63 % of the plate width (1.71 % without;
-    # 1.63 % with proposals at 640), none over 6 % (one without); reads 309 of 360 as without it,
-    # but the clip read 32 of 36 instead of 33, so it is off (docs/gate.md, "Proposals at 384").
-    refine_tolerance: float | None = None
     # Proposals from the downscaled frame that get refined (and so verified) at plate scale.
     proposal_threshold: float = 0.05
     max_proposals: int = 4
@@ -280,14 +274,6 @@ class PlateReader:
         found: list[Detection] = []
         for d in proposals:
             refined = self._refine(bgr, d, p.refine_width)
-            if refined is not None and p.refine_tolerance is not None:
-                # A proposal from a small detector input can miss the plate's width, and the
-                # corners are best when the plate really is `refine_width` wide in the crop.
-                off = abs(refined.box.width - d.box.width) / max(refined.box.width, 1.0)
-                if off > p.refine_tolerance:
-                    again = self._refine(bgr, refined, p.refine_width)
-                    if again is not None and again.score >= p.detector.score_threshold:
-                        refined = again
             if refined is not None and refined.score >= p.detector.score_threshold:
                 found.append(refined)
             elif d.score >= p.detector.score_threshold:
@@ -347,14 +333,6 @@ class PlateReader:
         if hit is None or hit.score < threshold:
             return []
         return self._read_quads(bgr, [(hit.keypoints, hit.box, hit.score)])
-
-    def plate_line(self, image: NDArray[Any], corners: NDArray[np.float32]) -> NDArray[np.uint8] | None:
-        """The rectified single-row line of the plate with these corners (what the recogniser reads),
-        for fusing several frames of one track (edge.pipeline.plates)."""
-        bgr = normalise_frame(image)
-        if bgr is None:
-            return None
-        return warp_band(bgr, corners, self.params.line_width, PPOCR_SPEC.height, self.params.band)
 
     def read_crop(self, crop_bgr: NDArray[Any]) -> PlateRead | None:
         """Read an image that is already a tight plate crop (no detection); None for a bad crop."""
