@@ -46,8 +46,9 @@ _MOVE_STAGE = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} F
                "ON CONFLICT (event_id) DO NOTHING")
 _EVENT_TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "text", "text",
                 "jsonb", "timestamptz", "int4")
-# One statement with three arrays: one round trip (a COPY takes two).
-_INSERT_RUNS = "INSERT INTO seq_runs (src, lo, hi) SELECT * FROM unnest(%s::int8[], %s::int8[], %s::int8[])"
+# One statement with three arrays: one round trip (a COPY takes two). The arrays go as binary
+# parameters (%b): measured 2.2 ms per 1000-event batch against 2.7-2.9 ms as text (docs/district.md §6).
+_INSERT_RUNS = "INSERT INTO seq_runs (src, lo, hi) SELECT * FROM unnest(%b::int8[], %b::int8[], %b::int8[])"
 # Source ids a store remembers; past this the cache starts over (a city has ~40k sources per boot).
 _MAX_CACHED_SOURCES = 200_000
 _DAY_MS = 86_400_000
