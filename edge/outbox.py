@@ -177,6 +177,18 @@ class StorageState:
 
 
 @dataclass(frozen=True, slots=True)
+class Covered:
+    """What one watermark took out of the outbox (end-to-end mode)."""
+
+    deleted: int
+    newest_sent_ts: float | None
+    """When the most recently sent of those rows that went out only once was sent (None: none
+    had). The platform has stored an event sent then, so it is up and storing what was sent by
+    then. A row sent more than once says less: the copy stored may be an older one, and its
+    `sent_ts` is that of the latest."""
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaState:
     """The quota alarm: raised at the first drop, cleared once the outbox is back below 90 % of its quota."""
 
@@ -189,6 +201,10 @@ class QuotaState:
 class OutboxFullError(OutboxError):
     """The disk (or the file cap) is full: nothing was committed and nothing was dropped; retry later."""
 
+
+# Sent, not covered by the watermark, and past the resend timeout, which doubles with each attempt
+# up to a factor (parameters: now, timeout, factor).
+_OVERDUE = "sent_ts IS NOT NULL AND sent_ts < ? - ? * min(1 << max(attempts - 1, 0), ?)"
 
 # SQLite's primary result codes; `sqlite3.SQLITE_FULL` and friends and `sqlite_errorcode` are 3.11+.
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
@@ -575,15 +591,19 @@ class Outbox:
                 db.executemany("UPDATE events SET sent_ts = ?, attempts = attempts + 1 WHERE row_id = ?", ids)
 
     @_guarded
-    def ack_watermark(self, source_id: str, boot: int, seq: int) -> int:
+    def ack_watermark(self, source_id: str, boot: int, seq: int) -> Covered:
         """Delete rows of `source_id` with seq <= `seq`, if `boot` is this outbox's boot."""
         if boot != self.boot:
-            return 0
+            return Covered(0, None)
         with self._tx(durable=False) as db:
+            # Read through the (source_id, seq) index before the delete: the uplink holds timeout
+            # resends until a mark covers something sent as late as the overdue rows.
+            newest = db.execute("SELECT MAX(sent_ts) FROM events WHERE source_id = ? AND seq <= ? AND attempts = 1",
+                                (source_id, seq)).fetchone()[0]
             n = int(db.execute("DELETE FROM events WHERE source_id = ? AND seq <= ?", (source_id, seq)).rowcount)
             if n:
                 self._bump("delivered", n)
-        return n
+        return Covered(n, None if newest is None else float(newest))
 
     @_guarded
     def unsend_range(self, source_id: str, boot: int, first: int, last: int) -> int:
@@ -610,19 +630,32 @@ class Outbox:
         return n
 
     @_guarded
-    def unsend_overdue(self, now: float, timeout_s: float, max_factor: int = 8) -> int:
+    def unsend_overdue(self, now: float, timeout_s: float, max_factor: int = 8, *, hold_s: float = 0.0,
+                       passed_ts: float | None = None) -> int:
         """End-to-end mode: resend rows the watermark has not covered `timeout_s` after their send.
 
         The wait doubles with each attempt (up to `max_factor` times the timeout), so a platform
         consumer that is down for hours is not flooded with the whole backlog every timeout.
+        With `hold_s` > 0 an overdue row is resent only once the platform has covered a row sent no
+        earlier than it (sent at `passed_ts` or before: this one, then, was lost on the way), or
+        once it has waited `hold_s` since its send (a platform that is up but lost everything).
         """
+        held = "" if hold_s <= 0 else " AND (sent_ts <= ? OR sent_ts < ? - ?)"
+        args: tuple[float, ...] = (now, timeout_s, max_factor)
+        if hold_s > 0:
+            args += (float("-inf") if passed_ts is None else passed_ts, now, hold_s)
         with self._tx(durable=False) as db:
-            n = int(db.execute(
-                "UPDATE events SET sent_ts = NULL WHERE sent_ts IS NOT NULL "
-                "AND sent_ts < ? - ? * min(1 << max(attempts - 1, 0), ?)", (now, timeout_s, max_factor)).rowcount)
+            n = int(db.execute(f"UPDATE events SET sent_ts = NULL WHERE {_OVERDUE}{held}", args).rowcount)  # noqa: S608
             if n:
                 self._bump("resent", n)
         return n
+
+    @_guarded
+    def count_overdue(self, now: float, timeout_s: float, max_factor: int = 8) -> int:
+        """End-to-end mode: rows past their resend timeout and still marked sent (after `unsend_overdue`
+        with a hold: the resends it holds)."""
+        return int(self._db.execute(f"SELECT COUNT(*) FROM events WHERE {_OVERDUE}",  # noqa: S608
+                                    (now, timeout_s, max_factor)).fetchone()[0])
 
     @_guarded
     def purge_expired(self, now: float | None = None) -> int:

@@ -232,14 +232,15 @@ def platform_worker(config: Path, dsn: str, port: int, log_dir: Path, client_id:
                  "--mqtt-port", str(port), "--client-id", client_id], log_dir / f"worker-{client_id}.log")
 
 
-def platform_worker_config(tmp: Path, port: int) -> Path:
+def platform_worker_config(tmp: Path, port: int, *, replay_after_s: float = 5.0) -> Path:
     """A district TOML for chaos tests: a clean session per worker start (`session_expiry_s = 0`), so what
     the broker routes while a worker is dead is gone, the worst case for the gateway's resend."""
-    # Replay requests only after 5 s: the gateway's own resend after its ack_timeout_s (1-2 s) comes
-    # first, so the tests show that path; sweeps are fast, so a restarted worker republishes marks at once.
+    # Replay requests only after `replay_after_s`: the gateway's own resend after its ack_timeout_s
+    # (1-2 s) comes first, so the tests show that path; sweeps are fast, so a restarted worker
+    # republishes marks at once.
     path = tmp / "district.toml"
     path.write_text(f"[mqtt]\nport = {port}\nsession_expiry_s = 0\n"
-                    "[ingest]\nsweep_s = 0.2\ngap_grace_s = 5.0\nreplay_interval_s = 5.0\n"
+                    f"[ingest]\nsweep_s = 0.2\ngap_grace_s = {replay_after_s}\nreplay_interval_s = {replay_after_s}\n"
                     "[database]\nconnect_timeout_s = 2\n")
     return path
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge.configbase import BackoffConfig
 from edge.errors import OutboxError
-from edge.outbox import Outbox, OutboxLimits
+from edge.outbox import Covered, Outbox, OutboxLimits
 from edge.privacy.boundary import PrivacyBoundary
 from edge.privacy.pseudonym import Pseudonymiser
 from edge.types import Event, Origin
@@ -70,6 +70,32 @@ def test_resends_back_off_per_attempt(tmp_path: Path) -> None:
     assert ob.unsend_overdue(1025.0, 10.0) == 0
     assert ob.unsend_overdue(1032.0, 10.0) == 4
     assert ob.counters()["resent"] == 8
+
+
+def test_held_resends_wait_for_a_mark_past_them_or_the_bound(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    early = ob.append(_events(4)).records
+    ob.mark_sent([r.row_id for r in early], 1000.0)
+    late = ob.append(_events(4, 4)).records
+    ob.mark_sent([r.row_id for r in late], 1005.0)
+    # Overdue, but no mark has moved (passed_ts None) or none past them: held.
+    assert ob.unsend_overdue(1020.0, 10.0, hold_s=80.0) == 0
+    assert ob.unsend_overdue(1020.0, 10.0, hold_s=80.0, passed_ts=999.0) == 0
+    assert ob.count_overdue(1020.0, 10.0) == 8
+    # The watermark covered a row sent at 1000: the rows sent then (or before) were lost; later ones wait.
+    covered = ob.ack_watermark(early[0].source_id, ob.boot, early[0].seq)
+    assert covered == Covered(1, 1000.0)
+    assert ob.unsend_overdue(1020.0, 10.0, hold_s=80.0, passed_ts=covered.newest_sent_ts) == 3
+    assert ob.count_overdue(1020.0, 10.0) == 4
+    # A mark that covers nothing new (already deleted) or rows never sent says nothing.
+    assert ob.ack_watermark(early[0].source_id, ob.boot, early[0].seq) == Covered(0, None)
+    # The bound: 80 s after their send the held rows go out whatever the marks say.
+    assert ob.unsend_overdue(1084.0, 10.0, hold_s=80.0) == 0
+    assert ob.unsend_overdue(1086.0, 10.0, hold_s=80.0) == 4
+    assert ob.counters()["resent"] == 7 and ob.count_overdue(1086.0, 10.0) == 0
+    # Sent twice: the copy the platform stored may be the first, so the second send time proves nothing.
+    ob.mark_sent([r.row_id for r in late], 1090.0)
+    assert ob.ack_watermark(late[0].source_id, ob.boot, late[0].seq) == Covered(1, None)
 
 
 def test_row_tally_is_built_for_an_existing_file_and_stays_exact(tmp_path: Path) -> None:

@@ -82,8 +82,8 @@ def test_end_to_end_watermark(tmp_path: Path) -> None:
     cam = [r for r in recs if r.source_id == "cam1"]
     ob.mark_sent([r.row_id for r in recs])
     assert ob.pending(100, unsent_only=True) == []
-    assert ob.ack_watermark("cam1", ob.boot + 1, 99) == 0  # another outbox's boot: ignored
-    assert ob.ack_watermark("cam1", ob.boot, cam[1].seq) == 2
+    assert ob.ack_watermark("cam1", ob.boot + 1, 99).deleted == 0  # another outbox's boot: ignored
+    assert ob.ack_watermark("cam1", ob.boot, cam[1].seq).deleted == 2
     assert ob.unsend_older_than(float("inf")) == len(recs) - 2
     assert len(ob.pending(100, unsent_only=True)) == len(recs) - 2
 

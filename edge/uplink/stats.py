@@ -22,6 +22,10 @@ class UplinkStats:
     connected_since: float | None = None
     protocol: str = ""
     retry_in_s: float | None = None
+    resends_held: int = 0
+    """End-to-end mode: overdue events whose resend is held (no watermark moved past them)."""
+    resend_hold_since: float | None = None
+    """Since when resends have been held (None: none is)."""
     extra: dict[str, Any] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     """Commit → PUBACK seconds of the latest acknowledged events."""

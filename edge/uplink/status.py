@@ -101,7 +101,8 @@ def status_body(outbox: Outbox, origin: Origin, cfg: UplinkConfig, stats: Uplink
         "seq": {"last": outbox.last_seq(), "floor": outbox.seq_floor()},
         "uplink": {"protocol": protocol, "connects": stats.connects, "attempts": stats.attempts,
                    "last_error": stats.last_error, "ack_mode": cfg.ack_mode, "window": cfg.window,
-                   "resent": counters.get("resent", 0), "latency_ms": stats.latency_ms()},
+                   "resent": counters.get("resent", 0), "resends_held": stats.resends_held,
+                   "resend_hold_since": stats.resend_hold_since, "latency_ms": stats.latency_ms()},
         "components": components,
         # The signed audit head capture recorded: the platform stores it to detect a later rewrite.
         "audit_head": capture.get("audit_head"),

@@ -28,7 +28,7 @@ from edge.errors import OutboxError
 from edge.events import base_topic, status_topic
 from edge.outbox import Outbox
 from edge.types import Origin
-from edge.uplink.config import MqttConfig, UplinkConfig
+from edge.uplink.config import RESEND_MAX_FACTOR, MqttConfig, UplinkConfig
 from edge.uplink.session import BrokerSession, pump
 from edge.uplink.stats import UplinkStats
 from edge.uplink.status import DiskWatch, alarm_signature, status_body, uplink_state
@@ -84,6 +84,9 @@ class Uplink:
         self._alarm_sig: tuple[object, ...] | None = None
         self._next_purge = 0.0
         self._next_resend = 0.0
+        # End-to-end mode: when the latest-sent row a watermark covered had been sent. The platform
+        # has stored what was sent then, so an older row still uncovered was lost, not delayed.
+        self._passed_ts: float | None = None
         self._store_error: str | None = None
         self._disk = DiskWatch()
 
@@ -129,7 +132,11 @@ class Uplink:
             return
         try:
             for source, seq in marks.items():
-                self.outbox.ack_watermark(source, boot, seq)
+                newest = self.outbox.ack_watermark(source, boot, seq).newest_sent_ts
+                # Only a mark that moved counts: a republished one (every platform reconnect, every
+                # batch with duplicates) covers nothing new and says nothing about what was lost.
+                if newest is not None and (self._passed_ts is None or newest > self._passed_ts):
+                    self._passed_ts = newest
         except OutboxError as exc:
             # The mark is retained and sent again on the next connection; rows stay until then.
             log.warning("cannot apply the platform's watermark now: %s", exc)
@@ -192,10 +199,35 @@ class Uplink:
             self._next_purge = now + _PURGE_INTERVAL_S
             self.outbox.purge_expired(now)
         if self.cfg.ack_mode == "end_to_end" and now >= self._next_resend:
-            if self.outbox.unsend_overdue(now, self.cfg.ack_timeout_s):
-                self.window.rewind()
+            self._resend_overdue(now)
             self._next_resend = now + min(_PURGE_INTERVAL_S, self.cfg.ack_timeout_s / 4)
         self._status_if_due(now)
+
+    def _resend_overdue(self, now: float) -> None:
+        """End-to-end mode: send again what the watermark has not covered in time, unless the platform is away.
+
+        A watermark that covers a row sent at T says the platform is up and storing what was sent
+        by T; an older row it still lacks was lost on the way and goes out again at its timeout.
+        While no mark moves past an overdue row, the platform is away (its database, its workers)
+        and the broker still queues the row: sending it again would only queue it twice. The hold
+        ends `resend_hold_s` after the row's send, for a platform that is up but lost everything.
+        Replay requests (`_on_replay`) are not held: the platform asks for what it knows it lacks.
+        """
+        timeout, hold = self.cfg.ack_timeout_s, self.cfg.resend_hold_s
+        if self.outbox.unsend_overdue(now, timeout, RESEND_MAX_FACTOR, hold_s=hold, passed_ts=self._passed_ts):
+            self.window.rewind()
+        held = self.outbox.count_overdue(now, timeout, RESEND_MAX_FACTOR) if hold > 0 else 0
+        stats = self.stats
+        if held and stats.resend_hold_since is None:
+            stats.resend_hold_since = now
+            log.warning("uplink: holding the resend of %d overdue event(s): no watermark has moved past them "
+                        "(the platform is away?); resending at the latest %.0f s after each send", held, hold)
+            self._next_status = 0.0  # the platform's operators see the hold at once
+        elif not held and stats.resend_hold_since is not None:
+            log.info("uplink: resends no longer held (after %.0f s)", now - stats.resend_hold_since)
+            stats.resend_hold_since = None
+            self._next_status = 0.0
+        stats.resends_held = held
 
     def _status_if_due(self, now: float) -> None:
         """Publish the status when it is due or an alarm changed: reads only, so it works on a full disk."""
