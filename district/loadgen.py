@@ -4,7 +4,8 @@ A thread per paho client stops scaling at about 200 clients on a small machine; 
 a coroutine on one event loop with a minimal MQTT 3.1.1 client (CONNECT, PUBLISH QoS 1, PUBACK,
 SUBSCRIBE, PINGREQ), which both mosquitto and RabbitMQ's MQTT plugin speak. Each simulated gateway
 behaves like the real uplink in end-to-end mode: it keeps every event until the platform's
-watermark covers it, resends what the watermark has not covered after `ack_timeout_s`, answers
+watermark covers it, resends what the watermark has not covered after `ack_timeout_s` (held, like
+the uplink's, while no watermark has moved past it: the platform is away, not the messages), answers
 replay requests, and publishes a retained status with `seq.last` and `seq.floor`. What it measures:
 event → committed latency (creation until the watermark covering it arrives) and what never got
 covered.
@@ -186,6 +187,7 @@ class _Pending:
     topic: str
     created: float
     sent: float = 0.0
+    attempts: int = 0
 
 
 @dataclass
@@ -206,7 +208,7 @@ class SimGateway:
 
     def __init__(self, host: str, ports: tuple[int, ...], district: str, community: str, gateway: str, *,
                  prefix: str = "edgegw", n_sources: int = 4, ack_timeout_s: float = 30.0, window: int = 64,
-                 boot: int | None = None) -> None:
+                 boot: int | None = None, resend_hold_s: float | None = None) -> None:
         self.host, self.ports = host, ports
         self._port_i = 0
         self.d, self.c, self.g = district, community, gateway
@@ -225,6 +227,10 @@ class SimGateway:
         self._topics = {s: f"{self.base}/events/{event(district, community, gateway, s, 1, 1)['kind']}"
                         for s in self.sources}
         self.ack_timeout_s = ack_timeout_s
+        # As the real uplink (edge/uplink/uplink.py, `resend_hold_max_s`): None = 8 x the timeout, 0 = no hold.
+        self.resend_hold_s = 8 * ack_timeout_s if resend_hold_s is None else resend_hold_s
+        # When the latest event a watermark covered (of those sent once) had been sent.
+        self._passed = float("-inf")
         self.window = asyncio.Semaphore(window)
         self.stats = GatewayStats()
         self.event_ids: list[str] = []
@@ -243,6 +249,8 @@ class SimGateway:
                 order = self._order.get(source)
                 while order and order[0] <= mark:
                     p = self.pending.pop((source, order.popleft()))
+                    if p.attempts == 1 and p.sent > self._passed:
+                        self._passed = p.sent
                     self.stats.committed += 1
                     self.stats.latencies.append(now - p.created)
         elif topic == f"{self.base}/replay" and msg.get("boot") == self.boot:
@@ -275,6 +283,7 @@ class SimGateway:
     async def _send(self, key: tuple[str, int], p: _Pending) -> None:
         await self.window.acquire()
         p.sent = time.monotonic()
+        p.attempts += 1
         try:
             assert self.mqtt is not None
             fut = self.mqtt.publish(p.topic, p.body)
@@ -314,12 +323,17 @@ class SimGateway:
                            "seq": {"last": dict(self.seq), "floor": floor}}).encode()
 
     async def resend_due(self) -> None:
-        """Send what was never sent on this connection, or not covered within ack_timeout_s."""
+        """Send what was never sent on this connection, or not covered within ack_timeout_s.
+
+        An overdue event is held while no watermark has covered anything sent as late as it, for at
+        most `resend_hold_s` after its send (the real uplink's rule)."""
         now = time.monotonic()
+        timeout, hold, passed = self.ack_timeout_s, self.resend_hold_s, self._passed
         for key, p in list(self.pending.items()):
-            if p.sent == 0.0 or now - p.sent > self.ack_timeout_s:
-                if p.sent != 0.0:
-                    self.stats.resent += 1
+            if p.sent == 0.0:
+                await self._send(key, p)
+            elif now - p.sent > timeout and (hold <= 0 or p.sent <= passed or now - p.sent > hold):
+                self.stats.resent += 1
                 await self._send(key, p)
 
     async def run(self, rate: float, duration_s: float, *, status_every_s: float = 5.0) -> None:
