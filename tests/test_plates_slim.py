@@ -4,6 +4,7 @@ PP-OCRv4 rec with real plate crops (the reader's restricted probabilities and re
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -181,3 +182,23 @@ def test_the_reader_reads_the_same_with_the_slimmed_recogniser() -> None:
         if a is not None and b is not None:
             assert (a.text, a.valid, a.form) == (b.text, b.valid, b.form)
             np.testing.assert_allclose(a.char_confidences, b.char_confidences, atol=1e-4)
+
+
+def test_warm_up_runs_each_named_pixel_variant_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader pays OpenCV's one-off LAB table set-up at start-up, not on the first weak plate."""
+    from edge.plates import variants
+
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def recorder(name: str) -> Callable[[variants.Line], variants.Line]:
+        def run(line: variants.Line) -> variants.Line:
+            calls.append((name, line.shape))
+            return line
+        return run
+
+    monkeypatch.setitem(variants.PIXEL_VARIANTS, "clahe", recorder("clahe"))
+    monkeypatch.setitem(variants.PIXEL_VARIANTS, "gamma", recorder("gamma"))
+    variants.warm_up(("clahe", "wide", "gamma"))  # "wide" is re-warped by the reader: nothing to warm
+    assert calls == [("clahe", (2, 2, 3)), ("gamma", (2, 2, 3))]
+    # The real CLAHE on the tiny line works and keeps its shape.
+    assert variants.clahe(np.zeros((2, 2, 3), np.uint8)).shape == (2, 2, 3)

@@ -35,7 +35,7 @@ from edge.plates.recognisers import (
 )
 from edge.plates.rectify import INNER, WIDE, Band, may_be_double_row, stitch_double_row, warp_band
 from edge.plates.values import PlateRead
-from edge.plates.variants import PIXEL_VARIANTS, combine
+from edge.plates.variants import PIXEL_VARIANTS, combine, warm_up
 from edge.types import Box, Detection
 from edge.vision import Runner, as_bgr
 
@@ -248,6 +248,7 @@ class PlateReader:
         # The fusion's calibration is PP-OCR's: a custom recogniser gets no second opinion.
         if self.params.second_opinion_below > 0 and own_recogniser:
             self._clp = _load_clp(folder, options, manifest)
+        warm_up(self.params.variants)
 
     def detect(self, image: NDArray[Any]) -> list[Detection]:
         """Plate detections (corners TL, TR, BR, BL) in a frame, best first; [] for a bad frame."""
