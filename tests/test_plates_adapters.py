@@ -67,6 +67,16 @@ def test_postprocess_clips_boxes_to_the_frame_and_rescales() -> None:
     assert det.postprocess(_outputs(32, 64, hot, score=0.5), meta, params) == []  # below 0.7
 
 
+def test_preprocess_is_the_mean_subtracted_planar_frame() -> None:
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    frame = big[7:71, 11:139]  # a view with the parent's strides, as the refinement's crops can be
+    tensor, meta = det.preprocess(frame, det.DetectorParams(long_side=None))
+    assert tensor.dtype == np.float32 and tensor.shape == (1, 3, 64, 128) and meta.scale == 1.0
+    want = frame.astype(np.float32).transpose(2, 0, 1)[None] - np.array([104, 117, 123], np.float32)[:, None, None]
+    assert np.array_equal(tensor, want)
+
+
 def test_suppress_keeps_the_best_of_overlapping_detections() -> None:
     params = det.DetectorParams(long_side=None)
     _, meta = det.preprocess(np.zeros((64, 128, 3), np.uint8), params)

@@ -96,7 +96,9 @@ def _ort() -> Any:
 class OrtRunner:
     """One ONNX Runtime inference session with chosen providers, falling back to CPU."""
 
-    def __init__(self, path: Path, options: RuntimeOptions | None = None) -> None:
+    def __init__(self, path: Path, options: RuntimeOptions | None = None, *, model: bytes | None = None) -> None:
+        """A session for the model file at `path`, or for `model` (serialised ONNX: a load-time
+        rewrite of that file, which still names it in logs, metrics and the status)."""
         ort = _ort()
         opts = options or RuntimeOptions()
         if not path.is_file():
@@ -115,7 +117,7 @@ class OrtRunner:
         if missing:
             log.warning("providers %s not available in this onnxruntime build; using %s",
                         missing, [n for n, _ in plan])
-        self._session = self._first_session(ort, path, so, plan)
+        self._session = self._first_session(ort, path, so, plan, model)
         self.path = path
         self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
         self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
@@ -126,13 +128,14 @@ class OrtRunner:
             _chosen[path.name] = self.providers[0]
 
     @staticmethod
-    def _first_session(ort: Any, path: Path, so: Any, plan: ProviderPlan) -> Any:
+    def _first_session(ort: Any, path: Path, so: Any, plan: ProviderPlan, model: bytes | None = None) -> Any:
         """A session on the best provider of `plan` that works, dropping the failing ones in turn."""
         errors: list[str] = []
+        source = model if model is not None else str(path)
         for start in range(len(plan)):
             names = [n for n, _ in plan[start:]]
             try:
-                return ort.InferenceSession(str(path), sess_options=so, providers=names,
+                return ort.InferenceSession(source, sess_options=so, providers=names,
                                             provider_options=[o for _, o in plan[start:]])
             except Exception as exc:  # ORT raises its own untyped exceptions
                 errors.append(f"{names[0]}: {exc}")
