@@ -25,6 +25,7 @@ from drivers.inputs.poller import InputPoller
 from edge.app.capture_live import CaptureLive, capture_families
 from edge.app.config import Config, load_config
 from edge.app.drawing import drawing_path
+from edge.app.heap import release_freed_heap
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
@@ -320,6 +321,8 @@ class CaptureDaemon:
 
     def run(self, *, exit_when_done: bool = False, status_interval_s: float = 5.0) -> int:
         """Run until stop() (or, with `exit_when_done`, until every finite source is exhausted)."""
+        # The models are built: hand their load-time garbage back before the cameras start (edge.app.heap).
+        release_freed_heap()
         for w in self.workers:
             w.start()
         self.supervisor.start()
