@@ -12,7 +12,7 @@ import pytest
 from bench import run as bench_run
 from bench._common import percentiles
 from edge.errors import ModelError
-from edge.vision.quantize import _Crops, int8_path, quantize_sface
+from edge.vision.quantize import _Crops, _StridedCrops, int8_path, quantize_sface, quantize_static_conv
 from tests._models import models_dir, require_faces
 
 pytestmark = pytest.mark.models
@@ -80,6 +80,53 @@ def test_calibration_reader_feeds_each_batch_once() -> None:
     first, second = reader.get_next(), reader.get_next()
     assert first is not None and second is not None
     assert float(second["data"].mean()) == 1.0 and reader.get_next() is None
+
+
+def test_strided_calibration_reader_reads_only_the_slice_asked_for() -> None:
+    # ONNX Runtime's CalibStridedMinMax asks for [start, end) slices in turn and folds each into
+    # its histograms, so the percentile calibration holds one crop's activations, not all of them.
+    batches = [np.full((1, 3, 112, 112), i, np.float32) for i in range(5)]
+    reader = _StridedCrops("data", batches)
+    assert len(reader) == 5
+    reader.set_range(start_index=2, end_index=4)
+    got = [reader.get_next() for _ in range(3)]
+    assert [float(g["data"].mean()) for g in got[:2] if g is not None] == [2.0, 3.0] and got[2] is None
+    reader.set_range(start_index=4, end_index=9)  # past the end: stops at the last batch
+    last = reader.get_next()
+    assert last is not None and float(last["data"].mean()) == 4.0 and reader.get_next() is None
+
+
+def test_an_unknown_calibration_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="unknown calibration"):
+        quantize_static_conv(tmp_path / "m.onnx", tmp_path / "q.onnx", [np.zeros((1, 3, 8, 8), np.float32)],
+                             calibration="entropy")
+
+
+def test_percentile_ranges_keep_the_int8_sface_closer_to_float_than_min_max(tmp_path: Path) -> None:
+    """Recipe 3's reason (docs/gate.md): min/max ranges stretched by outliers cost embedding fidelity."""
+    import onnx
+
+    from edge.models.config import RuntimeOptions
+    from edge.models.runner import OrtRunner
+    from edge.vision.quantize import RECIPE_KEY, SFACE_INT8_OPS, SFACE_INT8_RECIPE
+    from edge.vision.sface import SFace, preprocess
+    from tests._models import analyzer, image, labels
+
+    require_faces()
+    samples = [analyzer().largest_face_embedding(image(row["path"])) for row in labels()[:24]]
+    kept = [s for s in samples if s is not None]
+    cal, held = kept[:12], kept[12:]  # calibrate on some faces, compare on the others
+    pct = quantize_sface(models_dir(), [s.aligned for s in cal], out=tmp_path / "pct.onnx")
+    minmax = quantize_static_conv(models_dir() / "sface.edge.onnx", tmp_path / "minmax.onnx",
+                                  [preprocess(s.aligned[None]) for s in cal], SFACE_INT8_OPS)
+    meta = {p.key: p.value for p in onnx.load(str(pct)).metadata_props}
+    assert meta[RECIPE_KEY] == SFACE_INT8_RECIPE and "percentile" in SFACE_INT8_RECIPE
+
+    def mean_cosine(path: Path) -> float:
+        emb = SFace().embed(OrtRunner(path, RuntimeOptions()), np.stack([s.aligned for s in held]))
+        return float(np.mean([np.dot(e, s.embedding) for e, s in zip(emb, held, strict=True)]))
+
+    assert mean_cosine(pct) > mean_cosine(minmax)
 
 
 def test_int8_sface_agrees_with_the_float_model(tmp_path: Path) -> None:
