@@ -203,8 +203,10 @@ def test_preview_overlay_and_aiming(gateway: Gateway, installer: object) -> None
     t0 = time.monotonic()
     page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0", timeout=5_000)
     assert time.monotonic() - t0 < 5.0  # a preview frame within 5 s
+    # The gauge's text names its thresholds in px before any face is measured; wait for a verdict
+    # (the capture daemon's first measurements, later on a loaded machine) rather than for that text.
     page.wait_for_function("() => document.getElementById('gauge') !== null && "
-                           "document.getElementById('gauge').innerText.includes(' px')", timeout=20_000)
+                           "document.getElementById('gauge').dataset.verdict !== 'none'", timeout=30_000)
     time.sleep(1.0)
     with_overlay = page.locator("#preview").screenshot()
     page.screenshot(path=str(ARTIFACTS / "04-preview-overlay.png"), full_page=True)
