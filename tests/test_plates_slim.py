@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.models.config import RuntimeOptions
+from edge.models.fixes import parse_model
 from edge.models.runner import OrtRunner
 from edge.plates import slim
 from edge.plates.ctc import Vocabulary
@@ -84,7 +85,7 @@ def test_each_rewrite_keeps_the_function_on_a_small_graph() -> None:
     data, done = slim.slim_recogniser(model)
     # Conv+affine twice; the affine after the first hard-swish feeds a 1x1 conv; two hard-swishes.
     assert done == {"conv_affine": 2, "affine_pointwise": 1, "hardswish": 2}
-    ops = [n.op_type for n in slim.parse(data).graph.node]
+    ops = [n.op_type for n in parse_model(data).graph.node]
     assert ops.count("Clip") == 0 and ops.count("Div") == 0 and ops.count("HardSigmoid") == 2
     np.testing.assert_allclose(_run(data, x), ref, rtol=1e-5, atol=1e-6)
 
@@ -99,7 +100,7 @@ def test_keep_classes_is_the_restricted_renormalised_softmax() -> None:
     got = _run(data, x)[0]
     want = full[:, keep] / full[:, keep].sum(axis=1, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-    assert [d.dim_value for d in slim.parse(data).graph.output[0].type.tensor_type.shape.dim][-1] == 4
+    assert [d.dim_value for d in parse_model(data).graph.output[0].type.tensor_type.shape.dim][-1] == 4
 
 
 def test_an_affine_before_a_padded_conv_is_left_alone() -> None:
@@ -126,7 +127,7 @@ def test_a_model_without_the_classifier_is_refused() -> None:
     with pytest.raises(ModelError):
         slim.slim_recogniser(model, [0, 1])
     with pytest.raises(ModelError):
-        slim.parse(b"not a model")
+        parse_model(b"not a model")
 
 
 def _crops(limit: int) -> list[NDArray[np.uint8]]:
@@ -148,10 +149,10 @@ def test_the_slimmed_ppocr_gives_the_readers_probabilities() -> None:
     if not PPOCR.is_file():
         pytest.skip("PP-OCRv4 rec not fetched (edgegw models fetch)")
     data = PPOCR.read_bytes()
-    shipped = slim.parse(data)
+    shipped = parse_model(data)
     charset = ppocr_charset(slim.metadata(shipped))
     vocab = Vocabulary(charset)
-    slimmed, done = slim.slim_recogniser(slim.parse(data), vocab.model_index.tolist())
+    slimmed, done = slim.slim_recogniser(parse_model(data), vocab.model_index.tolist())
     assert done == {"conv_affine": 28, "affine_pointwise": 12, "hardswish": 28, "classes": vocab.size}
     a = OrtRunner(PPOCR, RuntimeOptions(intra_op_threads=1))
     b = OrtRunner(PPOCR, RuntimeOptions(intra_op_threads=1), model=slimmed)

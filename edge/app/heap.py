@@ -1,11 +1,10 @@
 """Give the heap that model loading freed back to the system before a daemon starts its work.
 
 Building the ONNX Runtime sessions (and rewriting PP-OCR's graph at load time, edge.plates.slim)
-allocates and frees tens of MB of transient buffers. glibc keeps freed blocks in its arenas, and the
-camera threads' allocations then land beside them rather than in them, so the freed memory stays
-resident for the daemon's whole life: measured on the bench's CaptureDaemon with 4 cameras
-(docs/gate.md, "Peak RSS after the models load"), 527 MB peak RSS with the slimmed PP-OCR against
-478 MB with it off; one `malloc_trim(0)` once the models are built brings the first to 477-480 MB.
+allocates and frees tens of MB of transient buffers, which glibc keeps resident in its arenas.
+Measured on the bench's CaptureDaemon with 4 cameras (docs/gate.md, "Peak RSS after the models
+load"): 527 MB peak RSS with the slimmed PP-OCR against 472-482 MB with it off; one `malloc_trim(0)`
+once the models are built brings the first to 475-486 MB.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def release_freed_heap() -> bool:
-    """Collect garbage, then return freed heap pages to the system (glibc only); True if trimmed.
+    """Collect garbage, then return freed heap pages to the system; True if `malloc_trim` ran (glibc).
 
     A no-op elsewhere (musl, macOS): those allocators have no `malloc_trim`, and nothing depends on
     it but the resident size."""

@@ -161,20 +161,30 @@ FIXES: dict[str, Fix] = {
 assert set(FIXES) == KNOWN_FIXES, "edge.models.manifest.KNOWN_FIXES and FIXES disagree"
 
 
-def apply_fixes(data: bytes, fixes: Sequence[str]) -> bytes:
-    """Apply the named fixes in order to a serialised model and return the checked, serialised result."""
+def parse_model(data: bytes) -> onnx.ModelProto:
+    """A serialised ONNX model, parsed (ModelError when it is not one)."""
     try:
-        model = onnx.load_from_string(data)
+        return onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ModelError(f"cannot parse ONNX model: {exc}") from exc
+
+
+def checked_bytes(model: onnx.ModelProto, what: str) -> bytes:
+    """`model` serialised once the ONNX checker accepts it (ModelError naming `what` otherwise)."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"{what} is not a valid model: {exc}") from exc
+    out: bytes = model.SerializeToString(deterministic=True)
+    return out
+
+
+def apply_fixes(data: bytes, fixes: Sequence[str]) -> bytes:
+    """Apply the named fixes in order to a serialised model and return the checked, serialised result."""
+    model = parse_model(data)
     for name in fixes:
         fix = FIXES.get(name)
         if fix is None:
             raise ModelError(f"unknown graph fix {name!r}")
         fix(model)
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"model is invalid after fixes {list(fixes)}: {exc}") from exc
-    out: bytes = model.SerializeToString(deterministic=True)
-    return out
+    return checked_bytes(model, f"the model after fixes {list(fixes)}")

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from edge.errors import ModelError
 from edge.models.config import RuntimeOptions
+from edge.models.fixes import parse_model
 from edge.models.manifest import Manifest, default_models_dir, model_path
 from edge.models.runner import OrtRunner
 from edge.plates import detector as det
@@ -204,7 +205,7 @@ def _load_ppocr(path: Path, options: RuntimeOptions | None, charset: Sequence[st
     if not slim or not path.is_file():  # a missing file: OrtRunner says so
         runner = OrtRunner(path, options)
         return runner, list(charset or ppocr_charset(runner.metadata))
-    model = slim_graph.parse(path.read_bytes())
+    model = parse_model(path.read_bytes())
     full = list(charset or ppocr_charset(slim_graph.metadata(model)))
     keep = Vocabulary(full).model_index.tolist()
     try:

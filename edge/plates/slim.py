@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
 from edge.errors import ModelError
+from edge.models.fixes import checked_bytes
 
 
 class _Graph:
@@ -238,14 +239,6 @@ def keep_classes(g: _Graph, keep: Sequence[int]) -> None:
         dims[len(dims) - 1].dim_value = int(idx.size)
 
 
-def parse(data: bytes) -> onnx.ModelProto:
-    """A serialised ONNX model, parsed (ModelError when it is not one)."""
-    try:
-        return onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise ModelError(f"cannot parse ONNX model: {exc}") from exc
-
-
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     """The model's custom metadata (PP-OCR keeps its character list under `character`)."""
     return {p.key: p.value for p in model.metadata_props}
@@ -263,8 +256,4 @@ def slim_recogniser(model: onnx.ModelProto, keep: Sequence[int] | None = None) -
         keep_classes(g, keep)
         done["classes"] = len(keep)
     g.finish()
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"slimmed recogniser is not a valid model: {exc}") from exc
-    return model.SerializeToString(), dict(done)
+    return checked_bytes(model, "the slimmed recogniser"), dict(done)
