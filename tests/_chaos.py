@@ -273,21 +273,30 @@ class Mosquitto:
     log: Path | None = None
 
     def start(self) -> None:
-        """Start and wait until it accepts connections on `port`."""
+        """Start and wait until it accepts connections on `port` and on every other listener of its conf.
+
+        Mosquitto opens its listeners one after another: a test that talks to a second listener
+        right after the first accepts could be refused (seen once in CI, on a plain listener after a TLS one)."""
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.log = self.conf.with_suffix(".log")
         with self.log.open("ab") as f:
             self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=f, stderr=f)
+        waiting = {self.port} | {int(line.split()[1]) for line in self.conf.read_text().splitlines()
+                                 if line.startswith("listener ") and line.split()[1] != "0"}  # 0: a unix socket
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            for port in sorted(waiting):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    waiting.discard(port)
+                except OSError:
+                    pass
+            if not waiting:
                 return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start listening on {sorted(waiting)}")
 
     def kill9(self) -> None:
         """A crash: whatever the broker held only in memory is gone."""
