@@ -100,7 +100,7 @@ def test_models_warmup_runs_every_model_and_reports_where(capsys: pytest.Capture
     for step in ("face: detect", "face: embed batch 1", "plate: detect", "plate: recognise"):
         assert step in out
     assert "320x240" in out
-    for model in ("yunet.edge.onnx", "sface.edge.onnx", "clp_det.onnx", "ch_PP-OCRv4_rec_infer.onnx"):
+    for model in ("yunet.edge.onnx", "sface.edge.onnx", "clp_det.onnx", "ppocr_rec.edge.onnx"):
         assert f"{model}" in out and "runs on CPUExecutionProvider" in out
     assert "do not run on cuda" in captured.err
     with pytest.raises(SystemExit):

@@ -1,10 +1,10 @@
 """Give the heap that model loading freed back to the system before a daemon starts its work.
 
-Building the ONNX Runtime sessions (and rewriting PP-OCR's graph at load time, edge.plates.slim)
-allocates and frees tens of MB of transient buffers, which glibc keeps resident in its arenas.
-Measured on the bench's CaptureDaemon with 4 cameras (docs/gate.md, "Peak RSS after the models
-load"): 527 MB peak RSS with the slimmed PP-OCR against 472-482 MB with it off; one `malloc_trim(0)`
-once the models are built brings the first to 475-486 MB.
+Building the ONNX Runtime sessions allocates and frees tens of MB of transient buffers, which glibc
+keeps resident in its arenas. Measured on the bench's CaptureDaemon with 4 cameras (docs/gate.md,
+"Peak RSS after the models load"), when PP-OCR was still slimmed at load time (edge.plates.slim,
+now run by `edgegw models fetch`): 527 MB peak RSS with the slimmed PP-OCR against 472-482 MB with
+it off; one `malloc_trim(0)` once the models were built brought the first to 475-486 MB.
 """
 
 from __future__ import annotations
