@@ -77,6 +77,17 @@ def test_a_provider_whose_session_fails_falls_through_to_the_next() -> None:
 
 
 @pytest.mark.models
+def test_sessions_take_activations_from_the_arena_without_a_memory_pattern() -> None:
+    """Memory pattern off by default (25-30 MB less peak RSS in the 4-camera daemon, docs/gate.md)."""
+    path = MODELS_DIR / "yunet.edge.onnx"
+    if not path.exists():
+        pytest.fail("models are not fetched: run `make models`")
+    default = OrtRunner(path)._session.get_session_options()
+    assert not default.enable_mem_pattern and default.enable_cpu_mem_arena
+    assert OrtRunner(path, RuntimeOptions(memory_pattern=True))._session.get_session_options().enable_mem_pattern
+
+
+@pytest.mark.models
 def test_asking_for_gpus_on_a_cpu_build_runs_on_cpu_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     path = MODELS_DIR / "yunet.edge.onnx"
     if not path.exists():
