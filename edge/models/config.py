@@ -47,7 +47,8 @@ class RuntimeOptions:
     # Measured here: with 2 threads and several sessions in one pipeline, spinning threads made the
     # pipeline slower than one thread. Off by default.
     allow_spinning: bool = False
-    # The arena holds on to peak activations; off trades a little speed for ~60 MB less RSS.
+    # The arena holds on to peak activations. Off, every activation is a malloc of its own: the
+    # 4-camera daemon peaked higher (448-523 MB against 363-399 MB with the shared arena, docs/gate.md).
     memory_arena: bool = True
     memory_pattern: bool = False
     """ONNX Runtime's memory pattern (`enable_mem_pattern`): per input shape, one block planned for all
