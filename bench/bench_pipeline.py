@@ -388,7 +388,8 @@ def _rss_child(args: dict[str, Any]) -> dict[str, Any]:
     daemon.run(exit_when_done=True, status_interval_s=60.0)
     frames = sum(w.frames for w in daemon.workers)
     return {"peak_rss_mb": round(peak_rss_mb(), 1), "cameras": len(cams), "frames": frames,
-            "wall_s": round(time.perf_counter() - t0, 2), "note": note, "memory_arena": RuntimeOptions().memory_arena}
+            "wall_s": round(time.perf_counter() - t0, 2), "note": note, "memory_arena": RuntimeOptions().memory_arena,
+            "memory_pattern": RuntimeOptions().memory_pattern, "shared_arena": RuntimeOptions().shared_arena}
 
 
 if __name__ == "__main__":

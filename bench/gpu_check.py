@@ -158,11 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         return FaceAnalyzer(args.models_dir, detector=runners["yunet"][side], embedder=runners["sface"][side])
 
     def plate_reader(side: int) -> PlateReader:
-        charset_runner = runners["ppocr_rec"][0].inner
+        meta = runners["ppocr_rec"][0].inner.metadata
         from edge.plates.recognisers import ppocr_charset
+        from edge.plates.slimmed import kept_classes
 
+        # The derived (slimmed) file scores only the classes its metadata lists.
         return PlateReader(args.models_dir, detector=runners["clp_det"][side], recogniser=runners["ppocr_rec"][side],
-                           recogniser_charset=ppocr_charset(charset_runner.metadata))
+                           recogniser_charset=kept_classes(meta) or ppocr_charset(meta))
 
     faces = [f.image for f in face_frames(labelled=args.faces, multi=0, ctu=0)][: args.faces]
     scenes = plate_frames(args.plates)

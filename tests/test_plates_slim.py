@@ -4,6 +4,13 @@ PP-OCRv4 rec with real plate crops (the reader's restricted probabilities and re
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +24,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.models.config import RuntimeOptions
+from edge.models.fetch import STATE_FILE, fetch, verify
 from edge.models.fixes import parse_model
+from edge.models.manifest import Manifest, load_manifest
 from edge.models.runner import OrtRunner
-from edge.plates import slim
+from edge.plates import slim, slimmed
 from edge.plates.ctc import Vocabulary
 from edge.plates.reader import PlateReader, ReaderParams
 from edge.plates.recognisers import PPOCR_SPEC, ppocr_charset, preprocess_lines
@@ -27,6 +36,7 @@ from edge.plates.recognisers import PPOCR_SPEC, ppocr_charset, preprocess_lines
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 PPOCR = MODELS / "ch_PP-OCRv4_rec_infer.onnx"
+DERIVED = MODELS / "ppocr_rec.edge.onnx"
 PLATES = ROOT.parent / "shared" / "data" / "plates"
 
 
@@ -168,13 +178,21 @@ def test_the_slimmed_ppocr_gives_the_readers_probabilities() -> None:
         assert (cut.argmax(axis=2) == want.argmax(axis=2)).all()
 
 
-@pytest.mark.models
-def test_the_reader_reads_the_same_with_the_slimmed_recogniser() -> None:
+def _require_derived() -> None:
     if not PPOCR.is_file() or not (MODELS / "clp_det.onnx").is_file():
         pytest.skip("plate models not fetched (edgegw models fetch)")
+    if not DERIVED.is_file():
+        pytest.fail(f"{DERIVED.name} is not derived: run `edgegw models fetch`")
+
+
+@pytest.mark.models
+def test_the_reader_reads_the_same_with_the_slimmed_recogniser() -> None:
+    _require_derived()
     opts = RuntimeOptions(intra_op_threads=1)
     shipped = PlateReader(MODELS, opts, params=ReaderParams(slim_recogniser=False))
     slimmed = PlateReader(MODELS, opts)
+    assert isinstance(shipped._ppocr.runner, OrtRunner) and isinstance(slimmed._ppocr.runner, OrtRunner)
+    assert shipped._ppocr.runner.path == PPOCR and slimmed._ppocr.runner.path == DERIVED
     assert slimmed._ppocr.vocab.chars == shipped._ppocr.vocab.chars
     assert slimmed._ppocr.vocab.size == len(slimmed._ppocr.vocab.model_index)
     for crop in _crops(30):
@@ -203,3 +221,109 @@ def test_warm_up_runs_each_named_pixel_variant_once(monkeypatch: pytest.MonkeyPa
     assert calls == [("clahe", (2, 2, 3)), ("gamma", (2, 2, 3))]
     # The real CLAHE on the tiny line works and keeps its shape.
     assert variants.clahe(np.zeros((2, 2, 3), np.uint8)).shape == (2, 2, 3)
+
+
+@pytest.mark.models
+def test_the_derived_file_computes_what_the_load_time_slim_did() -> None:
+    """`edgegw models fetch`'s ppocr_rec.edge.onnx against the graph slimmed in memory from the
+    shipped file (what the reader ran before): the same probabilities on real plate crops, and its
+    metadata holds the kept classes and the recipe."""
+    _require_derived()
+    shipped = parse_model(PPOCR.read_bytes())
+    charset = ppocr_charset(slim.metadata(shipped))
+    vocab = Vocabulary(charset)
+    in_memory, _ = slim.slim_recogniser(shipped, vocab.model_index.tolist())
+    a = OrtRunner(PPOCR, RuntimeOptions(intra_op_threads=1), model=in_memory)
+    b = OrtRunner(DERIVED, RuntimeOptions(intra_op_threads=1))
+    assert slimmed.kept_classes(b.metadata) == ["<blank>", *vocab.chars]
+    assert b.metadata["character"] == slim.metadata(shipped)["character"]
+    crops = _crops(24)
+    for width in (160, 320):
+        batch = preprocess_lines(crops, PPOCR_SPEC, [width] * len(crops))
+        np.testing.assert_array_equal(np.asarray(b.run(batch)[0]), np.asarray(a.run(batch)[0]))
+
+
+def _models_with_plates(tmp_path: Path) -> tuple[Manifest, Path]:
+    """A models folder in tmp_path provisioned from the repo's plate files (links), and its manifest."""
+    repo = load_manifest()
+    names = ("clp_det", "clp_rec", "clp_dict", "ppocr_rec")
+    if not all((MODELS / repo.get(n).file).is_file() for n in names):
+        pytest.skip("plate models not fetched (edgegw models fetch)")
+    lines = []
+    for name in names:
+        spec = repo.get(name)
+        entry = {"name": spec.name, "file": spec.file, "role": spec.role, "source": f"file:{MODELS}",
+                 "sha256": spec.sha256, "license": spec.license, "input": spec.input, "fixes": list(spec.fixes)}
+        lines += ["[[model]]", *(f"{k} = {json.dumps(v)}" for k, v in entry.items()), ""]
+    path = tmp_path / "manifest.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return load_manifest(path), tmp_path / "models"
+
+
+@pytest.mark.models
+def test_fetch_derives_the_slimmed_recogniser_and_again_when_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    manifest, models = _models_with_plates(tmp_path)
+    derived = models / "ppocr_rec.edge.onnx"
+    results = {r.name: r for r in fetch(manifest, models, progress=False)}
+    assert results["ppocr_rec"].derived == derived and results["ppocr_rec"].derived_action == "derived"
+    state = json.loads((models / STATE_FILE).read_text(encoding="utf-8"))["files"][derived.name]
+    assert state["recipe"] == slimmed.recipe() and state["fixes"] == ["slim-plate-recogniser"]
+    assert state["sha256"] == hashlib.sha256(derived.read_bytes()).hexdigest()
+    assert derived.read_bytes() == DERIVED.read_bytes()  # deterministic: the repo's copy is the same file
+    assert all(s.ok for s in verify(manifest, models))
+    assert {r.name: r.derived_action for r in fetch(manifest, models, progress=False)}["ppocr_rec"] == "verified"
+
+    derived.unlink()  # missing
+    assert {r.name: r.derived_action for r in fetch(manifest, models, progress=False)}["ppocr_rec"] == "derived"
+
+    # Recorded before the recipe was: derived again.
+    state_path = models / STATE_FILE
+    data = json.loads(state_path.read_text(encoding="utf-8"))
+    del data["files"][derived.name]["recipe"]
+    state_path.write_text(json.dumps(data), encoding="utf-8")
+    assert {r.name: r.derived_action for r in fetch(manifest, models, progress=False)}["ppocr_rec"] == "derived"
+
+    # Another recipe (the code changed): the reader will not use the old file, `list` says it is not
+    # current and `fetch` derives it again with the new recipe in its metadata.
+    monkeypatch.setattr(slimmed, "recipe", lambda: "2: changed")
+    (status,) = [s for s in verify(manifest, models) if s.name == "ppocr_rec"]
+    assert status.derived is not None and not status.derived.verified
+    with caplog.at_level(logging.WARNING, logger="edge.plates.reader"):
+        stale = PlateReader(models, RuntimeOptions(intra_op_threads=1), manifest=manifest)
+    assert isinstance(stale._ppocr.runner, OrtRunner) and stale._ppocr.runner.path == models / PPOCR.name
+    assert len(stale._ppocr.vocab.model_index) == stale._ppocr.vocab.size  # the full class list, restricted
+    assert "another recipe" in caplog.text
+    assert {r.name: r.derived_action for r in fetch(manifest, models, progress=False)}["ppocr_rec"] == "derived"
+    fresh = PlateReader(models, RuntimeOptions(intra_op_threads=1), manifest=manifest)
+    assert isinstance(fresh._ppocr.runner, OrtRunner) and fresh._ppocr.runner.path == derived
+    assert fresh._ppocr.runner.metadata[slimmed.RECIPE_KEY] == "2: changed"
+
+    # Off: the file as shipped, whatever is derived.
+    plain = PlateReader(models, RuntimeOptions(intra_op_threads=1), manifest=manifest,
+                        params=ReaderParams(slim_recogniser=False))
+    assert isinstance(plain._ppocr.runner, OrtRunner) and plain._ppocr.runner.path == models / PPOCR.name
+
+
+@pytest.mark.models
+def test_the_capture_daemon_never_imports_onnx() -> None:
+    """The capture process builds every model's session (the plate reader's slimmed PP-OCR too)
+    without importing onnx (16 MB resident): the graph was rewritten at fetch time."""
+    _require_derived()
+    probe = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import edge.app.capture
+        from edge.models.config import RuntimeOptions
+        from edge.plates.reader import PlateReader
+        from edge.vision.faces import FaceAnalyzer
+        models = Path({str(MODELS)!r})
+        reader = PlateReader(models, RuntimeOptions(intra_op_threads=1))
+        FaceAnalyzer(models, RuntimeOptions(intra_op_threads=1))
+        assert reader._ppocr.runner.path.name == "ppocr_rec.edge.onnx", reader._ppocr.runner.path
+        print(sorted(m for m in sys.modules if m == "onnx" or m.startswith("onnx.")))
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

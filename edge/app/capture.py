@@ -25,7 +25,7 @@ from drivers.inputs.poller import InputPoller
 from edge.app.capture_live import CaptureLive, capture_families
 from edge.app.config import Config, load_config
 from edge.app.drawing import drawing_path
-from edge.app.heap import release_freed_heap
+from edge.app.heap import limit_malloc_arenas, release_freed_heap
 from edge.app.wiring import (
     build_passage_observers,
     data_key,
@@ -63,6 +63,8 @@ class CaptureDaemon:
     """The composition root of the capture side."""
 
     def __init__(self, cfg: Config, config_dir: Path | None = None, config_file: Path | None = None) -> None:
+        # Before any thread of the daemon starts: one malloc arena for all of them (edge.app.heap).
+        limit_malloc_arenas()
         self.cfg = cfg
         self._config_dir = config_dir or Path.cwd()
         self._config_file = config_file

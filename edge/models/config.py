@@ -47,8 +47,20 @@ class RuntimeOptions:
     # Measured here: with 2 threads and several sessions in one pipeline, spinning threads made the
     # pipeline slower than one thread. Off by default.
     allow_spinning: bool = False
-    # The arena holds on to peak activations; off trades a little speed for ~60 MB less RSS.
+    # The arena holds on to peak activations. Off, every activation is a malloc of its own: the
+    # 4-camera daemon peaked higher (448-523 MB against 363-399 MB with the shared arena, docs/gate.md).
     memory_arena: bool = True
+    memory_pattern: bool = False
+    """ONNX Runtime's memory pattern (`enable_mem_pattern`): per input shape, one block planned for all
+    of a run's activations. Off, each activation is taken from the arena when it is made and given back
+    after its last use: the 4-camera CaptureDaemon peaked 25-30 MB lower (two cameras run one session
+    at once, each run with its own planned block), and per call thread CPU moved by -0.8 % (YuNet) to
+    +0.9 % (SFace), +0.2 % clp_det, +0.8 % PP-OCR, +2.2 % clp_rec (docs/gate.md, "Peak RSS after the
+    models load")."""
+    shared_arena: bool = True
+    """CPU sessions of the process take their memory from one arena registered with ONNX Runtime's
+    environment (`session.use_env_allocators`), which grows by exactly what a run asks for
+    (kSameAsRequested) instead of doubling, rather than each from an arena of its own."""
     trt_cache_dir: Path | None = None
     """Where TensorRT keeps its engines and timing cache; None: `trt-cache/` beside the model."""
     trt_fp16: bool = True

@@ -30,7 +30,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from edge.errors import ModelError
-from edge.models.manifest import Manifest, ModelSpec, Source
+from edge.models.manifest import Manifest, ModelSpec, Source, fix_recipe
 
 log = logging.getLogger(__name__)
 
@@ -378,12 +378,22 @@ def _fetch_original(
     return src.location
 
 
+def _derived_expectation(spec: ModelSpec) -> dict[str, Any]:
+    """What the state must record for a derived file to be current: the original's hash, the fixes
+    and, for fixes whose code has a version (`fix_recipe`), that version."""
+    expect: dict[str, Any] = {"from_sha256": spec.sha256, "fixes": list(spec.fixes)}
+    recipe = fix_recipe(spec.fixes)
+    if recipe is not None:
+        expect["recipe"] = recipe
+    return expect
+
+
 def _ensure_derived(spec: ModelSpec, models_dir: Path, state: _State) -> tuple[Path, str]:
     from edge.models.fixes import apply_fixes  # onnx is only needed when deriving
 
     assert spec.derived_file is not None
     derived = models_dir / spec.derived_file
-    expect = {"from_sha256": spec.sha256, "fixes": list(spec.fixes)}
+    expect = _derived_expectation(spec)
     if state.fast_match(derived, **expect):
         return derived, "verified"
     rec = state.files.get(derived.name)
@@ -463,7 +473,7 @@ def verify(manifest: Manifest, models_dir: Path) -> list[ModelStatus]:
         derived: FileStatus | None = None
         if spec.derived_file is not None:
             rec = state.files.get(spec.derived_file) or {}
-            current = rec.get("from_sha256") == spec.sha256 and rec.get("fixes") == list(spec.fixes)
+            current = all(rec.get(k) == v for k, v in _derived_expectation(spec).items())
             expected = str(rec["sha256"]) if current and "sha256" in rec else None
             derived = _file_status(models_dir / spec.derived_file, expected, "not recorded for these fixes; re-fetch")
         out.append(ModelStatus(spec.name, spec.role, original, derived))

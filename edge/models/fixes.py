@@ -151,12 +151,22 @@ def prelu_as_dwconv(model: onnx.ModelProto) -> None:
     del graph.initializer[:]
     graph.initializer.extend(kept)
 
+def slim_plate_recogniser(model: onnx.ModelProto) -> None:
+    """PP-OCRv4 rec slimmed for plates (edge.plates.slim.slim_for_plates): affine blocks folded into
+    the convolutions, hard-swish made fusable, the classifier cut to the blank and the plate
+    characters, whose list (and the recipe) the derived file's metadata records."""
+    from edge.plates.slim import slim_for_plates  # the plate alphabet lives with the plate code
+
+    slim_for_plates(model)
+
+
 FIXES: dict[str, Fix] = {
     "dynamic-hw": dynamic_hw,
     "weights-as-initializers": weights_as_initializers,
     "dynamic-batch": dynamic_batch,
     "prelu-as-relu": prelu_as_relu,
     "prelu-as-dwconv": prelu_as_dwconv,
+    "slim-plate-recogniser": slim_plate_recogniser,
 }
 assert set(FIXES) == KNOWN_FIXES, "edge.models.manifest.KNOWN_FIXES and FIXES disagree"
 

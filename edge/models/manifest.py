@@ -11,7 +11,18 @@ from edge.errors import ConfigError
 
 # Graph fixes the fetcher knows how to apply (edge.models.fixes implements exactly these).
 KNOWN_FIXES: frozenset[str] = frozenset({"dynamic-hw", "weights-as-initializers", "dynamic-batch", "prelu-as-relu",
-                                        "prelu-as-dwconv"})
+                                        "prelu-as-dwconv", "slim-plate-recogniser"})
+
+
+def fix_recipe(fixes: tuple[str, ...]) -> str | None:
+    """The version of the code behind `fixes` when one of them depends on more than its name (the
+    plate slimming: its rewrite version and plate alphabet), else None. `fetch` records it with the
+    derived file and derives the file again when it changes."""
+    if "slim-plate-recogniser" not in fixes:
+        return None
+    from edge.plates.slimmed import recipe  # light: no onnx, no OpenCV
+
+    return recipe()
 
 DERIVED_SUFFIX = ".edge.onnx"
 

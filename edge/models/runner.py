@@ -93,6 +93,28 @@ def _ort() -> Any:
     return ort
 
 
+_shared_lock = threading.Lock()
+_shared_registered: bool | None = None
+
+
+def _shared_cpu_arena(ort: Any) -> bool:
+    """Register, once a process, the CPU arena that sessions with `shared_arena` share: it grows by
+    what is asked (kSameAsRequested), not by doubling. False (each session keeps its own arena) when
+    this ONNX Runtime build cannot."""
+    global _shared_registered
+    with _shared_lock:
+        if _shared_registered is None:
+            try:
+                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+                # max_mem 0: no limit; strategy 1: kSameAsRequested; -1: the defaults for the rest.
+                ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+                _shared_registered = True
+            except Exception as exc:  # an ORT build without it raises its own untyped errors
+                log.warning("no shared ONNX Runtime arena (%s); each session keeps its own", exc)
+                _shared_registered = False
+        return _shared_registered
+
+
 class OrtRunner:
     """One ONNX Runtime inference session with chosen providers, falling back to CPU."""
 
@@ -109,6 +131,9 @@ class OrtRunner:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.allow_spinning else "0")
         so.enable_cpu_mem_arena = opts.memory_arena
+        so.enable_mem_pattern = opts.memory_pattern
+        if opts.shared_arena and opts.memory_arena and _shared_cpu_arena(ort):
+            so.add_session_config_entry("session.use_env_allocators", "1")
         so.log_severity_level = 3
         available = list(ort.get_available_providers())
         wanted = [_PROVIDER_NAMES.get(p.lower(), p) for p in opts.providers]

@@ -12,13 +12,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.errors import ModelError
 from edge.models.config import RuntimeOptions
-from edge.models.fixes import parse_model
-from edge.models.manifest import Manifest, default_models_dir, model_path
+from edge.models.manifest import Manifest, default_models_dir, load_manifest, model_path
 from edge.models.runner import OrtRunner
 from edge.plates import detector as det
-from edge.plates import slim as slim_graph
+from edge.plates import slimmed
 from edge.plates.agreement import agrees, expected_length, forms_for
 from edge.plates.colour import ColourEstimate, PlateColour, PlateLayout, classify_colour
 from edge.plates.ctc import ConstrainedDecoder, Decoded, Vocabulary
@@ -123,9 +121,10 @@ class ReaderParams:
     # or 0.8) turned a right read wrong natively and on seed 15003 (native 34, 1 wrong).
     confusable_below: float = 0.9
     confusable: tuple[str, ...] = ("T71",)
-    # Run PP-OCR from its graph slimmed at load time (edge.plates.slim: affine blocks folded into
-    # the convolutions, hard-swish fused, the classifier cut to the plate characters); the same
-    # function, 1.5x faster a call on this CPU. Off: the file as shipped (for A/B measurements).
+    # Run PP-OCR from its slimmed graph, derived by `edgegw models fetch` (edge.plates.slim: affine
+    # blocks folded into the convolutions, hard-swish fused, the classifier cut to the plate
+    # characters); the same function, 1.5x faster a call on this CPU. Off: the file as shipped (for
+    # A/B measurements).
     slim_recogniser: bool = True
 
 
@@ -198,24 +197,30 @@ def _load_clp(folder: Path, options: RuntimeOptions | None, manifest: Manifest |
     return _LineRecogniser(runner, clp_charset(dictionary.read_text(encoding="utf-8")), CLP_SPEC)
 
 
-def _load_ppocr(path: Path, options: RuntimeOptions | None, charset: Sequence[str] | None,
-                *, slim: bool) -> tuple[OrtRunner, list[str]]:
-    """PP-OCRv4 rec's runner and its class list; with `slim`, the graph rewritten by
-    edge.plates.slim with only the blank and the plate characters kept (so the class list is theirs)."""
-    if not slim or not path.is_file():  # a missing file: OrtRunner says so
-        runner = OrtRunner(path, options)
-        return runner, list(charset or ppocr_charset(runner.metadata))
-    model = parse_model(path.read_bytes())
-    full = list(charset or ppocr_charset(slim_graph.metadata(model)))
-    keep = Vocabulary(full).model_index.tolist()
-    try:
-        data, done = slim_graph.slim_recogniser(model, keep)
-    except ModelError as exc:  # another export of the model: run it as shipped
-        log.warning("PP-OCR rec not slimmed (%s); running %s as shipped", exc, path.name)
-        runner = OrtRunner(path, options)
-        return runner, full
-    log.debug("PP-OCR rec slimmed: %s", done)
-    return OrtRunner(path, options, model=data), [full[i] for i in keep]
+def _load_ppocr(folder: Path, options: RuntimeOptions | None, manifest: Manifest | None,
+                charset: Sequence[str] | None, *, slim: bool) -> tuple[OrtRunner, list[str]]:
+    """PP-OCRv4 rec's runner and its class list. With `slim`, the file `edgegw models fetch` derived
+    (edge.plates.slimmed: only the blank and the plate characters kept, so the class list is the one
+    its metadata records); without it, or when that file is missing or was made by another recipe,
+    the file as shipped with its full class list (the decoder restricts it)."""
+    spec = (manifest or load_manifest()).get("ppocr_rec")
+    shipped = folder / spec.file
+    derived = folder / spec.derived_file if spec.derived_file and slimmed.FIX in spec.fixes else None
+    if slim and derived is not None and derived.is_file():
+        runner = OrtRunner(derived, options)
+        meta = runner.metadata
+        full = list(charset or ppocr_charset(meta))  # the derived file keeps 'character' as shipped
+        want = [full[i] for i in Vocabulary(full).model_index]
+        if slimmed.kept_classes(meta) == want:
+            return runner, want
+        log.warning("%s was made by another recipe or for another charset; running %s as shipped "
+                    "(`edgegw models fetch` derives it again)", derived.name, shipped.name)
+        del runner
+    elif slim and shipped.is_file():
+        log.warning("%s is missing; running %s as shipped (`edgegw models fetch` derives it)",
+                    derived.name if derived is not None else "the slimmed PP-OCR", shipped.name)
+    runner = OrtRunner(shipped, options)  # a missing file: OrtRunner says so
+    return runner, list(charset or ppocr_charset(runner.metadata))
 
 
 class PlateReader:
@@ -238,7 +243,7 @@ class PlateReader:
         self._detector: Runner = detector or OrtRunner(model_path(folder, "clp_det", manifest), options)
         own_recogniser = recogniser is None
         if recogniser is None:
-            recogniser, charset = _load_ppocr(model_path(folder, "ppocr_rec", manifest), options, recogniser_charset,
+            recogniser, charset = _load_ppocr(folder, options, manifest, recogniser_charset,
                                               slim=self.params.slim_recogniser)
         else:
             if recogniser_charset is None:

@@ -1,4 +1,8 @@
-"""Load-time graph surgery that makes PP-OCRv4 rec cheaper to run for plates, same function.
+"""Graph surgery that makes PP-OCRv4 rec cheaper to run for plates, same function.
+
+Run by `edgegw models fetch` (the manifest's `slim-plate-recogniser` fix, `slim_for_plates`), which
+writes the derived `ppocr_rec.edge.onnx`; the gateway only loads that file (edge.plates.slimmed) and
+never imports onnx.
 
 PP-OCRv4's backbone (PPLCNetV3) follows every convolution with a learnable affine block (a scalar
 Mul and Add), writes hard-swish as four nodes (x·clip(x+3, 0, 6)/6) and follows the activation with
@@ -33,6 +37,9 @@ from onnx import helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.models.fixes import checked_bytes
+from edge.plates import slimmed
+from edge.plates.ctc import Vocabulary
+from edge.plates.recognisers import ppocr_charset
 
 
 class _Graph:
@@ -244,9 +251,9 @@ def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def slim_recogniser(model: onnx.ModelProto, keep: Sequence[int] | None = None) -> tuple[bytes, dict[str, int]]:
-    """The PP-OCR rec model rewritten as the module says (in place; `keep`: the classes to keep, in
-    order, None keeps all), serialised, and how many of each rewrite were made."""
+def slim_graph(model: onnx.ModelProto, keep: Sequence[int] | None = None) -> dict[str, int]:
+    """Rewrite the PP-OCR rec model as the module says, in place (`keep`: the classes to keep, in
+    order, None keeps all); returns how many of each rewrite were made."""
     g = _Graph(model)
     done: Counter[str] = Counter()
     done["conv_affine"] = fold_conv_affine(g)
@@ -256,4 +263,25 @@ def slim_recogniser(model: onnx.ModelProto, keep: Sequence[int] | None = None) -
         keep_classes(g, keep)
         done["classes"] = len(keep)
     g.finish()
-    return checked_bytes(model, "the slimmed recogniser"), dict(done)
+    return dict(done)
+
+
+def slim_recogniser(model: onnx.ModelProto, keep: Sequence[int] | None = None) -> tuple[bytes, dict[str, int]]:
+    """`slim_graph`, then the model serialised once the checker accepts it."""
+    done = slim_graph(model, keep)
+    return checked_bytes(model, "the slimmed recogniser"), done
+
+
+def slim_for_plates(model: onnx.ModelProto) -> dict[str, int]:
+    """The `slim-plate-recogniser` fix (run by `edgegw models fetch`): `slim_graph` keeping the blank
+    and the plate characters of the model's charset (edge.plates.ctc.Vocabulary), with that class
+    list and the recipe written into the model's metadata (edge.plates.slimmed), in place."""
+    full = ppocr_charset(metadata(model))
+    keep = Vocabulary(full).model_index.tolist()
+    done = slim_graph(model, keep)
+    props = {**metadata(model), slimmed.KEPT_KEY: slimmed.encode_classes([full[i] for i in keep]),
+             slimmed.RECIPE_KEY: slimmed.recipe()}
+    del model.metadata_props[:]
+    for key, value in sorted(props.items()):
+        model.metadata_props.add(key=key, value=value)
+    return done
