@@ -175,8 +175,18 @@ def test_degraded_and_clip_floors() -> None:
 @pytest.mark.slow
 @pytest.mark.models
 def test_fusion_tables_are_the_measured_calibration() -> None:
-    """edge.plates.fusion's tables are what `bench_gate_plates.py --calibrate` measures (held-out crops)."""
+    """edge.plates.fusion's tables are what `bench_gate_plates.py --calibrate` measures (held-out crops),
+    within 0.1 at every raw confidence.
+
+    Not to the digit: the reads behind a table move with the pixel pipeline (OpenCV's decoding and
+    resampling), and a few reads crossing a bin edge reshape the pool-adjacent-violators steps. Measured
+    on 2026-12-03 against the tables pinned on 2026-12-02: OpenCV 5.1.0 (what `pip install` resolves
+    now) differs by at most 0.048 (PP-OCR) and 0.015 (clp_rec), OpenCV 4.14 by 0.107 and 0.046; a bin
+    of 50 reads has a standard error of about 0.07. A table from another model or another crop set
+    differs by far more."""
     _gate()
     tables = bg.calibrate()
-    assert tables["ppocr"] == PPOCR_ALNUM
-    assert tables["clp"] == CLP_ALNUM
+    grid = np.linspace(0.0, 1.0, 1001)
+    for name, pinned in (("ppocr", PPOCR_ALNUM), ("clp", CLP_ALNUM)):
+        gap = max(abs(tables[name](float(c)) - pinned(float(c))) for c in grid)
+        assert gap <= 0.1, (name, gap, tables[name])
