@@ -5,7 +5,7 @@ glibc gives each new thread its own malloc arena (up to 8 per core), and memory 
 is never reused by another: with 4 camera threads, their supervisor threads and the main loop each
 keeping its own high-water mark of frames and tensors, the bench's 4-camera CaptureDaemon peaked at
 about 430 MB with ONNX Runtime's memory pattern off; with one arena (`limit_malloc_arenas`) at about
-390 MB, for no measured CPU cost (docs/gate.md, "Peak RSS after the models load"). An operator's
+390 MB, for no measured CPU cost (docs/gate.md, "Peak RSS, second round"). An operator's
 MALLOC_ARENA_MAX in the environment is left as it is.
 
 Building the ONNX Runtime sessions allocates and frees tens of MB of transient buffers, which glibc

@@ -55,8 +55,8 @@ class RuntimeOptions:
     of a run's activations. Off, each activation is taken from the arena when it is made and given back
     after its last use: the 4-camera CaptureDaemon peaked 25-30 MB lower (two cameras run one session
     at once, each run with its own planned block), and per call thread CPU moved by -0.8 % (YuNet) to
-    +0.9 % (SFace), +0.2 % clp_det, +0.8 % PP-OCR, +2.2 % clp_rec (docs/gate.md, "Peak RSS after the
-    models load")."""
+    +0.9 % (SFace), +0.2 % clp_det, +0.7 % PP-OCR, +2.2 % clp_rec (docs/gate.md, "Peak RSS, second
+    round")."""
     shared_arena: bool = True
     """CPU sessions of the process take their memory from one arena registered with ONNX Runtime's
     environment (`session.use_env_allocators`), which grows by exactly what a run asks for

@@ -151,6 +151,7 @@ def prelu_as_dwconv(model: onnx.ModelProto) -> None:
     del graph.initializer[:]
     graph.initializer.extend(kept)
 
+
 def slim_plate_recogniser(model: onnx.ModelProto) -> None:
     """PP-OCRv4 rec slimmed for plates (edge.plates.slim.slim_for_plates): affine blocks folded into
     the convolutions, hard-swish made fusable, the classifier cut to the blank and the plate

@@ -18,11 +18,9 @@ def fix_recipe(fixes: tuple[str, ...]) -> str | None:
     """The version of the code behind `fixes` when one of them depends on more than its name (the
     plate slimming: its rewrite version and plate alphabet), else None. `fetch` records it with the
     derived file and derives the file again when it changes."""
-    if "slim-plate-recogniser" not in fixes:
-        return None
-    from edge.plates.slimmed import recipe  # light: no onnx, no OpenCV
+    from edge.plates import slimmed  # light: no onnx, no OpenCV
 
-    return recipe()
+    return slimmed.recipe() if slimmed.FIX in fixes else None
 
 DERIVED_SUFFIX = ".edge.onnx"
 

@@ -205,7 +205,7 @@ def _load_ppocr(folder: Path, options: RuntimeOptions | None, manifest: Manifest
     the file as shipped with its full class list (the decoder restricts it)."""
     spec = (manifest or load_manifest()).get("ppocr_rec")
     shipped = folder / spec.file
-    derived = folder / spec.derived_file if spec.derived_file and slimmed.FIX in spec.fixes else None
+    derived = folder / spec.runtime_file if slimmed.FIX in spec.fixes else None
     if slim and derived is not None and derived.is_file():
         runner = OrtRunner(derived, options)
         meta = runner.metadata
