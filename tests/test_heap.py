@@ -1,8 +1,16 @@
-"""edge.app.heap: the heap freed while models load goes back to the system before the cameras start."""
+"""edge.app.heap: one malloc arena for the capture daemon's threads, and the heap freed while models
+load goes back to the system before the cameras start."""
 
 from __future__ import annotations
 
-from edge.app.heap import release_freed_heap
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.app.heap import limit_malloc_arenas, release_freed_heap
 
 
 def _rss_kb() -> int:
@@ -53,11 +61,6 @@ print(vm_size() - before)
 def test_one_malloc_arena_serves_every_thread() -> None:
     """Without the limit each new thread gets its own arena (64 MB of address space reserved each);
     with `limit_malloc_arenas(1)` the four threads allocate from the main heap."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     env["PYTHONPATH"] = str(root)
@@ -71,11 +74,6 @@ def test_one_malloc_arena_serves_every_thread() -> None:
     assert grown["default"] - grown["limit"] >= 4 * 60_000, grown
 
 
-def test_the_operators_malloc_arena_max_stands(monkeypatch: object) -> None:
-    import pytest
-
-    from edge.app.heap import limit_malloc_arenas
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+def test_the_operators_malloc_arena_max_stands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert not limit_malloc_arenas(1)
